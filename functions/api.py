@@ -1,0 +1,291 @@
+"""The HTTP function `api`: the studio's contract, routed on the path.
+
+Thin: parse HTTP, call the service or the store, shape JSON. Every answer is JSON (never HTML, never a
+bare 500): validation problems are 400 naming the field, bodies over the limit 413, a job that could
+not be queued 503 (and the job is marked failed, never left silently unlaunched).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from typing import Any, Callable
+
+from flask import Request, Response
+
+from functions.openapi import openapi_document
+from shared.domain.job import Backend
+from shared.domain.status import JobStatus
+from shared.errors import Conflict, FieldError, NotFound, PlatformError, TransientError, ValidationFailed
+from shared.ports import JobQuery, JobStore
+from shared.service import PublishFailed, TrainingService
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOB_PATH = re.compile(r"^/jobs/(?P<id>[A-Za-z0-9_.\-]{1,128})$")
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+MAX_LOG_PAGE = 5000
+DEFAULT_LOG_PAGE = 1000
+MAX_JSON_DEPTH = 64
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth, iteratively (no recursion limit to trip on hostile bodies)."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(body.get("error"))
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    resp = Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), status=status, mimetype="application/json")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _error(status: int, message: str, errors: list[FieldError] | None = None) -> HttpError:
+    body: dict[str, Any] = {"error": message}
+    if errors is not None:
+        body["errors"] = [e.to_dict() for e in errors]
+    return HttpError(status, body)
+
+
+class Api:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        service: TrainingService,
+        store: JobStore,
+        bus_kind: str,
+        health_checks: dict[str, Callable[[], None]] | None = None,
+    ):
+        self.settings = settings
+        self.service = service
+        self.store = store
+        self.bus_kind = bus_kind
+        self.tokens = tuple(t.encode() for t in settings.tokens)
+        self.cors_origins = frozenset(settings.cors_origin_list)
+        self.health_checks = health_checks or {}
+        self.routes: dict[tuple[str, str], Callable[[Request], Response]] = {
+            ("GET", "/health"): self.health,
+            ("POST", "/train"): self.train,
+            ("GET", "/jobs"): self.list_jobs,
+            ("GET", "/openapi.json"): self.openapi,
+        }
+
+    # ---- plumbing --------------------------------------------------------------------------------
+    def __call__(self, request: Request) -> Response:
+        try:
+            resp = self._dispatch(request)
+        except HttpError as exc:
+            resp = _json(exc.status, exc.body, exc.headers)
+        except ValidationFailed as exc:
+            resp = _json(400, exc.to_body())
+        except Conflict as exc:
+            resp = _json(409, {"error": str(exc)})
+        except NotFound as exc:
+            resp = _json(404, {"error": str(exc)})
+        except TransientError as exc:
+            log.warning("transient failure on %s %s: %s", request.method, request.path, exc)
+            resp = _json(503, {"error": "The service is temporarily unavailable; retry shortly."}, {"Retry-After": "1"})
+        except Exception:  # noqa: BLE001 - never an HTML 500
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            resp = _json(500, {"error": "Internal error."})
+        self._cors(request, resp)
+        return resp
+
+    def _cors(self, request: Request, resp: Response) -> None:
+        origin = request.headers.get("Origin")
+        if origin and origin in self.cors_origins:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Vary"] = "Origin"
+            resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Access-Control-Max-Age"] = "600"
+
+    def _authorised(self, request: Request) -> bool:
+        if not self.tokens:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        given = token.strip().encode()
+        ok = False
+        for expected in self.tokens:  # compare with every token: time does not depend on which matched
+            ok |= hmac.compare_digest(given, expected)
+        return ok
+
+    def _dispatch(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        method = request.method.upper()
+        if method == "OPTIONS":
+            return Response(status=204)
+        if path != "/health" and not self._authorised(request):
+            raise HttpError(401, {"error": "Missing or invalid bearer token."}, {"WWW-Authenticate": "Bearer"})
+        handler = self.routes.get((method, path))
+        if handler is not None:
+            return handler(request)
+        match = JOB_PATH.match(path)
+        if match:
+            if method != "GET":
+                raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": "GET"})
+            return self.get_job(request, match.group("id"))
+        if any(p == path for (_, p) in self.routes):
+            allowed = ", ".join(sorted(m for (m, p) in self.routes if p == path))
+            raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": allowed})
+        raise _error(404, f"No route {method} {path}.")
+
+    def _read_json(self, request: Request) -> Any:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _error(413, f"Request body is larger than {limit} bytes.")
+        raw = request.stream.read(limit + 1) if request.content_length is None else request.get_data(cache=True)
+        if len(raw) > limit:
+            raise _error(413, f"Request body is larger than {limit} bytes.")
+        if not raw.strip():
+            raise _error(400, "Request body is empty: send a JSON object.", [FieldError("body", "is required")])
+        try:
+            body = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            msg = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+            raise _error(400, f"Malformed JSON: {msg}", [FieldError("body", "is not valid JSON")]) from None
+        if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise _error(400, "JSON is nested too deeply.", [FieldError("body", f"must be nested at most {MAX_JSON_DEPTH} levels")])
+        return body
+
+    # ---- routes ----------------------------------------------------------------------------------
+    def health(self, request: Request) -> Response:
+        problems = self.settings.backend_problems()
+        checks: dict[str, str] = {}
+        for name, check in {"store": self.store.ping, **self.health_checks}.items():
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                checks[name] = f"error: {exc.__class__.__name__}"
+        errors = self.settings.config_errors
+        healthy = not errors and all(v == "ok" for v in checks.values())
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "defaultBackend": self.settings.default_training_backend.value,
+            "backends": {
+                Backend.KUBERNETES.value: {
+                    "configured": problems[Backend.KUBERNETES] is None,
+                    "problem": problems[Backend.KUBERNETES],
+                    "apply": self.settings.k8s_apply,
+                    "namespace": self.settings.k8s_namespace,
+                },
+                Backend.VERTEX.value: {
+                    "configured": problems[Backend.VERTEX] is None,
+                    "problem": problems[Backend.VERTEX],
+                    "submit": self.settings.vertex_submit,
+                    "region": self.settings.vertex_region,
+                },
+                Backend.LOCAL.value: {"configured": problems[Backend.LOCAL] is None, "problem": problems[Backend.LOCAL]},
+            },
+            "store": self.store.kind,
+            "bus": self.bus_kind,
+            "checks": checks,
+            "configErrors": errors,
+        }
+        return _json(200 if healthy or not [v for v in checks.values() if v != "ok"] else 503, body)
+
+    def train(self, request: Request) -> Response:
+        # Any content type is read as JSON (curl's default form type included): the body decides.
+        body = self._read_json(request)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None:
+            key = key.strip()
+            if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+                raise ValidationFailed([FieldError("Idempotency-Key", f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters")])
+        try:
+            result = self.service.submit_training(body, idempotency_key=key)
+        except PublishFailed as exc:
+            return _json(
+                503,
+                {"error": "The job was recorded but could not be queued for launch; it is marked failed.", "job": exc.job.to_summary()},
+                {"Retry-After": "1"},
+            )
+        headers = {"Location": f"/jobs/{result.job.id}"}
+        if not result.created:
+            headers["Idempotent-Replayed"] = "true"
+        return _json(202, {"job": result.job.to_summary()}, headers)
+
+    def _int_arg(self, request: Request, name: str, default: int, lo: int, hi: int) -> int:
+        raw = request.args.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValidationFailed([FieldError(name, "must be an integer")]) from None
+        if not lo <= value <= hi:
+            raise ValidationFailed([FieldError(name, f"must be between {lo} and {hi}")])
+        return value
+
+    def list_jobs(self, request: Request) -> Response:
+        limit = self._int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        status = request.args.get("status") or None
+        backend = request.args.get("backend") or None
+        errors = []
+        if status is not None and status not in JobStatus.__members__.values():
+            errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in JobStatus)}"))
+        if backend is not None and backend not in Backend.__members__.values():
+            errors.append(FieldError("backend", f"must be one of {', '.join(b.value for b in Backend)}"))
+        label = None
+        raw_label = request.args.get("label")
+        if raw_label:
+            k, sep, v = raw_label.partition("=")
+            if not sep or not k:
+                errors.append(FieldError("label", "must be key=value"))
+            else:
+                label = (k, v)
+        if errors:
+            raise ValidationFailed(errors)
+        page = self.store.list(
+            JobQuery(limit=limit, cursor=request.args.get("cursor") or None, status=status, backend=backend, name=request.args.get("name") or None, label=label)
+        )
+        return _json(200, {"jobs": [j.to_summary() for j in page.items], "nextCursor": page.next_cursor})
+
+    def get_job(self, request: Request, job_id: str) -> Response:
+        job = self.store.get(job_id)
+        if job is None:
+            raise _error(404, f"Job {job_id} not found.")
+        after = self._int_arg(request, "logs_after", 0, 0, 2**53)
+        limit = self._int_arg(request, "logs_limit", DEFAULT_LOG_PAGE, 1, MAX_LOG_PAGE)
+        lines = self.store.get_logs(job_id, after=after, limit=limit)
+        body = job.to_summary()
+        body["logs"] = [l.to_api() for l in lines]
+        body["logsNextAfter"] = lines[-1].seq if lines and lines[-1].seq < job.log_count else None
+        return _json(200, {"job": body})
+
+    def openapi(self, request: Request) -> Response:
+        return _json(200, openapi_document())

@@ -1,0 +1,85 @@
+"""The embedded default: api + launcher + status_sync in one process, SQLite store, in-process bus.
+
+`python -m functions.embedded` (what `make run` starts). Same code paths as the cloud, other adapters.
+functions-framework serves the api with gunicorn (one worker, several threads); the container is built
+inside that worker, after the fork, so the bus threads and local trainer processes live where requests
+are served. On start, jobs a previous run stored but never launched (queued / submitting) are launched
+again; the launcher's idempotency makes that safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from functions.wiring import Container, build_backends, set_container
+from shared.adapters.inline_bus import InlineBus
+from shared.adapters.sqlite_store import SqliteJobStore
+from shared.domain.status import JobStatus
+from shared.ports import JobQuery
+from shared.service import OP_SUBMIT, launch_message
+from shared.settings import REPO_ROOT, Settings
+
+log = logging.getLogger("embedded")
+
+
+def build_embedded(settings: Settings, *, start: bool = True) -> Container:
+    store = SqliteJobStore(settings.sqlite_file)
+    bus = InlineBus(max_attempts=settings.launch_max_attempts, retry_base_seconds=settings.launch_retry_base_seconds)
+
+    def publish_event(data: dict[str, Any]) -> None:
+        bus.publish(settings.topic_training_events, data, ordering_key=str(data.get("job_id") or ""))
+
+    c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, publish_event))
+    bus.subscribe(settings.topic_train_requests, c.launcher.handle, dead_letter=c.launcher.dead_letter)
+    bus.subscribe(settings.topic_training_events, c.status_sync.handle)
+    if start:
+        bus.start()
+        recover(c)
+    return c
+
+
+def recover(c: Container) -> int:
+    """Re-launch jobs that were accepted but whose launch never completed (crash, restart)."""
+    count = 0
+    for status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
+        cursor = None
+        while True:
+            page = c.store.list(JobQuery(limit=500, status=status.value, cursor=cursor))
+            for job in page.items:
+                c.bus.publish(
+                    c.settings.topic_train_requests,
+                    launch_message(job.id, OP_SUBMIT),
+                    attributes={"op": OP_SUBMIT, "job_id": job.id, "recovered": "true"},
+                    ordering_key=job.id,
+                )
+                count += 1
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
+    if count:
+        log.warning("re-launching %d job(s) accepted before the last stop", count)
+    return count
+
+
+def main() -> None:
+    import functions_framework
+    from functions_framework._http import create_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    for problem in settings.config_errors:
+        log.error("configuration error: %s", problem)
+    app = functions_framework.create_app(target="api", source=str(REPO_ROOT / "functions" / "main.py"))
+
+    def post_worker_init(worker: Any) -> None:
+        set_container(build_embedded(settings))
+        log.info(
+            "embedded training platform on http://%s:%d (store: %s, bus: inline)", settings.host, settings.port, settings.sqlite_file
+        )
+
+    create_server(app, False, post_worker_init=post_worker_init).run(settings.host, settings.port)
+
+
+if __name__ == "__main__":
+    main()

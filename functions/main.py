@@ -1,0 +1,35 @@
+"""Deployable entry points. Each is one line over the container; Cloud Functions deploys this file.
+
+- `api`        HTTP function: the studio's REST contract.
+- `launcher`   CloudEvent on `train-requests`: submit / cancel on a backend.
+- `status_sync` CloudEvent on `training-events`: applies backend and trainer events to the store.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from functions.pubsub_handler import handle_cloud_event
+from functions.wiring import container
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@functions_framework.http
+def api(request):  # type: ignore[no-untyped-def]
+    return container().api(request)
+
+
+@functions_framework.cloud_event
+def launcher(event: CloudEvent) -> None:
+    c = container()
+    handle_cloud_event(event, c.launcher.handle)
+
+
+@functions_framework.cloud_event
+def status_sync(event: CloudEvent) -> None:
+    c = container()
+    handle_cloud_event(event, c.status_sync.handle)

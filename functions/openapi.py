@@ -1,0 +1,157 @@
+"""`GET /openapi.json`, generated from the pydantic models (the request model is the domain's own)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from shared.domain.request import TrainRequestBody
+from shared.domain.status import FailureClass, JobStatus
+
+
+class FieldErrorModel(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="One sentence saying what went wrong.")
+    errors: list[FieldErrorModel] | None = Field(None, description="Each offending field (validation errors).")
+
+
+class LogLineModel(BaseModel):
+    seq: int
+    timestamp: str
+    stream: str
+    message: str
+
+
+class JobSummary(BaseModel):
+    model_config = ConfigDict(title="Job")
+    id: str
+    name: str
+    backend: Literal["kubernetes", "vertex", "local"]
+    externalId: str | None
+    status: JobStatus
+    statusReason: str | None
+    failureClass: FailureClass | None
+    createdAt: str
+    updatedAt: str
+    startedAt: str | None
+    finishedAt: str | None
+    exitCode: int | None
+    command: str | None
+    args: list[str]
+    modelId: str | None
+    outputDir: str
+    datasetFile: str
+    uploadOutputTo: str | None
+    env: dict[str, str] = Field(description="Names of the secret variables; values are always redacted.")
+    labels: dict[str, str]
+    error: str | None
+    logTail: str
+    logCount: int
+    progress: dict[str, Any] | None
+    dryRun: bool
+    cancelRequested: bool
+
+
+class JobDetail(JobSummary):
+    model_config = ConfigDict(title="JobDetail")
+    logs: list[LogLineModel]
+    logsNextAfter: int | None
+
+
+class JobEnvelope(BaseModel):
+    job: JobSummary
+
+
+class JobDetailEnvelope(BaseModel):
+    job: JobDetail
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    nextCursor: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    defaultBackend: str
+    backends: dict[str, dict[str, Any]]
+    store: str
+    bus: str
+    checks: dict[str, str]
+    configErrors: list[str]
+
+
+def _json_response(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+ERR = {
+    "400": _json_response("ErrorBody", "Invalid request: each offending field is named."),
+    "401": _json_response("ErrorBody", "Missing or invalid bearer token (when API_TOKENS is set)."),
+}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    models = [TrainRequestBody, ErrorBody, JobEnvelope, JobDetailEnvelope, JobList, Health]
+    _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
+    schemas = defs.get("$defs", {})
+    job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,128}$"}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Training platform API", "version": "1.0.0"},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/health": {
+                "get": {"security": [], "responses": {"200": _json_response("Health", "Service status."), "503": _json_response("Health", "A dependency is down.")}}
+            },
+            "/train": {
+                "post": {
+                    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrainRequestBody"}}}},
+                    "responses": {
+                        "202": _json_response("JobEnvelope", "Accepted and queued."),
+                        **ERR,
+                        "409": _json_response("ErrorBody", "Idempotency-Key reused with another body."),
+                        "413": _json_response("ErrorBody", "Body over the size limit."),
+                        "415": _json_response("ErrorBody", "Not JSON."),
+                        "503": _json_response("ErrorBody", "Stored but could not be queued (the job is marked failed)."),
+                    },
+                }
+            },
+            "/jobs": {
+                "get": {
+                    "parameters": [
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in JobStatus]}},
+                        {"name": "backend", "in": "query", "schema": {"type": "string", "enum": ["kubernetes", "vertex", "local"]}},
+                        {"name": "name", "in": "query", "schema": {"type": "string"}},
+                        {"name": "label", "in": "query", "schema": {"type": "string", "pattern": "^[^=]+=.*$"}},
+                    ],
+                    "responses": {"200": _json_response("JobList", "Newest first, without logs."), **ERR},
+                }
+            },
+            "/jobs/{id}": {
+                "get": {
+                    "parameters": [
+                        job_id,
+                        {"name": "logs_after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "logs_limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
+                    ],
+                    "responses": {"200": _json_response("JobDetailEnvelope", "The job with a page of its logs."), **ERR, "404": _json_response("ErrorBody", "No such job.")},
+                }
+            },
+        },
+    }

@@ -1,0 +1,103 @@
+"""Builds the adapters once, from settings, at the edge; entry points get them from here.
+
+No client is built at import time: `container()` builds on first use (in the serving process, after
+gunicorn has forked its worker), and tests build their own `Container` with whatever they inject.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from functions.api import Api
+from shared.domain.job import Backend as BackendKind
+from shared.launching import Launcher
+from shared.ports import Backend, Bus, JobStore
+from shared.service import SystemClock, TrainingService
+from shared.status_sync import StatusSync
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_store(settings: Settings) -> JobStore:
+    if settings.store_kind == "firestore":
+        from shared.adapters.firestore_store import FirestoreJobStore
+
+        return FirestoreJobStore.from_settings(settings.project_id, settings.firestore_database, settings.collection_prefix)
+    from shared.adapters.sqlite_store import SqliteJobStore
+
+    return SqliteJobStore(settings.sqlite_file)
+
+
+def build_bus(settings: Settings) -> Bus:
+    if settings.bus_kind == "pubsub":
+        from shared.adapters.pubsub_bus import PubSubBus
+
+        return PubSubBus(settings.project_id)
+    from shared.adapters.inline_bus import InlineBus
+
+    return InlineBus(max_attempts=settings.launch_max_attempts, retry_base_seconds=settings.launch_retry_base_seconds)
+
+
+def build_backends(settings: Settings, events: Callable[..., Any] | None = None) -> dict[BackendKind, Backend]:
+    """The launcher's backends. Each adapter module is optional until its issue lands."""
+    backends: dict[BackendKind, Backend] = {}
+    try:
+        from shared.adapters.backends import build_backends as build
+    except ImportError:  # pragma: no cover - before the launcher's adapters exist
+        return backends
+    backends.update(build(settings, events))
+    return backends
+
+
+@dataclass
+class Container:
+    settings: Settings
+    store: JobStore
+    bus: Bus
+    clock: Any = field(default_factory=SystemClock)
+    backends: dict[BackendKind, Backend] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.service = TrainingService(
+            store=self.store,
+            bus=self.bus,
+            policy=self.settings.request_policy(),
+            requests_topic=self.settings.topic_train_requests,
+            clock=self.clock,
+        )
+        self.api = Api(settings=self.settings, service=self.service, store=self.store, bus_kind=self.bus.kind)
+        self.launcher = Launcher(store=self.store, backends=self.backends, clock=self.clock)
+        self.status_sync = StatusSync(store=self.store, max_log_chars=self.settings.max_log_chars, clock=self.clock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "Container":
+        settings = settings or Settings()
+        for problem in settings.config_errors:
+            log.error("configuration error: %s", problem)
+        store = build_store(settings)
+        bus = build_bus(settings)
+        return cls(settings=settings, store=store, bus=bus, backends=build_backends(settings))
+
+
+_lock = threading.Lock()
+_container: Container | None = None
+
+
+def container() -> Container:
+    global _container
+    if _container is None:
+        with _lock:
+            if _container is None:
+                _container = Container.from_settings()
+    return _container
+
+
+def set_container(value: Container | None) -> None:
+    """Install a pre-built container (the embedded server, tests)."""
+    global _container
+    with _lock:
+        _container = value

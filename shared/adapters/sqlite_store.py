@@ -1,0 +1,240 @@
+"""SQLite job store: the embedded default. WAL, one connection per thread, survives restarts.
+
+Compare-and-set: every state write runs in `BEGIN IMMEDIATE` (one writer at a time), re-reads the row,
+applies the pure mutation and writes with `WHERE version = ?`. Log lines and timeline events live in
+their own tables keyed by (job, seq), so a job with 100k lines costs nothing to list.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
+from shared.domain.job import Job, LogLine, clip_tail
+from shared.errors import Conflict, ValidationFailed, FieldError
+from shared.ports import IdempotentCreate, JobQuery, Mutation, Page, TimelineEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_backend ON jobs (backend, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    request_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS logs (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+"""
+
+
+def _ts_out(value: datetime) -> str:
+    # Fixed width, UTC: sorts lexicographically in time order.
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _ts_in(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+class SqliteJobStore:
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)
+
+    # ---- connections -----------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ---- jobs ------------------------------------------------------------------------------------
+    @staticmethod
+    def _row(job: Job) -> tuple:
+        rec = to_record(job, _ts_out)
+        return (job.id, rec["createdAt"], job.status.value, job.backend.value, job.name, job.version, json.dumps(rec))
+
+    def create(self, job: Job, idempotency_key: str | None = None) -> IdempotentCreate:
+        with self._tx() as db:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT job_id, request_hash FROM idempotency WHERE key = ?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    if row[1] != job.request_hash:
+                        raise Conflict("Idempotency-Key was already used with a different request body")
+                    existing = self._get(db, row[0])
+                    if existing is None:  # pragma: no cover - both rows are written in one transaction
+                        raise Conflict("Idempotency-Key refers to a job that no longer exists")
+                    return IdempotentCreate(existing, created=False)
+            if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
+                raise Conflict(f"job {job.id} already exists")
+            job = job.replace(version=1)
+            db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(job))
+            if idempotency_key is not None:
+                db.execute(
+                    "INSERT INTO idempotency VALUES (?, ?, ?)", (idempotency_key, job.id, job.request_hash or "")
+                )
+        return IdempotentCreate(job, created=True)
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, job_id: str) -> Job | None:
+        row = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else from_record(json.loads(row[0]), _ts_in)
+
+    def get(self, job_id: str) -> Job | None:
+        return self._get(self._conn(), job_id)
+
+    def list(self, query: JobQuery) -> Page:
+        where, params = [], []
+        for column, value in (("status", query.status), ("backend", query.backend), ("name", query.name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.cursor:
+            try:
+                created, last_id = decode_cursor(query.cursor)
+            except ValueError:
+                raise ValidationFailed([FieldError("cursor", "is not a cursor this service returned")]) from None
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [_ts_out(created), _ts_out(created), last_id]
+        if query.label is not None:
+            where.append("json_extract(doc, '$.labels.' || ?) = ?")
+            params += [json.dumps(query.label[0]), query.label[1]]
+        sql = "SELECT doc FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        params.append(query.limit + 1)
+        rows = self._conn().execute(sql, params).fetchall()
+        jobs = [from_record(json.loads(r[0]), _ts_in) for r in rows[: query.limit]]
+        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > query.limit else None
+        return Page(jobs, next_cursor)
+
+    def update(self, job_id: str, mutate: Mutation) -> Job | None:
+        with self._tx() as db:
+            current = self._get(db, job_id)
+            if current is None:
+                return None
+            new = mutate(current)
+            if new is None or new == current:
+                return current
+            new = new.replace(version=current.version + 1)
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ? WHERE id = ? AND version = ?",
+                (new.status.value, new.name, new.version, self._row(new)[6], job_id, current.version),
+            )
+            if cur.rowcount != 1:  # pragma: no cover - BEGIN IMMEDIATE holds the write lock
+                raise Conflict(f"job {job_id} changed during update")
+            return new
+
+    # ---- logs and events -------------------------------------------------------------------------
+    def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
+        lines = list(lines)
+        with self._tx() as db:
+            current = self._get(db, job_id)
+            if current is None:
+                return 0
+            if not lines:
+                return current.log_count
+            start = current.log_count
+            numbered = [
+                LogLine(timestamp=line.timestamp, stream=line.stream, message=line.message, seq=start + i + 1)
+                for i, line in enumerate(lines)
+            ]
+            db.executemany(
+                "INSERT INTO logs VALUES (?, ?, ?, ?, ?)",
+                [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in numbered],
+            )
+            new = current.replace(
+                log_count=start + len(lines),
+                log_tail=clip_tail(current.log_tail, numbered, max_tail_chars),
+                version=current.version + 1,
+            )
+            db.execute(
+                "UPDATE jobs SET version = ?, doc = ? WHERE id = ?", (new.version, self._row(new)[6], job_id)
+            )
+            return new.log_count
+
+    def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
+        rows = self._conn().execute(
+            "SELECT seq, ts, stream, message FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after, limit),
+        ).fetchall()
+        return [LogLine(seq=r[0], timestamp=_ts_in(r[1]), stream=r[2], message=r[3]) for r in rows]
+
+    def append_event(self, job_id: str, event: TimelineEvent) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)).fetchone()
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                (job_id, row[0] + 1, _ts_out(event.at), event.kind, json.dumps(event.data, sort_keys=True)),
+            )
+
+    def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]:
+        rows = self._conn().execute(
+            "SELECT seq, at, kind, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after, limit),
+        ).fetchall()
+        return [TimelineEvent(seq=r[0], at=_ts_in(r[1]), kind=r[2], data=json.loads(r[3])) for r in rows]
+
+    def ping(self) -> None:
+        self._conn().execute("SELECT 1").fetchone()

@@ -1,0 +1,449 @@
+"""Training requests: the studio's `POST /train` contract, normalised and rendered into trainer flags.
+
+Pure: takes a decoded JSON body and a `RequestPolicy` (what the deployment allows), returns a
+`NormalisedRequest` or raises `ValidationFailed` listing every bad field. The trainer's own flag table
+(`trainer/flags.py`) is the only source of flag names, types and defaults.
+
+Rendering rules (ARCHITECTURE.md "Request"):
+- `model` / `model_name` are aliases of `model_id`; only `--model_id` is rendered.
+- `hf_token` (top level or in `trainer_args`) becomes the secret env `HF_TOKEN`, never a flag.
+- reserved keys (`backend`, `job_name`, `env`, `trainer_args`, `labels`, ...) are never rendered.
+- top-level keys override `trainer_args`.
+- `true` -> bare flag; `false` -> omitted, or `--no_<name>` where the trainer's default is on;
+  `null` -> omitted; a list -> the flag repeated (list flags only); a nested object -> 400.
+- values are rendered as `--name=value`, so a value that starts with `-` can't be read as a flag, and
+  numbers are rendered so that argparse reads back the same value (`repr` of a float round-trips).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
+from shared.domain.job import Backend
+from shared.errors import FieldError, ValidationFailed
+from trainer import flags as trainer_flags
+
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+MODEL_ALIASES = ("model", "model_name")
+SECRET_KEYS = ("hf_token",)
+# Keys of the request that are about the job, not the trainer: never rendered as flags.
+RESERVED_KEYS = frozenset(
+    {"backend", "job_name", "env", "trainer_args", "labels", "idempotency_key", *MODEL_ALIASES, *SECRET_KEYS}
+)
+
+# Environment names that would change how the child process (or container) runs: refused on every backend.
+FORBIDDEN_ENV = frozenset(
+    {
+        "PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONINSPECT",
+        "PYTHONEXECUTABLE",
+        "PYTHONUSERBASE",
+        "PYTHONNOUSERSITE",
+        "PYTHONSAFEPATH",
+        "PYTHONPLATLIBDIR",
+        "PYTHONWARNINGS",
+        "PYTHONBREAKPOINT",
+        "PYTHONDEVMODE",
+        "PYTHONMALLOC",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "LD_DEBUG",
+        "LD_PROFILE",
+        "HOME",
+        "SHELL",
+        "BASH_ENV",
+        "ENV",
+        "IFS",
+        "USER",
+        "LOGNAME",
+        "TMPDIR",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "KUBECONFIG",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    }
+)
+FORBIDDEN_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "TRAINING_PLATFORM_")
+
+MAX_NAME_CHARS = 200
+MAX_VALUE_CHARS = 4096
+MAX_LIST_ITEMS = 64
+MAX_ENV_VARS = 64
+MAX_LABELS = 32
+
+
+class TrainRequestBody(BaseModel):
+    """The studio's `POST /train` body (documentation and first-pass typing; see `normalise_request`)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, title="TrainRequest")
+
+    backend: Literal["kubernetes", "vertex", "local"] | None = Field(
+        None, description="Where the job runs; default from DEFAULT_TRAINING_BACKEND."
+    )
+    job_name: StrictStr | None = Field(None, description="Human-readable name; defaults to the job id.", max_length=MAX_NAME_CHARS)
+    dataset_file: StrictStr = Field(description="JSONL data: gs:// or s3:// for Kubernetes, gs:// for Vertex, a path for local.")
+    output_dir: StrictStr = Field(description="Output folder inside the container / VM / local roots.")
+    model_id: StrictStr | None = Field(None, description="Base model (aliases: model, model_name).")
+    model: StrictStr | None = Field(None, description="Alias of model_id.")
+    model_name: StrictStr | None = Field(None, description="Alias of model_id.")
+    upload_output_to: StrictStr | None = Field(None, description="gs:// or s3:// prefix the output is uploaded to.")
+    trainer_args: dict[str, Any] = Field(default_factory=dict, description="Extra trainer flags, by snake_case name.")
+    env: dict[str, StrictStr] = Field(default_factory=dict, description="Extra environment: secrets, stored redacted.")
+    hf_token: StrictStr | None = Field(None, description="Hugging Face token; becomes the secret env HF_TOKEN.")
+    labels: dict[str, StrictStr] = Field(default_factory=dict, description="Free-form labels stored with the job.")
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """What this deployment accepts; built from settings at the edge and passed in."""
+
+    default_backend: Backend = Backend.KUBERNETES
+    # Backend -> None when usable, or a sentence saying what configuration is missing.
+    backend_problems: dict[Backend, str | None] = field(default_factory=dict)
+    # Absolute folders that a local job's dataset_file and output_dir must resolve inside.
+    local_roots: tuple[str, ...] = ()
+    # Folder relative local paths are resolved from (the repo root).
+    local_base: str = "/"
+
+
+@dataclass(frozen=True)
+class NormalisedRequest:
+    backend: Backend
+    job_name: str | None
+    dataset_file: str
+    output_dir: str
+    model_id: str | None
+    upload_output_to: str | None
+    args: tuple[str, ...]
+    # The values the trainer will see, by flag name (after overrides), for display and tests.
+    flag_values: dict[str, Any]
+    env: dict[str, str]  # secret: only ever travels inside the launch message
+    labels: dict[str, str]
+    request_hash: str
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.env))
+
+
+def request_fingerprint(body: Any) -> str:
+    """A stable hash of a request body, for Idempotency-Key conflict detection (secrets included, hashed)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name.replace("-", "_").lower(), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _check_text(value: str, path: str, errors: list[FieldError], *, limit: int = MAX_VALUE_CHARS) -> bool:
+    if CONTROL_RE.search(value):
+        errors.append(FieldError(path, "must not contain control characters (newlines, tabs, NUL)"))
+        return False
+    if len(value) > limit:
+        errors.append(FieldError(path, f"must be at most {limit} characters"))
+        return False
+    return True
+
+
+def _render_scalar(flag: trainer_flags.Flag, value: Any, path: str, errors: list[FieldError]) -> str | None:
+    """Check one non-null, non-bool value against its flag's type; return its rendered text."""
+    kind = "list" if flag.type == "list" else flag.type
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(FieldError(path, f"must be an integer, got {_type_name(value)}"))
+            return None
+        return str(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(FieldError(path, f"must be a number, got {_type_name(value)}"))
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(FieldError(path, "must be a finite number"))
+            return None
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    if not isinstance(value, str):
+        errors.append(FieldError(path, f"must be a string, got {_type_name(value)}"))
+        return None
+    if not _check_text(value, path, errors):
+        return None
+    if kind == "choice" and value not in flag.choices:
+        errors.append(FieldError(path, f"must be one of {', '.join(flag.choices)}{_suggest(value, list(flag.choices))}"))
+        return None
+    if value == "":
+        errors.append(FieldError(path, "must not be empty"))
+        return None
+    return value
+
+
+def render_flag(name: str, value: Any, path: str, errors: list[FieldError]) -> list[str]:
+    """Render one trainer flag (already known to exist) into argv tokens, or record why it can't be."""
+    flag = trainer_flags.BY_NAME[name]
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        errors.append(FieldError(path, "must not be an object: trainer flags take a string, number, boolean or list"))
+        return []
+    if flag.type == "bool":
+        if not isinstance(value, bool):
+            errors.append(FieldError(path, f"must be a boolean, got {_type_name(value)}"))
+            return []
+        if value:
+            return [flag.cli]
+        return [f"--no_{name}"] if flag.default is True else []
+    if isinstance(value, bool):
+        errors.append(FieldError(path, f"must be a {'list of strings' if flag.type == 'list' else flag.type}, got boolean"))
+        return []
+    if flag.type == "list":
+        items = value if isinstance(value, list) else [value]
+        if len(items) > MAX_LIST_ITEMS:
+            errors.append(FieldError(path, f"must have at most {MAX_LIST_ITEMS} items"))
+            return []
+        out: list[str] = []
+        for i, item in enumerate(items):
+            if isinstance(item, (dict, list)):
+                errors.append(FieldError(f"{path}[{i}]", "must be a string"))
+                continue
+            text = _render_scalar(flag, item, f"{path}[{i}]", errors)
+            if text is not None:
+                out.append(f"{flag.cli}={text}")
+        return out
+    if isinstance(value, list):
+        errors.append(FieldError(path, f"takes a single value, not a list ({name} is not a repeatable flag)"))
+        return []
+    text = _render_scalar(flag, value, path, errors)
+    return [] if text is None else [f"{flag.cli}={text}"]
+
+
+def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        msg = err.get("msg", "is invalid")
+        if err.get("type") == "missing":
+            msg = "is required"
+        elif err.get("type") == "literal_error":
+            msg = "must be one of kubernetes, vertex, local"
+        out.append(FieldError(loc, msg))
+    return out
+
+
+def _resolve_local(path: str, base: str) -> str:
+    joined = path if posixpath.isabs(path) else posixpath.join(base, path)
+    return posixpath.normpath(joined)
+
+
+def _inside(path: str, roots: tuple[str, ...]) -> bool:
+    for root in roots:
+        root = posixpath.normpath(root)
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _check_location(
+    backend: Backend, field_name: str, value: str, policy: RequestPolicy, errors: list[FieldError]
+) -> str:
+    """Backend rules for dataset_file / output_dir; returns the value the trainer gets."""
+    if backend is Backend.KUBERNETES and field_name == "dataset_file":
+        if not value.startswith(("gs://", "s3://")):
+            errors.append(FieldError(field_name, "must be a gs:// or s3:// URI for the kubernetes backend"))
+        return value
+    if backend is Backend.VERTEX and field_name == "dataset_file":
+        if not value.startswith("gs://"):
+            errors.append(FieldError(field_name, "must be a gs:// URI for the vertex backend"))
+        return value
+    if backend is Backend.LOCAL:
+        if value.startswith(("gs://", "s3://")):
+            if field_name == "output_dir":
+                errors.append(FieldError(field_name, "must be a local folder; use upload_output_to for gs:// or s3://"))
+            return value
+        if "://" in value:
+            errors.append(FieldError(field_name, "must be a local path, gs:// or s3:// URI"))
+            return value
+        resolved = _resolve_local(value, policy.local_base)
+        if not _inside(resolved, policy.local_roots):
+            roots = ", ".join(policy.local_roots) or "(none configured)"
+            errors.append(FieldError(field_name, f"must resolve inside the local backend's allowed roots: {roots}"))
+        return resolved
+    return value
+
+
+def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
+    """Validate a decoded `POST /train` body and render its trainer flags. Raises ValidationFailed."""
+    if not isinstance(body, dict):
+        raise ValidationFailed([FieldError("body", f"must be a JSON object, got {_type_name(body)}")])
+    errors: list[FieldError] = []
+
+    # Top-level keys: names first, so a bad key is reported once, clearly.
+    for key in body:
+        if not isinstance(key, str) or not KEY_RE.match(key):
+            errors.append(FieldError(str(key), "is not a valid key: keys are snake_case ([a-z][a-z0-9_]*)"))
+    if errors:
+        raise ValidationFailed(errors)
+
+    try:
+        typed = TrainRequestBody.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed(_pydantic_errors(exc)) from None
+
+    backend = Backend(typed.backend) if typed.backend else policy.default_backend
+    problem = policy.backend_problems.get(backend)
+    if problem:
+        errors.append(FieldError("backend", f"{backend.value} is not available here: {problem}"))
+
+    if typed.job_name is not None:
+        _check_text(typed.job_name, "job_name", errors, limit=MAX_NAME_CHARS)
+        if not typed.job_name.strip():
+            errors.append(FieldError("job_name", "must not be blank"))
+
+    # Model: model_id wins over its aliases only when they agree.
+    model_values = {k: body[k] for k in ("model_id", *MODEL_ALIASES) if body.get(k) is not None}
+    if len(set(model_values.values())) > 1:
+        errors.append(FieldError("model_id", f"conflicting values in {', '.join(model_values)}: give one"))
+    model_id = next(iter(model_values.values()), None)
+
+    # Flags: trainer_args first, then top-level keys override them.
+    merged: dict[str, tuple[Any, str]] = {}
+    secret_env: dict[str, str] = {}
+    for key, value in typed.trainer_args.items():
+        path = f"trainer_args.{key}"
+        if not isinstance(key, str) or not KEY_RE.match(key):
+            hint = _suggest(str(key), list(trainer_flags.BY_NAME))
+            errors.append(FieldError(path, f"is not a valid flag name: flags are snake_case{hint}"))
+            continue
+        if key in SECRET_KEYS:
+            if value is not None:
+                if not isinstance(value, str):
+                    errors.append(FieldError(path, f"must be a string, got {_type_name(value)}"))
+                else:
+                    secret_env["HF_TOKEN"] = value
+            continue
+        if key in MODEL_ALIASES:
+            key = "model_id"
+            if value is not None and model_id is None:
+                model_id = value
+        if key in RESERVED_KEYS:
+            errors.append(FieldError(path, f"'{key}' is a request field, not a trainer flag: set it at the top level"))
+            continue
+        merged[key] = (value, path)
+    for key, value in body.items():
+        if key in RESERVED_KEYS:
+            continue
+        merged[key] = (value, key)
+    if model_id is not None:
+        merged["model_id"] = (model_id, "model_id")
+
+    rendered_by_flag: dict[str, list[str]] = {}
+    flag_values: dict[str, Any] = {}
+    for key, (value, path) in merged.items():
+        if key not in trainer_flags.BY_NAME:
+            errors.append(FieldError(path, f"unknown trainer flag '{key}'{_suggest(key, list(trainer_flags.BY_NAME))}"))
+            continue
+        if key in ("dataset_file", "output_dir") and isinstance(value, str):
+            if not _check_text(value, path, errors):
+                continue
+            value = _check_location(backend, key, value, policy, errors)
+        if key == "upload_output_to" and isinstance(value, str) and not value.startswith(("gs://", "s3://")):
+            errors.append(FieldError(path, "must be a gs:// or s3:// URI"))
+            continue
+        before = len(errors)
+        rendered = render_flag(key, value, path, errors)
+        if len(errors) == before:
+            rendered_by_flag[key] = rendered
+            if value is not None:
+                flag_values[key] = value
+
+    # Environment: secret values, names checked.
+    env: dict[str, str] = {}
+    if len(typed.env) > MAX_ENV_VARS:
+        errors.append(FieldError("env", f"must have at most {MAX_ENV_VARS} variables"))
+    for name, value in typed.env.items():
+        path = f"env.{name}"
+        if not ENV_NAME_RE.match(name):
+            errors.append(FieldError(path, "is not a valid environment variable name"))
+        elif name.upper() in FORBIDDEN_ENV or name.upper().startswith(FORBIDDEN_ENV_PREFIXES):
+            errors.append(FieldError(path, "can't be set: it would change how the trainer process runs"))
+        elif "\x00" in value or len(value) > 65536:
+            errors.append(FieldError(path, "must not contain NUL and must be at most 65536 characters"))
+        else:
+            env[name] = value
+    if typed.hf_token is not None:
+        secret_env["HF_TOKEN"] = typed.hf_token
+    for name, value in secret_env.items():
+        if "\x00" in value or CONTROL_RE.search(value):
+            errors.append(FieldError("hf_token", "must not contain control characters"))
+        else:
+            env[name] = value
+
+    labels: dict[str, str] = {}
+    if len(typed.labels) > MAX_LABELS:
+        errors.append(FieldError("labels", f"must have at most {MAX_LABELS} labels"))
+    for key, value in typed.labels.items():
+        if not LABEL_KEY_RE.match(key):
+            errors.append(FieldError(f"labels.{key}", "is not a valid label key ([a-z][a-z0-9_-], at most 63)"))
+        elif _check_text(value, f"labels.{key}", errors, limit=256):
+            labels[key] = value
+
+    for name in ("dataset_file", "output_dir"):
+        if name in body and isinstance(body[name], str) and not body[name].strip():
+            errors.append(FieldError(name, "must not be empty"))
+
+    # Canonical order: the trainer's own table order, so equal requests render equal command lines.
+    args = [token for flag in trainer_flags.FLAGS for token in rendered_by_flag.get(flag.name, ())]
+
+    if errors:
+        # Report each field once, in the order found.
+        seen: set[tuple[str, str]] = set()
+        unique = [e for e in errors if not ((e.field, e.message) in seen or seen.add((e.field, e.message)))]
+        raise ValidationFailed(unique)
+
+    return NormalisedRequest(
+        backend=backend,
+        job_name=typed.job_name,
+        dataset_file=flag_values["dataset_file"],
+        output_dir=flag_values["output_dir"],
+        model_id=flag_values.get("model_id"),
+        upload_output_to=flag_values.get("upload_output_to"),
+        args=tuple(args),
+        flag_values=flag_values,
+        env=env,
+        labels=labels,
+        request_hash=request_fingerprint(body),
+    )

@@ -1,0 +1,115 @@
+"""The launcher's use case: turn a queued job into exactly one submission on its backend.
+
+Exactly once, with at-least-once delivery:
+- the job is read first; one that is already submitted, cancelling or terminal is skipped (ack);
+- `queued -> submitting` is a compare-and-set; a job left `submitting` by a crash is submitted again,
+  and the backend adopts what an earlier attempt created (every backend name derives from the job id);
+- `TransientError` propagates (the message is redelivered with backoff); `PermanentError` marks the job
+  `failed` with its reason and class, and the message is acked;
+- a message for an unknown job is acked and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from shared.domain.job import Backend as BackendKind
+from shared.domain.job import Job
+from shared.domain.status import FailureClass, JobStatus
+from shared.errors import PermanentError
+from shared.messages import Message
+from shared.ports import Backend, JobStore
+from shared.service import OP_CANCEL, OP_SUBMIT, SystemClock, mark_failed
+
+log = logging.getLogger(__name__)
+
+
+def _begin(now: Any):
+    def mutate(job: Job) -> Job | None:
+        if job.status is JobStatus.QUEUED:
+            return job.replace(status=JobStatus.SUBMITTING, updated_at=now)
+        return None
+
+    return mutate
+
+
+class Launcher:
+    def __init__(self, *, store: JobStore, backends: Mapping[BackendKind, Backend], clock: Any | None = None):
+        self.store = store
+        self.backends = dict(backends)
+        self.clock = clock or SystemClock()
+
+    def handle(self, message: Message) -> None:
+        data = message.data if isinstance(message.data, dict) else {}
+        job_id = data.get("job_id")
+        op = data.get("op", OP_SUBMIT)
+        if not isinstance(job_id, str):
+            raise PermanentError("launch message without a job_id", reason="MalformedMessage")
+        if op == OP_SUBMIT:
+            self.submit(job_id, data.get("env") or {})
+        elif op == OP_CANCEL:
+            self.cancel(job_id)
+        else:
+            raise PermanentError(f"unknown op {op!r}", reason="MalformedMessage")
+
+    def submit(self, job_id: str, env: dict[str, str]) -> Job | None:
+        job = self.store.get(job_id)
+        if job is None:
+            log.warning("launch for unknown job %s: acked", job_id)
+            return None
+        if job.status not in (JobStatus.QUEUED, JobStatus.SUBMITTING):
+            log.info("job %s is %s: nothing to launch", job_id, job.status)
+            return job
+        if job.cancel_requested:
+            return job
+        job = self.store.update(job_id, _begin(self.clock.now())) or job
+        if job.status is not JobStatus.SUBMITTING:
+            return job  # someone else moved it on (cancelled, failed) between the read and the write
+        backend = self.backends.get(job.backend)
+        try:
+            if backend is None:
+                raise PermanentError(f"the {job.backend.value} backend is not available in this deployment", reason="BackendUnavailable", failure_class=FailureClass.INFRA.value)
+            submission = backend.submit(job, env)
+        except PermanentError as exc:
+            fc = FailureClass(exc.failure_class) if exc.failure_class else FailureClass.USER
+            log.error("job %s failed permanently at launch: %s", job_id, exc)
+            return self.store.update(job_id, mark_failed(exc.reason, str(exc), fc, self.clock.now()))
+
+        now = self.clock.now()
+
+        def done(current: Job) -> Job | None:
+            changes: dict[str, Any] = {
+                "external_id": submission.external_id,
+                "command": submission.command or current.command,
+                "manifest": submission.manifest,
+                "dry_run": submission.dry_run,
+                "updated_at": now,
+            }
+            if current.status is JobStatus.SUBMITTING:
+                changes["status"] = JobStatus.SUBMITTED
+                changes["status_reason"] = submission.status_reason
+            elif current.external_id == submission.external_id:
+                return None
+            return current.replace(**changes)
+
+        return self.store.update(job_id, done)
+
+    def cancel(self, job_id: str) -> Job | None:
+        job = self.store.get(job_id)
+        if job is None:
+            return None
+        backend = self.backends.get(job.backend)
+        if backend is not None and job.external_id and not job.dry_run:
+            backend.cancel(job)
+        return job
+
+    def dead_letter(self, message: Message, exc: BaseException) -> None:
+        """Out of retries: the job fails with the reason instead of waiting forever."""
+        data = message.data if isinstance(message.data, dict) else {}
+        job_id = data.get("job_id")
+        if isinstance(job_id, str):
+            self.store.update(
+                job_id,
+                mark_failed("LaunchFailed", f"launch failed after {message.delivery_attempt} attempts: {exc}", FailureClass.INFRA, self.clock.now()),
+            )

@@ -1,0 +1,116 @@
+"""Ports: the Protocols the core talks to. Adapters in `shared/adapters/` implement them.
+
+Only these shapes cross the boundary: domain objects in, domain objects out. No vendor type leaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+
+from shared.domain.job import Job, LogLine
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    limit: int = 50
+    cursor: str | None = None
+    status: str | None = None
+    backend: str | None = None
+    name: str | None = None
+    label: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class IdempotentCreate:
+    job: Job
+    created: bool  # False: the key was seen before with the same body; `job` is the first one
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One entry of a job's timeline (`GET /jobs/{id}/events`)."""
+
+    at: datetime
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+
+# A pure decision: given the current job, return the job to write, or None to leave it as it is.
+Mutation = Callable[[Job], "Job | None"]
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    kind: str
+
+    def create(self, job: Job, idempotency_key: str | None = None) -> IdempotentCreate:
+        """Store a new job. With a key already used: the same request hash returns the first job
+        (created=False); another hash raises Conflict. A job id that exists raises Conflict."""
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def list(self, query: JobQuery) -> Page:
+        """Newest first (createdAt desc, id desc); `cursor` is opaque and comes from `next_cursor`."""
+
+    def update(self, job_id: str, mutate: Mutation) -> Job | None:
+        """Compare-and-set: read the job, apply `mutate`, write only if the job did not change meanwhile
+        (retrying the read on a race). Returns the job as stored afterwards; None if there is no such job."""
+
+    def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
+        """Append lines in order (seq assigned here) and roll the job's logTail; returns the new count."""
+
+    def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
+        """Lines with seq > after, in order."""
+
+    def append_event(self, job_id: str, event: TimelineEvent) -> None: ...
+
+    def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]: ...
+
+    def ping(self) -> None:
+        """Raise if the store can't be reached."""
+
+
+class Bus(Protocol):
+    kind: str
+
+    def publish(
+        self,
+        topic: str,
+        data: dict[str, Any],
+        *,
+        attributes: dict[str, str] | None = None,
+        ordering_key: str | None = None,
+    ) -> str:
+        """Publish one JSON message; returns its message id. Raises TransientError when it can't."""
+
+
+class Backend(Protocol):
+    """A place jobs run (Kubernetes, Vertex, a local process). Implemented by the launcher's adapters."""
+
+    name: str
+
+    def submit(self, job: Job, env: dict[str, str]) -> "Submission": ...
+
+    def cancel(self, job: Job) -> None: ...
+
+
+@dataclass(frozen=True)
+class Submission:
+    external_id: str
+    command: str | None = None
+    manifest: dict[str, Any] | None = None
+    dry_run: bool = False
+    status_reason: str | None = None

@@ -1,0 +1,159 @@
+"""Use cases shared by every entry point (HTTP api, batch `submit`, embedded server).
+
+Thin orchestration over the ports: decide with the pure domain, then store, then publish. The HTTP
+handler and the Pub/Sub batch handler call the same `submit_training`, so the rules exist once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from shared.domain.job import Job
+from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
+from shared.domain.status import FailureClass, JobStatus
+from shared.errors import TransientError
+from shared.ports import Bus, JobStore
+
+log = logging.getLogger(__name__)
+
+OP_SUBMIT = "submit"
+OP_CANCEL = "cancel"
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+class PublishFailed(Exception):
+    """The job was stored but could not be handed to the launcher; it is now `failed` (api: 503)."""
+
+    def __init__(self, job: Job, cause: Exception):
+        super().__init__(f"could not queue job {job.id} for launch: {cause}")
+        self.job = job
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool
+
+
+def launch_message(job_id: str, op: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The message on `train-requests`. Secret values travel only here (never stored)."""
+    msg: dict[str, Any] = {"job_id": job_id, "op": op}
+    if env:
+        msg["env"] = env
+    return msg
+
+
+def display_command(args: tuple[str, ...] | list[str], entry: str = "train.py") -> str:
+    return shlex.join([entry, *args])
+
+
+def build_job(req: NormalisedRequest, *, job_id: str, now: datetime, idempotency_key: str | None, extra_labels: dict[str, str] | None = None) -> Job:
+    labels = dict(req.labels)
+    if extra_labels:
+        labels.update(extra_labels)
+    return Job(
+        id=job_id,
+        name=req.job_name or job_id,
+        backend=req.backend,
+        status=JobStatus.QUEUED,
+        created_at=now,
+        updated_at=now,
+        dataset_file=req.dataset_file,
+        output_dir=req.output_dir,
+        args=req.args,
+        model_id=req.model_id,
+        upload_output_to=req.upload_output_to,
+        env_names=req.env_names,
+        labels=labels,
+        command=display_command(req.args),
+        idempotency_key=idempotency_key,
+        request_hash=req.request_hash,
+    )
+
+
+def mark_failed(reason: str, message: str, failure_class: FailureClass, now: datetime) -> Callable[[Job], Job | None]:
+    """A mutation: fail a non-terminal job (compare-and-set through JobStore.update)."""
+
+    def mutate(job: Job) -> Job | None:
+        if job.is_terminal() or not job.status.can_become(JobStatus.FAILED):
+            return None
+        return job.replace(
+            status=JobStatus.FAILED,
+            status_reason=reason,
+            error=message,
+            failure_class=failure_class,
+            finished_at=now,
+            updated_at=now,
+        )
+
+    return mutate
+
+
+class TrainingService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        bus: Bus,
+        policy: RequestPolicy,
+        requests_topic: str,
+        clock: Any | None = None,
+        id_factory: Callable[[], str] = new_job_id,
+    ):
+        self.store = store
+        self.bus = bus
+        self.policy = policy
+        self.requests_topic = requests_topic
+        self.clock = clock or SystemClock()
+        self.id_factory = id_factory
+
+    def validate(self, body: Any) -> NormalisedRequest:
+        return normalise_request(body, self.policy)
+
+    def submit_training(
+        self,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        extra_labels: dict[str, str] | None = None,
+        normalised: NormalisedRequest | None = None,
+    ) -> Submitted:
+        """Validate, store (queued), publish the launch. Raises ValidationFailed, Conflict, PublishFailed."""
+        req = normalised or self.validate(body)
+        now = self.clock.now()
+        job = build_job(req, job_id=self.id_factory(), now=now, idempotency_key=idempotency_key, extra_labels=extra_labels)
+        result = self.store.create(job, idempotency_key)
+        if not result.created:
+            return Submitted(result.job, created=False)
+        job = result.job
+        try:
+            self.bus.publish(
+                self.requests_topic,
+                launch_message(job.id, OP_SUBMIT, req.env),
+                attributes={"op": OP_SUBMIT, "job_id": job.id},
+                ordering_key=job.id,
+            )
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the job must not sit unlaunched
+            log.error("publish of job %s failed: %s", job.id, exc)
+            failed = self.store.update(
+                job.id,
+                mark_failed("PublishFailed", f"could not queue the job for launch: {exc}", FailureClass.INFRA, self.clock.now()),
+            )
+            raise PublishFailed(failed or job, exc) from exc
+        return Submitted(job, created=True)
+
+
+__all__ = ["TrainingService", "Submitted", "PublishFailed", "TransientError", "launch_message", "OP_SUBMIT", "OP_CANCEL"]

@@ -1,0 +1,289 @@
+"""Typed settings for every environment variable, read once at the edge and passed down.
+
+Every variable of the old Training API keeps its name and default; ours are added. JSON-valued
+variables (`K8S_NODE_SELECTOR`, `K8S_TOLERATIONS`, `K8S_IMAGE_PULL_SECRETS`, `K8S_RESOURCE_LIMITS`) are
+parsed here: bad JSON is never silently ignored — it is listed in `config_errors`, logged at start-up,
+reported by `/health`, and it makes the backend that needs it unavailable.
+
+The README's "Configuration" table is generated from the field descriptions below
+(`python -m shared.settings --markdown`), so the two can't drift.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.domain.job import Backend
+from shared.domain.request import RequestPolicy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_TOLERATIONS = '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]'
+DEFAULT_RESOURCE_LIMITS = '{"nvidia.com/gpu": 1}'
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=True)
+
+    # ---- the old service's variables -------------------------------------------------------------
+    port: int = Field(4000, validation_alias="PORT", description="HTTP port of the embedded server.", ge=1, le=65535)
+    max_log_chars: int = Field(
+        1_000_000, validation_alias="MAX_LOG_CHARS", description="Characters kept in each job's rolling `logTail`.", ge=0
+    )
+    default_training_backend: Backend = Field(
+        Backend.KUBERNETES,
+        validation_alias="DEFAULT_TRAINING_BACKEND",
+        description="Backend used when a request names none: `kubernetes`, `vertex` or `local`.",
+    )
+    python_bin: str = Field(
+        sys.executable,
+        validation_alias="PYTHON_BIN",
+        description="Local backend: the Python that runs the trainer (default: the interpreter running the service, "
+        "so the venv's torch is used; the old service used `python3`).",
+    )
+    train_script_path: str = Field(
+        "trainer/train.py",
+        validation_alias="TRAIN_SCRIPT_PATH",
+        description="Local backend: trainer script, relative paths resolved from the repo root.",
+    )
+
+    k8s_training_image: str | None = Field(
+        None, validation_alias="K8S_TRAINING_IMAGE", description="Kubernetes: trainer image URI (required for the backend)."
+    )
+    k8s_namespace: str = Field("default", validation_alias="K8S_NAMESPACE", description="Kubernetes: namespace of the Jobs.")
+    k8s_service_account: str | None = Field(
+        None, validation_alias="K8S_SERVICE_ACCOUNT", description="Kubernetes: `serviceAccountName` of the pods (bucket access)."
+    )
+    k8s_apply: bool = Field(
+        False,
+        validation_alias="K8S_APPLY",
+        description="Kubernetes: `1` creates the Job; `0` renders and stores the manifest only (dry run, job ends `submitted`).",
+    )
+    k8s_kubeconfig: str | None = Field(
+        None,
+        validation_alias=_env("K8S_KUBECONFIG", "KUBECONFIG"),
+        description="Kubernetes: kubeconfig path (`KUBECONFIG` also read); empty: in-cluster config.",
+    )
+    k8s_context: str | None = Field(None, validation_alias="K8S_CONTEXT", description="Kubernetes: kubeconfig context.")
+    k8s_node_selector: str | None = Field(
+        None, validation_alias="K8S_NODE_SELECTOR", description='Kubernetes: JSON map, e.g. `{"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}`.'
+    )
+    k8s_tolerations: str | None = Field(
+        DEFAULT_TOLERATIONS,
+        validation_alias="K8S_TOLERATIONS",
+        description="Kubernetes: JSON array of tolerations; the default tolerates the `nvidia.com/gpu` taint the infra puts on GPU pools.",
+    )
+    k8s_image_pull_secrets: str | None = Field(
+        None, validation_alias="K8S_IMAGE_PULL_SECRETS", description='Kubernetes: JSON array of names or `{"name": ...}` objects.'
+    )
+    k8s_backoff_limit: int = Field(0, validation_alias="K8S_BACKOFF_LIMIT", description="Kubernetes: Job `backoffLimit`.", ge=0)
+    k8s_ttl_seconds_after_finished: int | None = Field(
+        None, validation_alias="K8S_TTL_SECONDS_AFTER_FINISHED", description="Kubernetes: Job `ttlSecondsAfterFinished` (unset: kept).", ge=0
+    )
+    k8s_resource_limits: str | None = Field(
+        DEFAULT_RESOURCE_LIMITS,
+        validation_alias="K8S_RESOURCE_LIMITS",
+        description="Kubernetes: JSON map of container resource limits (also used as requests).",
+    )
+
+    vertex_project: str | None = Field(
+        None, validation_alias=_env("VERTEX_PROJECT", "PROJECT_ID"), description="Vertex: GCP project (`PROJECT_ID` also read)."
+    )
+    vertex_region: str = Field("us-central1", validation_alias="VERTEX_REGION", description="Vertex: region of the CustomJob.")
+    vertex_image_uri: str | None = Field(None, validation_alias="VERTEX_IMAGE_URI", description="Vertex: trainer image (required).")
+    vertex_machine_type: str = Field("a2-highgpu-1g", validation_alias="VERTEX_MACHINE_TYPE", description="Vertex: machine type.")
+    vertex_accelerator_type: str = Field(
+        "NVIDIA_TESLA_A100", validation_alias="VERTEX_ACCELERATOR_TYPE", description="Vertex: accelerator type."
+    )
+    vertex_accelerator_count: int = Field(1, validation_alias="VERTEX_ACCELERATOR_COUNT", description="Vertex: GPUs per replica.", ge=0)
+    vertex_replica_count: int = Field(1, validation_alias="VERTEX_REPLICA_COUNT", description="Vertex: worker replicas.", ge=1)
+    vertex_service_account: str | None = Field(
+        None, validation_alias="VERTEX_SERVICE_ACCOUNT", description="Vertex: service account the job runs as."
+    )
+    vertex_network: str | None = Field(None, validation_alias="VERTEX_NETWORK", description="Vertex: VPC network.")
+    vertex_submit: bool = Field(
+        False, validation_alias="VERTEX_SUBMIT", description="Vertex: `1` creates the CustomJob; `0` stores the spec only (dry run)."
+    )
+    vertex_hf_token_secret: str | None = Field(
+        None,
+        validation_alias="VERTEX_HF_TOKEN_SECRET",
+        description="Vertex: Secret Manager secret version the trainer resolves for HF_TOKEN.",
+    )
+
+    # ---- ours ------------------------------------------------------------------------------------
+    host: str = Field(
+        "127.0.0.1", validation_alias="HOST", description="Embedded server: address to listen on (`0.0.0.0` in containers)."
+    )
+    project_id: str = Field(
+        "local-project",
+        validation_alias=_env("GOOGLE_CLOUD_PROJECT", "PROJECT_ID"),
+        description="GCP project of the platform's topics and database (`PROJECT_ID` also read).",
+    )
+    store_kind: Literal["sqlite", "firestore"] = Field(
+        "sqlite", validation_alias="STORE_KIND", description="Job store: `sqlite` (embedded default) or `firestore`."
+    )
+    sqlite_path: str = Field(
+        ".data/training.db", validation_alias="SQLITE_PATH", description="SQLite store file, relative to the repo root."
+    )
+    firestore_database: str = Field("(default)", validation_alias="FIRESTORE_DATABASE", description="Firestore database id.")
+    collection_prefix: str = Field(
+        "", validation_alias="COLLECTION_PREFIX", description="Prefix of the Firestore collection names (tests isolate with it)."
+    )
+    bus_kind: Literal["inline", "pubsub"] = Field(
+        "inline", validation_alias="BUS_KIND", description="Message bus: `inline` (in-process, embedded default) or `pubsub`."
+    )
+    topic_train_requests: str = Field("train-requests", validation_alias="TOPIC_TRAIN_REQUESTS", description="Topic the api publishes launches to.")
+    topic_training_events: str = Field(
+        "training-events", validation_alias="TOPIC_TRAINING_EVENTS", description="Topic of backend and trainer events."
+    )
+    topic_train_submissions: str = Field(
+        "train-submissions", validation_alias="TOPIC_TRAIN_SUBMISSIONS", description="Topic of batch submissions."
+    )
+    topic_train_submissions_rejected: str = Field(
+        "train-submissions-rejected",
+        validation_alias="TOPIC_TRAIN_SUBMISSIONS_REJECTED",
+        description="Topic rejected batch items are published to.",
+    )
+    api_tokens: str | None = Field(
+        None,
+        validation_alias="API_TOKENS",
+        description="Comma-separated bearer tokens; when set every route but `/health` needs one.",
+        repr=False,
+    )
+    cors_origins: str | None = Field(
+        None, validation_alias="CORS_ORIGINS", description="Comma-separated origins allowed by CORS (none by default)."
+    )
+    max_body_bytes: int = Field(1_048_576, validation_alias="MAX_BODY_BYTES", description="Largest request body; larger is 413.", ge=1024)
+    local_allowed_roots: str | None = Field(
+        None,
+        validation_alias="LOCAL_ALLOWED_ROOTS",
+        description="Local backend: `:`-separated folders dataset_file/output_dir must be inside (default: the repo and the temp folder).",
+    )
+    launch_max_attempts: int = Field(
+        5, validation_alias="LAUNCH_MAX_ATTEMPTS", description="Inline bus: deliveries of a message before it is dead-lettered.", ge=1
+    )
+    launch_retry_base_seconds: float = Field(
+        0.5, validation_alias="LAUNCH_RETRY_BASE_SECONDS", description="Inline bus: first retry delay, doubled each time.", ge=0
+    )
+
+    _errors: list[str] = PrivateAttr(default_factory=list)
+    _json: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any, info: Any) -> Any:
+        # The old service treated an empty variable as unset; keep that.
+        if isinstance(value, str) and value.strip() == "" and info.field_name not in ("collection_prefix",):
+            field = cls.model_fields[info.field_name]
+            return field.default
+        return value
+
+    def model_post_init(self, __context: Any) -> None:
+        specs = {
+            "K8S_NODE_SELECTOR": (self.k8s_node_selector, dict),
+            "K8S_TOLERATIONS": (self.k8s_tolerations, list),
+            "K8S_IMAGE_PULL_SECRETS": (self.k8s_image_pull_secrets, list),
+            "K8S_RESOURCE_LIMITS": (self.k8s_resource_limits, dict),
+        }
+        for name, (raw, kind) in specs.items():
+            if raw is None:
+                self._json[name] = None
+                continue
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                self._errors.append(f"{name} is not valid JSON ({exc.msg} at character {exc.pos})")
+                self._json[name] = None
+                continue
+            if not isinstance(value, kind):
+                self._errors.append(f"{name} must be a JSON {'object' if kind is dict else 'array'}")
+                self._json[name] = None
+                continue
+            self._json[name] = value
+
+    # ---- derived values --------------------------------------------------------------------------
+    @property
+    def config_errors(self) -> list[str]:
+        return list(self._errors)
+
+    def json_value(self, name: str) -> Any:
+        return self._json.get(name)
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in (self.api_tokens or "").split(",") if t.strip())
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in (self.cors_origins or "").split(",") if o.strip())
+
+    @property
+    def sqlite_file(self) -> Path:
+        path = Path(self.sqlite_path)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    @property
+    def train_script(self) -> Path:
+        path = Path(self.train_script_path)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    @property
+    def local_roots(self) -> tuple[str, ...]:
+        if self.local_allowed_roots:
+            return tuple(str(Path(p).resolve()) for p in self.local_allowed_roots.split(":") if p.strip())
+        return (str(REPO_ROOT), str(Path(tempfile.gettempdir()).resolve()))
+
+    def backend_problems(self) -> dict[Backend, str | None]:
+        """Per backend: None when it can take jobs, else what is missing (named by variable)."""
+        k8s: list[str] = []
+        if not self.k8s_training_image:
+            k8s.append("K8S_TRAINING_IMAGE is not set")
+        k8s += [e for e in self._errors if e.startswith("K8S_")]
+        vertex: list[str] = []
+        if not self.vertex_project:
+            vertex.append("VERTEX_PROJECT (or PROJECT_ID) is not set")
+        if not self.vertex_image_uri:
+            vertex.append("VERTEX_IMAGE_URI is not set")
+        return {
+            Backend.KUBERNETES: "; ".join(k8s) or None,
+            Backend.VERTEX: "; ".join(vertex) or None,
+            Backend.LOCAL: None,
+        }
+
+    def request_policy(self) -> RequestPolicy:
+        return RequestPolicy(
+            default_backend=self.default_training_backend,
+            backend_problems=self.backend_problems(),
+            local_roots=self.local_roots,
+            local_base=str(REPO_ROOT),
+        )
+
+
+def settings_markdown() -> str:
+    """The README's configuration table, generated from the fields."""
+    rows = ["| Variable | Default | Purpose |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [alias or name.upper()]
+        default = field.default
+        if name == "python_bin":
+            default = "the service's Python"
+        shown = "_unset_" if default is None else f"`{default.value if hasattr(default, 'value') else default}`"
+        env = " / ".join(f"`{n}`" for n in names)
+        rows.append(f"| {env} | {shown} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(settings_markdown())
