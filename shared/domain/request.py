@@ -228,7 +228,8 @@ def render_flag(name: str, value: Any, path: str, errors: list[FieldError]) -> l
             return [flag.cli]
         return [f"--no_{name}"] if flag.default is True else []
     if isinstance(value, bool):
-        errors.append(FieldError(path, f"must be a {'list of strings' if flag.type == 'list' else flag.type}, got boolean"))
+        expected = {"list": "list of strings", "int": "integer", "float": "number", "choice": "string"}.get(flag.type, flag.type)
+        errors.append(FieldError(path, f"must be a {expected}, got boolean"))
         return []
     if flag.type == "list":
         items = value if isinstance(value, list) else [value]

@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make run` (embedded default) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run run-emulators test test-fast lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,trainer]'
+	touch $(STAMP)
+
+## Serve api + launcher + status_sync in one process on $PORT (default 4000): SQLite under .data/, in-process bus.
+run: venv
+	$(BIN)/python -m functions.embedded
+
+## The deployed topology on one machine: both emulators, each function its own process, push subscriptions.
+run-emulators: venv
+	$(BIN)/python -m functions.local_stack
+
+## Architecture contracts, then the whole suite (the fixtures start and stop the emulators).
+test: venv lint
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: venv
+	$(BIN)/lint-imports
+
+bench: venv
+	$(BIN)/python -m tests.bench.run_all
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache
