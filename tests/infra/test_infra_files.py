@@ -1,0 +1,117 @@
+"""Offline checks of the deploy artifacts: cloudbuild.yaml, the function staging script, the Terraform
+contract with the code (topics, entry points, tolerations) and the Kubernetes RBAC the launcher needs.
+
+The full infrastructure checks (terraform validate, checkov, kubernetes-validate, hadolint) run in
+.ci/infra-checks.sh; these are the fast ones that also belong in `make test`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "infra" / "scripts"))
+check_cloudbuild = importlib.import_module("check_cloudbuild")
+
+ENTRY_POINTS = ["api", "launcher", "status_sync", "submit", "reconcile"]
+
+
+def test_cloudbuild_is_sane() -> None:
+    assert check_cloudbuild.check() == []
+
+
+def test_cloudbuild_check_catches_an_undeclared_substitution(tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    doc["steps"][0]["args"].append("${_NOT_DECLARED}")
+    bad = tmp_path / "cloudbuild.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    assert any("_NOT_DECLARED" in e for e in check_cloudbuild.check(bad, ROOT))
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("staged") / "functions"
+    subprocess.run(
+        ["bash", str(ROOT / "infra/scripts/stage_functions.sh"), str(out)],
+        check=True,
+        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+    )
+    return out
+
+
+def test_staged_folder_has_what_cloud_functions_needs(staged: Path) -> None:
+    for rel in ["main.py", "requirements.txt", "functions/main.py", "shared/__init__.py",
+                "trainer/__init__.py", "trainer/flags.py"]:
+        assert (staged / rel).is_file(), rel
+    assert not list(staged.rglob("__pycache__"))
+    reqs = (staged / "requirements.txt").read_text().splitlines()
+    assert any(r.startswith("functions-framework") for r in reqs)
+
+
+def test_staged_main_exports_every_entry_point(staged: Path) -> None:
+    # Import in a fresh interpreter rooted at the staged folder, as Cloud Functions does.
+    code = (
+        "import main, functions_framework._function_registry as r\n"
+        f"for name in {ENTRY_POINTS!r}:\n"
+        "    assert callable(getattr(main, name)), name\n"
+        "print(r.REGISTRY_MAP['launcher'], r.REGISTRY_MAP['api'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=staged, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(staged), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["cloudevent", "http"]
+
+
+def test_terraform_uses_the_fixed_topic_names() -> None:
+    main_tf = (ROOT / "infra/terraform/platform/main.tf").read_text()
+    for topic in ["train-requests", "training-events", "train-submissions", "train-submissions-rejected"]:
+        assert f'"{topic}"' in main_tf
+
+
+def test_default_tolerations_match_every_gpu_taint() -> None:
+    variables = (ROOT / "infra/terraform/platform/variables.tf").read_text()
+    assert '{\\"key\\":\\"nvidia.com/gpu\\",\\"operator\\":\\"Exists\\",\\"effect\\":\\"NoSchedule\\"}' in variables
+    for cluster in ["gke", "eks", "aks", "coreweave"]:
+        text = (ROOT / f"infra/terraform/clusters/{cluster}/main.tf").read_text()
+        assert "nvidia.com/gpu" in text and "present" in text, cluster
+        assert "NO_SCHEDULE" in text or "NoSchedule" in text, cluster
+
+
+def test_firestore_indexes_file_is_in_firebase_format() -> None:
+    doc = json.loads((ROOT / "infra/firestore/indexes.json").read_text())
+    assert doc["indexes"]
+    for idx in doc["indexes"]:
+        assert idx["collectionGroup"] and len(idx["fields"]) >= 2
+        for field in idx["fields"]:
+            assert "order" in field or "arrayConfig" in field
+
+
+def _rules(role: str) -> dict[str, set[str]]:
+    docs = list(yaml.safe_load_all((ROOT / "infra/k8s/rbac.yaml").read_text()))
+    (found,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == role]
+    out: dict[str, set[str]] = {}
+    for rule in found["rules"]:
+        for res in rule["resources"]:
+            out.setdefault(res, set()).update(rule["verbs"])
+    return out
+
+
+def test_launcher_rbac_is_exactly_jobs_and_secrets() -> None:
+    assert _rules("training-launcher") == {
+        "jobs": {"create", "get", "list", "delete"},
+        "secrets": {"create", "get", "patch", "delete"},
+    }
+
+
+def test_watcher_rbac_watches_jobs_pods_logs_events() -> None:
+    rules = _rules("training-watcher")
+    for res in ["jobs", "pods", "pods/log", "events"]:
+        assert {"get", "list", "watch"} <= rules[res], res
+    assert all(not ({"create", "delete", "patch", "update"} & verbs) for verbs in rules.values())
