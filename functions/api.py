@@ -11,12 +11,13 @@ import hmac
 import json
 import logging
 import re
+import time
 from typing import Any, Callable
 
 from flask import Request, Response
 
 from functions.openapi import openapi_document
-from shared.domain.job import Backend
+from shared.domain.job import Backend, iso
 from shared.domain.status import JobStatus
 from shared.errors import Conflict, FieldError, NotFound, PlatformError, TransientError, ValidationFailed
 from shared.ports import JobQuery, JobStore
@@ -25,7 +26,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-JOB_PATH = re.compile(r"^/jobs/(?P<id>[A-Za-z0-9_.\-]{1,128})$")
+JOB_PATH = re.compile(r"^/jobs/(?P<id>[A-Za-z0-9_.\-]{1,128})(?P<sub>/cancel|/logs|/events)?$")
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 MAX_LOG_PAGE = 5000
@@ -69,6 +70,11 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
     return resp
 
 
+def _sse(event: str, data: Any, event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
 def _error(status: int, message: str, errors: list[FieldError] | None = None) -> HttpError:
     body: dict[str, Any] = {"error": message}
     if errors is not None:
@@ -85,6 +91,10 @@ class Api:
         store: JobStore,
         bus_kind: str,
         health_checks: dict[str, Callable[[], None]] | None = None,
+        follow_poll_seconds: float = 0.5,
+        follow_max_seconds: float = 900.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock_monotonic: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
         self.service = service
@@ -93,6 +103,10 @@ class Api:
         self.tokens = tuple(t.encode() for t in settings.tokens)
         self.cors_origins = frozenset(settings.cors_origin_list)
         self.health_checks = health_checks or {}
+        self.follow_poll_seconds = follow_poll_seconds
+        self.follow_max_seconds = follow_max_seconds
+        self.sleep = sleep
+        self.clock_monotonic = clock_monotonic
         self.routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/health"): self.health,
             ("POST", "/train"): self.train,
@@ -128,6 +142,7 @@ class Api:
             resp.headers["Vary"] = "Origin"
             resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
             resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed, Retry-After"
             resp.headers["Access-Control-Max-Age"] = "600"
 
     def _authorised(self, request: Request) -> bool:
@@ -155,9 +170,12 @@ class Api:
             return handler(request)
         match = JOB_PATH.match(path)
         if match:
-            if method != "GET":
-                raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": "GET"})
-            return self.get_job(request, match.group("id"))
+            job_id, sub = match.group("id"), match.group("sub") or ""
+            want = "POST" if sub == "/cancel" else "GET"
+            if method != want:
+                raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": want})
+            handler = {"": self.get_job, "/cancel": self.cancel_job, "/logs": self.job_logs, "/events": self.job_events}[sub]
+            return handler(request, job_id)
         if any(p == path for (_, p) in self.routes):
             allowed = ", ".join(sorted(m for (m, p) in self.routes if p == path))
             raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": allowed})
@@ -286,6 +304,85 @@ class Api:
         body["logs"] = [l.to_api() for l in lines]
         body["logsNextAfter"] = lines[-1].seq if lines and lines[-1].seq < job.log_count else None
         return _json(200, {"job": body})
+
+    def _job_or_404(self, job_id: str):
+        job = self.store.get(job_id)
+        if job is None:
+            raise _error(404, f"Job {job_id} not found.")
+        return job
+
+    def cancel_job(self, request: Request, job_id: str) -> Response:
+        job = self.service.cancel(job_id)
+        return _json(202, {"job": job.to_summary()})
+
+    def job_events(self, request: Request, job_id: str) -> Response:
+        self._job_or_404(job_id)
+        after = self._int_arg(request, "after", 0, 0, 2**53)
+        limit = self._int_arg(request, "limit", 100, 1, 1000)
+        events = self.store.list_events(job_id, after=after, limit=limit)
+        body = [{"seq": e.seq, "at": iso(e.at), "kind": e.kind, "data": e.data} for e in events]
+        return _json(200, {"events": body, "nextAfter": events[-1].seq if len(events) == limit else None})
+
+    def job_logs(self, request: Request, job_id: str) -> Response:
+        """Logs by cursor (`after` = last seq seen), the last `tail` lines, or `follow=true` as SSE."""
+        job = self._job_or_404(job_id)
+        limit = self._int_arg(request, "limit", DEFAULT_LOG_PAGE, 1, MAX_LOG_PAGE)
+        after = self._int_arg(request, "after", 0, 0, 2**53)
+        tail = request.args.get("tail")
+        if tail is not None:
+            n = self._int_arg(request, "tail", 100, 0, MAX_LOG_PAGE)
+            after = max(0, job.log_count - n)
+        follow = (request.args.get("follow") or "").lower() in ("1", "true", "yes")
+        if not follow:
+            lines = self.store.get_logs(job_id, after=after, limit=limit)
+            return _json(200, {
+                "logs": [l.to_api() for l in lines],
+                "nextAfter": lines[-1].seq if lines else after,
+                "status": job.status.value,
+                "final": job.is_final(),
+            })
+        last_id = request.headers.get("Last-Event-ID")
+        if last_id is not None:
+            try:
+                after = max(0, int(last_id))
+            except ValueError:
+                raise ValidationFailed([FieldError("Last-Event-ID", "must be the id of a log event")]) from None
+        return Response(
+            self._follow(job_id, after),
+            status=200,
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    def _follow(self, job_id: str, after: int):
+        """Server-Sent Events: one `log` event per line (id = seq, so a reconnect resumes with
+        Last-Event-ID), `status` events on changes, and `end` once the job is final and drained."""
+        deadline = self.clock_monotonic() + self.follow_max_seconds
+        last_status = None
+        yield "retry: 1000\n\n"
+        while True:
+            job = self.store.get(job_id)
+            if job is None:
+                yield _sse("end", {"reason": "deleted"})
+                return
+            final = job.is_final()  # read before the lines: lines written before the final state are drained
+            while True:
+                lines = self.store.get_logs(job_id, after=after, limit=MAX_LOG_PAGE)
+                for line in lines:
+                    yield _sse("log", line.to_api(), event_id=str(line.seq))
+                    after = line.seq
+                if len(lines) < MAX_LOG_PAGE:
+                    break
+            if job.status.value != last_status:
+                last_status = job.status.value
+                yield _sse("status", {"status": last_status, "statusReason": job.status_reason, "progress": job.progress})
+            if final:
+                yield _sse("end", {"status": job.status.value, "lastSeq": after})
+                return
+            if self.clock_monotonic() > deadline:
+                yield _sse("timeout", {"lastSeq": after, "hint": "reconnect with Last-Event-ID"})
+                return
+            self.sleep(self.follow_poll_seconds)
 
     def openapi(self, request: Request) -> Response:
         return _json(200, openapi_document())

@@ -93,16 +93,31 @@ class Launcher:
                 return None
             return current.replace(**changes)
 
-        return self.store.update(job_id, done)
-
-    def cancel(self, job_id: str) -> Job | None:
-        job = self.store.get(job_id)
-        if job is None:
-            return None
-        backend = self.backends.get(job.backend)
-        if backend is not None and job.external_id and not job.dry_run:
+        job = self.store.update(job_id, done)
+        if job is not None and job.status is JobStatus.CANCELLING and backend is not None:
             backend.cancel(job)
         return job
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Stop what the backend runs. Messages of one job arrive in order (ordering key = job id), so a
+        cancel is handled after the submit that preceded it: no external id now means nothing runs."""
+        job = self.store.get(job_id)
+        if job is None or job.is_terminal() or not job.cancel_requested:
+            return job
+        backend = self.backends.get(job.backend)
+        stopped: bool | None = None
+        if backend is not None and job.external_id and not job.dry_run:
+            stopped = backend.cancel(job)
+        if stopped is None and job.external_id and not job.dry_run:
+            return job  # the backend's own events (or reconcile) will report `cancelled`
+        now = self.clock.now()
+
+        def done(current: Job) -> Job | None:
+            if current.is_terminal():
+                return None
+            return current.replace(status=JobStatus.CANCELLED, status_reason="Cancelled", finished_at=now, updated_at=now)
+
+        return self.store.update(job_id, done)
 
     def dead_letter(self, message: Message, exc: BaseException) -> None:
         """Out of retries: the job fails with the reason instead of waiting forever."""

@@ -50,6 +50,8 @@ class TimelineEvent:
 
 # A pure decision: given the current job, return the job to write, or None to leave it as it is.
 Mutation = Callable[[Job], "Job | None"]
+# A pure decision that may also append log lines: (job to write or None, lines to append).
+LogMutation = Callable[[Job], "tuple[Job | None, Iterable[LogLine]]"]
 
 
 @runtime_checkable
@@ -71,6 +73,10 @@ class JobStore(Protocol):
 
     def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
         """Append lines in order (seq assigned here) and roll the job's logTail; returns the new count."""
+
+    def apply(self, job_id: str, decide: LogMutation, max_tail_chars: int) -> Job | None:
+        """Compare-and-set of the job together with an append of log lines, in one transaction:
+        `decide` sees the current job and returns the job to write and the lines to append."""
 
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         """Lines with seq > after, in order."""
@@ -104,7 +110,9 @@ class Backend(Protocol):
 
     def submit(self, job: Job, env: dict[str, str]) -> "Submission": ...
 
-    def cancel(self, job: Job) -> None: ...
+    def cancel(self, job: Job) -> "bool | None":
+        """Stop the job. True: stop requested (the backend's events confirm it); False: nothing of this
+        job runs there any more (the launcher marks it cancelled); None: unknown, wait for events."""
 
 
 @dataclass(frozen=True)

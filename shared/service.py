@@ -16,7 +16,7 @@ from typing import Any, Callable
 from shared.domain.job import Job
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.domain.status import FailureClass, JobStatus
-from shared.errors import TransientError
+from shared.errors import Conflict, NotFound, TransientError
 from shared.ports import Bus, JobStore
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,35 @@ class TrainingService:
             )
             raise PublishFailed(failed or job, exc) from exc
         return Submitted(job, created=True)
+
+    def cancel(self, job_id: str) -> Job:
+        """queued -> cancelled at once; otherwise cancelling + a cancel op for the launcher.
+        Raises NotFound, Conflict (final job), TransientError (the cancel op could not be published)."""
+        now = self.clock.now()
+
+        def mutate(job: Job) -> Job | None:
+            if job.is_final():
+                what = "a dry run, which is final" if not job.is_terminal() else f"already {job.status.value}"
+                raise Conflict(f"Job {job.id} can't be cancelled: it is {what}.")
+            if job.status is JobStatus.QUEUED:
+                return job.replace(
+                    status=JobStatus.CANCELLED, status_reason="Cancelled", cancel_requested=True, finished_at=now, updated_at=now
+                )
+            if job.status is JobStatus.CANCELLING:
+                return None
+            return job.replace(status=JobStatus.CANCELLING, status_reason="CancelRequested", cancel_requested=True, updated_at=now)
+
+        job = self.store.update(job_id, mutate)
+        if job is None:
+            raise NotFound(f"Job {job_id} not found.")
+        if job.status is JobStatus.CANCELLING:
+            self.bus.publish(
+                self.requests_topic,
+                launch_message(job.id, OP_CANCEL),
+                attributes={"op": OP_CANCEL, "job_id": job.id},
+                ordering_key=job.id,
+            )
+        return job
 
 
 __all__ = ["TrainingService", "Submitted", "PublishFailed", "TransientError", "launch_message", "OP_SUBMIT", "OP_CANCEL"]

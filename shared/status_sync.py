@@ -1,31 +1,23 @@
-"""status_sync: the only writer of runtime state besides reconcile (see issue 5 for the full mapping).
+"""status_sync: applies `training-events` to the store. With reconcile, the only writer of runtime state.
 
-This first version records what arrives on `training-events` in the job's timeline and applies log
-lines, so the wiring (inline bus, push subscription, CloudEvent function) is exercised end to end.
+Decide, then act: `shared.domain.translate.decide` is pure; this shell runs it inside the store's
+compare-and-set (`JobStore.apply`), so a job's state and the log lines that came with it are written
+together, once. Redelivered, late or reordered events never move a job backwards or duplicate a line.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
-from shared.domain.job import LogLine
+from shared.domain.events import from_message
+from shared.domain.job import Job
+from shared.domain.translate import Decision, decide
 from shared.messages import Message
 from shared.ports import JobStore, TimelineEvent
 from shared.service import SystemClock
 
 log = logging.getLogger(__name__)
-
-
-def _ts(raw: Any, default: datetime) -> datetime:
-    if isinstance(raw, str):
-        try:
-            value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        except ValueError:
-            return default
-    return default
 
 
 class StatusSync:
@@ -34,21 +26,33 @@ class StatusSync:
         self.max_log_chars = max_log_chars
         self.clock = clock or SystemClock()
 
-    def handle(self, message: Message) -> None:
-        data = message.data if isinstance(message.data, dict) else {}
-        job_id = data.get("job_id")
-        if not isinstance(job_id, str) or self.store.get(job_id) is None:
-            log.warning("event for unknown job %r: acked", job_id)
-            return
+    def handle(self, message: Message) -> Job | None:
         now = self.clock.now()
-        lines = [
-            LogLine(timestamp=_ts(l.get("timestamp"), now), stream=str(l.get("stream", "stdout")), message=str(l.get("message", "")))
-            for l in data.get("logs") or []
-            if isinstance(l, dict)
-        ]
-        if lines:
-            self.store.append_logs(job_id, lines, self.max_log_chars)
-        self.store.append_event(
-            job_id,
-            TimelineEvent(at=_ts(data.get("observed_at"), now), kind=str(data.get("source", "unknown")), data={k: v for k, v in data.items() if k != "logs"}),
-        )
+        event = from_message(message.data, now)
+        if event is None:
+            log.warning("training event without a job id: acked (%s)", message.id)
+            return None
+        decided: list[Decision] = []
+
+        def run(job: Job):
+            d = decide(job, event, now)
+            decided[:] = [d]
+            return d.job, d.lines
+
+        job = self.store.apply(event.job_id, run, self.max_log_chars)
+        if job is None:
+            log.warning("event for unknown job %s: acked", event.job_id)
+            return None
+        d = decided[0] if decided else None
+        if d is not None and d.transition is not None:
+            old, new = d.transition
+            self.store.append_event(
+                job.id,
+                TimelineEvent(
+                    at=event.observed_at,
+                    kind="status",
+                    data={"from": old.value, "to": new.value, "reason": job.status_reason, "source": event.source, "state": event.state},
+                ),
+            )
+            log.info("job %s: %s -> %s (%s, from %s)", job.id, old.value, new.value, job.status_reason, event.source)
+        return job

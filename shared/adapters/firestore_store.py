@@ -25,7 +25,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
 from shared.domain.job import Job, LogLine, clip_tail
 from shared.errors import Conflict, FieldError, TransientError, ValidationFailed
-from shared.ports import IdempotentCreate, JobQuery, Mutation, Page, TimelineEvent
+from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, TimelineEvent
 
 LINES_PER_CHUNK = 1000
 CHUNK_CHARS = 700_000  # well under Firestore's 1 MiB document limit
@@ -182,24 +182,32 @@ class FirestoreJobStore:
 
     def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
         lines = list(lines)
-        ref = self.jobs.document(job_id)
-        logs = ref.collection("logs")
         count = 0
         # One transaction per group of chunks keeps each commit under Firestore's write limit.
-        for start in range(0, max(len(lines), 1), LINES_PER_CHUNK * (MAX_WRITES_PER_TX - 1)):
-            group = lines[start : start + LINES_PER_CHUNK * (MAX_WRITES_PER_TX - 1)]
+        group_size = LINES_PER_CHUNK * (MAX_WRITES_PER_TX - 1)
+        for start in range(0, max(len(lines), 1), group_size):
+            group = lines[start : start + group_size]
+            job = self.apply(job_id, lambda current, group=group: (current, group), max_tail_chars)
+            count = job.log_count if job is not None else 0
+        return count
 
-            @firestore.transactional
-            def run(tx: firestore.Transaction, group: list[LogLine] = group) -> int:
-                current = self._job(ref.get(transaction=tx))
-                if current is None:
-                    return 0
-                if not group:
-                    return current.log_count
+    def apply(self, job_id: str, decide: LogMutation, max_tail_chars: int) -> Job | None:
+        ref = self.jobs.document(job_id)
+        logs = ref.collection("logs")
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> Job | None:
+            current = self._job(ref.get(transaction=tx))
+            if current is None:
+                return None
+            new, lines = decide(current)
+            lines = list(lines)
+            new = new or current
+            if lines:
                 first = current.log_count
                 numbered = [
                     LogLine(timestamp=l.timestamp, stream=l.stream, message=l.message, seq=first + i + 1)
-                    for i, l in enumerate(group)
+                    for i, l in enumerate(lines)
                 ]
                 for chunk in self._chunks(numbered):
                     tx.set(
@@ -210,19 +218,17 @@ class FirestoreJobStore:
                             "lines": [{"t": l.timestamp, "s": l.stream, "m": l.message} for l in chunk],
                         },
                     )
-                new = current.replace(
-                    log_count=first + len(group),
-                    log_tail=clip_tail(current.log_tail, numbered, max_tail_chars),
-                    version=current.version + 1,
-                )
-                tx.set(ref, to_record(new))
-                return new.log_count
+                new = new.replace(log_count=first + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
+            if new == current:
+                return current
+            new = new.replace(version=current.version + 1)
+            tx.set(ref, to_record(new))
+            return new
 
-            try:
-                count = run(self.client.transaction(max_attempts=10))
-            except Exception as exc:  # noqa: BLE001
-                raise self._wrap(exc) from exc
-        return count
+        try:
+            return run(self.client.transaction(max_attempts=10))
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
 
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         q = (

@@ -57,6 +57,7 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
         "cancelRequested": job.cancel_requested,
         "idempotencyKey": job.idempotency_key,
         "requestHash": job.request_hash,
+        "logCursors": dict(job.log_cursors),
         "version": job.version,
     }
     for key in _TIMESTAMPS:
@@ -108,6 +109,7 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
         cancel_requested=bool(rec.get("cancelRequested")),
         idempotency_key=rec.get("idempotencyKey"),
         request_hash=rec.get("requestHash"),
+        log_cursors={str(k): int(v) for k, v in (rec.get("logCursors") or {}).items()},
         version=int(rec.get("version") or 0),
     )
 

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
 from shared.domain.job import Job, LogLine, clip_tail
 from shared.errors import Conflict, ValidationFailed, FieldError
-from shared.ports import IdempotentCreate, JobQuery, Mutation, Page, TimelineEvent
+from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, TimelineEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -75,6 +75,9 @@ class SqliteJobStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # One writer at a time inside this process: threads queue on a lock instead of meeting
+        # SQLITE_BUSY, whose retry sleeps (up to 100 ms each) would dominate latency under load.
+        self._write_lock = threading.Lock()
         self._conn().executescript(_SCHEMA)
 
     # ---- connections -----------------------------------------------------------------------------
@@ -91,14 +94,15 @@ class SqliteJobStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -125,10 +129,11 @@ class SqliteJobStore:
                     if existing is None:  # pragma: no cover - both rows are written in one transaction
                         raise Conflict("Idempotency-Key refers to a job that no longer exists")
                     return IdempotentCreate(existing, created=False)
-            if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
-                raise Conflict(f"job {job.id} already exists")
             job = job.replace(version=1)
-            db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(job))
+            try:
+                db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(job))
+            except sqlite3.IntegrityError:
+                raise Conflict(f"job {job.id} already exists") from None
             if idempotency_key is not None:
                 db.execute(
                     "INSERT INTO idempotency VALUES (?, ?, ?)", (idempotency_key, job.id, job.request_hash or "")
@@ -189,30 +194,36 @@ class SqliteJobStore:
     # ---- logs and events -------------------------------------------------------------------------
     def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
         lines = list(lines)
+        job = self.apply(job_id, lambda current: (current, lines), max_tail_chars)
+        return job.log_count if job is not None else 0
+
+    def apply(self, job_id: str, decide: LogMutation, max_tail_chars: int) -> Job | None:
         with self._tx() as db:
             current = self._get(db, job_id)
             if current is None:
-                return 0
-            if not lines:
-                return current.log_count
-            start = current.log_count
-            numbered = [
-                LogLine(timestamp=line.timestamp, stream=line.stream, message=line.message, seq=start + i + 1)
-                for i, line in enumerate(lines)
-            ]
-            db.executemany(
-                "INSERT INTO logs VALUES (?, ?, ?, ?, ?)",
-                [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in numbered],
-            )
-            new = current.replace(
-                log_count=start + len(lines),
-                log_tail=clip_tail(current.log_tail, numbered, max_tail_chars),
-                version=current.version + 1,
-            )
+                return None
+            new, lines = decide(current)
+            lines = list(lines)
+            new = new or current
+            if lines:
+                start = current.log_count
+                numbered = [
+                    LogLine(timestamp=line.timestamp, stream=line.stream, message=line.message, seq=start + i + 1)
+                    for i, line in enumerate(lines)
+                ]
+                db.executemany(
+                    "INSERT INTO logs VALUES (?, ?, ?, ?, ?)",
+                    [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in numbered],
+                )
+                new = new.replace(log_count=start + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
+            if new == current:
+                return current
+            new = new.replace(version=current.version + 1)
             db.execute(
-                "UPDATE jobs SET version = ?, doc = ? WHERE id = ?", (new.version, self._row(new)[6], job_id)
+                "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ? WHERE id = ?",
+                (new.status.value, new.name, new.version, self._row(new)[6], job_id),
             )
-            return new.log_count
+            return new
 
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         rows = self._conn().execute(

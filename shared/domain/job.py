@@ -78,6 +78,8 @@ class Job:
     request_hash: str | None = None
     # Observed time of the newest backend event applied; older events never move the job.
     last_event_at: datetime | None = None
+    # Per event source, the highest log line `seq` applied: a redelivered batch is not appended twice.
+    log_cursors: dict[str, int] = field(default_factory=dict)
     # Incremented by the store on every write: the compare-and-set token.
     version: int = 0
 
@@ -86,6 +88,10 @@ class Job:
 
     def is_terminal(self) -> bool:
         return self.status.is_terminal()
+
+    def is_final(self) -> bool:
+        """Nothing more will happen: a terminal status, or a dry run that stopped at `submitted`."""
+        return self.status.is_terminal() or (self.dry_run and self.status is JobStatus.SUBMITTED)
 
     def to_summary(self) -> dict[str, Any]:
         """The studio's job shape: the old service's camelCase keys plus ours. No logs."""

@@ -10,12 +10,9 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask, request
 
 from functions.wiring import Container
-from shared.adapters.sqlite_store import SqliteJobStore
-from shared.errors import TransientError
-from shared.settings import Settings
+from tests.integration.conftest import make_settings, wsgi
 
 SECRET = "hf_SECRET_token_value_123"
 K8S_EXAMPLE = {
@@ -28,48 +25,6 @@ K8S_EXAMPLE = {
     "trainer_args": {"num_train_epochs": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8},
     "env": {"HF_TOKEN": SECRET},
 }
-
-
-class RecordingBus:
-    kind = "recording"
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, dict, dict, str | None]] = []
-        self.fail = False
-
-    def publish(self, topic: str, data: dict, *, attributes: dict | None = None, ordering_key: str | None = None) -> str:
-        if self.fail:
-            raise TransientError("bus down")
-        self.messages.append((topic, data, attributes or {}, ordering_key))
-        return str(len(self.messages))
-
-
-def make_settings(**env: Any) -> Settings:
-    base = {"K8S_TRAINING_IMAGE": "us-docker.pkg.dev/p/r/trainer:1", "VERTEX_PROJECT": "p", "VERTEX_IMAGE_URI": "img"}
-    base.update(env)
-    return Settings(**base)
-
-
-def wsgi(container: Container) -> Flask:
-    app = Flask("test-api")
-
-    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
-    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
-    def handle(path: str):  # noqa: ARG001
-        return container.api(request)
-
-    return app
-
-
-@pytest.fixture
-def api(tmp_path: Path, serve):
-    def _make(**env: Any):
-        bus = RecordingBus()
-        container = Container(settings=make_settings(**env), store=SqliteJobStore(tmp_path / f"{uuid.uuid4().hex}.db"), bus=bus)
-        served = serve(wsgi(container))
-        return served.url, bus, container
-
-    return _make
 
 
 def assert_no_secret(*texts: str) -> None:

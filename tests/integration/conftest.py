@@ -1,0 +1,59 @@
+"""Fixtures for the api tests: a container over SQLite with a recording bus, served over real HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, request
+
+from functions.wiring import Container
+from shared.adapters.sqlite_store import SqliteJobStore
+from shared.errors import TransientError
+from shared.settings import Settings
+
+
+class RecordingBus:
+    kind = "recording"
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict, dict, str | None]] = []
+        self.fail = False
+
+    def publish(self, topic: str, data: dict, *, attributes: dict | None = None, ordering_key: str | None = None) -> str:
+        if self.fail:
+            raise TransientError("bus down")
+        self.messages.append((topic, data, attributes or {}, ordering_key))
+        return str(len(self.messages))
+
+
+def make_settings(**env: Any) -> Settings:
+    base = {"K8S_TRAINING_IMAGE": "us-docker.pkg.dev/p/r/trainer:1", "VERTEX_PROJECT": "p", "VERTEX_IMAGE_URI": "img"}
+    base.update(env)
+    return Settings(**base)
+
+
+def wsgi(container: Container) -> Flask:
+    app = Flask("test-api")
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+    def handle(path: str):  # noqa: ARG001
+        return container.api(request)
+
+    return app
+
+
+@pytest.fixture
+def api(tmp_path: Path, serve):
+    def _make(**env: Any):
+        bus = RecordingBus()
+        container = Container(settings=make_settings(**env), store=SqliteJobStore(tmp_path / f"{uuid.uuid4().hex}.db"), bus=bus)
+        served = serve(wsgi(container))
+        return served.url, bus, container
+
+    return _make
+
+
