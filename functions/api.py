@@ -26,6 +26,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+SUBMISSION_PATH = re.compile(r"^/submissions/(?P<id>[^/]{1,256})$")
 JOB_PATH = re.compile(r"^/jobs/(?P<id>[A-Za-z0-9_.\-]{1,128})(?P<sub>/cancel|/logs|/events)?$")
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -176,6 +177,11 @@ class Api:
                 raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": want})
             handler = {"": self.get_job, "/cancel": self.cancel_job, "/logs": self.job_logs, "/events": self.job_events}[sub]
             return handler(request, job_id)
+        match = SUBMISSION_PATH.match(path)
+        if match:
+            if method != "GET":
+                raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": "GET"})
+            return self.submission(request, match.group("id"))
         if any(p == path for (_, p) in self.routes):
             allowed = ", ".join(sorted(m for (m, p) in self.routes if p == path))
             raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": allowed})
@@ -383,6 +389,21 @@ class Api:
                 yield _sse("timeout", {"lastSeq": after, "hint": "reconnect with Last-Event-ID"})
                 return
             self.sleep(self.follow_poll_seconds)
+
+    def submission(self, request: Request, batch_id: str) -> Response:
+        """A batch: the jobs it created (label batch_id) and the items it rejected, with their reasons."""
+        accepted: list[dict] = []
+        cursor = None
+        while True:
+            page = self.store.list(JobQuery(limit=MAX_LIMIT, cursor=cursor, label=("batch_id", batch_id)))
+            accepted += [{"id": j.id, "name": j.name, "status": j.status.value} for j in page.items]
+            if not page.next_cursor or len(accepted) >= 10_000:
+                break
+            cursor = page.next_cursor
+        rejections = [r.to_api() for r in self.store.list_rejections(batch_id)]
+        if not accepted and not rejections:
+            raise _error(404, f"No submissions with batch id {batch_id}.")
+        return _json(200, {"batchId": batch_id, "accepted": accepted, "rejections": rejections})
 
     def openapi(self, request: Request) -> Response:
         return _json(200, openapi_document())

@@ -33,6 +33,11 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
     c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, publish_event))
     bus.subscribe(settings.topic_train_requests, c.launcher.handle, dead_letter=c.launcher.dead_letter)
     bus.subscribe(settings.topic_training_events, c.status_sync.handle)
+    bus.subscribe(
+        settings.topic_train_submissions,
+        c.batch.handle,
+        dead_letter=lambda m, e: log.error("batch message %s dead-lettered (already recorded as a rejection): %s", m.id, e),
+    )
     if start:
         bus.start()
         recover(c)

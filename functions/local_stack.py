@@ -128,6 +128,7 @@ FUNCTIONS = (
     ("api", None),
     ("launcher", "train-requests"),
     ("status_sync", "training-events"),
+    ("submit", "train-submissions"),
 )
 
 
@@ -176,8 +177,8 @@ def run_stack(api_port: int, project: str) -> None:
 
         settings = Settings(GOOGLE_CLOUD_PROJECT=project)
         bus = PubSubBus(project)
-        topics = [settings.topic_train_requests, settings.topic_training_events]
-        bus.ensure_topics(topics + [f"{t}-dead-letter" for t in topics])
+        topics = [settings.topic_train_requests, settings.topic_training_events, settings.topic_train_submissions]
+        bus.ensure_topics(topics + [f"{t}-dead-letter" for t in topics] + [settings.topic_train_submissions_rejected])
         ports = {}
         for target, topic in FUNCTIONS:
             port = api_port if target == "api" else free_port()

@@ -3,6 +3,7 @@
 - `api`        HTTP function: the studio's REST contract.
 - `launcher`   CloudEvent on `train-requests`: submit / cancel on a backend.
 - `status_sync` CloudEvent on `training-events`: applies backend and trainer events to the store.
+- `submit`     CloudEvent on `train-submissions`: batch submissions, same rules as `POST /train`.
 """
 
 from __future__ import annotations
@@ -33,3 +34,10 @@ def launcher(event: CloudEvent) -> None:
 def status_sync(event: CloudEvent) -> None:
     c = container()
     handle_cloud_event(event, c.status_sync.handle)
+
+
+@functions_framework.cloud_event
+def submit(event: CloudEvent) -> None:
+    c = container()
+    # Non-JSON data is recorded by the handler and then raised, so Pub/Sub dead-letters it.
+    handle_cloud_event(event, c.batch.handle, strict_json=False)

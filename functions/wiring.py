@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from functions.api import Api
+from shared.batch import BatchSubmitter
 from shared.domain.job import Backend as BackendKind
 from shared.launching import Launcher
 from shared.ports import Backend, Bus, JobStore
@@ -72,6 +73,9 @@ class Container:
         self.api = Api(settings=self.settings, service=self.service, store=self.store, bus_kind=self.bus.kind)
         self.launcher = Launcher(store=self.store, backends=self.backends, clock=self.clock)
         self.status_sync = StatusSync(store=self.store, max_log_chars=self.settings.max_log_chars, clock=self.clock)
+        self.batch = BatchSubmitter(
+            service=self.service, store=self.store, bus=self.bus, rejected_topic=self.settings.topic_train_submissions_rejected, clock=self.clock
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Container":

@@ -48,6 +48,24 @@ class TimelineEvent:
     seq: int = 0
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A batch item that was refused: what a 400 would have said, kept where the submitter can see it."""
+
+    key: str  # the item's idempotency key: recording twice is recording once
+    batch_id: str
+    index: int  # position in the message (-1: the whole message)
+    error: str
+    errors: list[dict[str, str]]
+    at: datetime
+    message_id: str = ""
+
+    def to_api(self) -> dict[str, Any]:
+        from shared.domain.job import iso
+
+        return {"batchId": self.batch_id, "index": self.index, "idempotencyKey": self.key, "error": self.error, "errors": self.errors, "at": iso(self.at), "messageId": self.message_id}
+
+
 # A pure decision: given the current job, return the job to write, or None to leave it as it is.
 Mutation = Callable[[Job], "Job | None"]
 # A pure decision that may also append log lines: (job to write or None, lines to append).
@@ -84,6 +102,12 @@ class JobStore(Protocol):
     def append_event(self, job_id: str, event: TimelineEvent) -> None: ...
 
     def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]: ...
+
+    def record_rejection(self, rejection: Rejection) -> bool:
+        """Store a rejection once per key; False when it was already recorded."""
+
+    def list_rejections(self, batch_id: str, limit: int = 1000) -> list[Rejection]:
+        """A batch's rejections by index."""
 
     def ping(self) -> None:
         """Raise if the store can't be reached."""

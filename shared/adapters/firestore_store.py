@@ -25,7 +25,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
 from shared.domain.job import Job, LogLine, clip_tail
 from shared.errors import Conflict, FieldError, TransientError, ValidationFailed
-from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, TimelineEvent
+from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
 
 LINES_PER_CHUNK = 1000
 CHUNK_CHARS = 700_000  # well under Firestore's 1 MiB document limit
@@ -55,6 +55,7 @@ class FirestoreJobStore:
         self.client = client
         self.jobs = client.collection(f"{prefix}jobs")
         self.idempotency = client.collection(f"{prefix}idempotency")
+        self.rejections = client.collection(f"{prefix}rejections")
 
     @classmethod
     def from_settings(cls, project: str, database: str, prefix: str = "") -> "FirestoreJobStore":
@@ -281,6 +282,39 @@ class FirestoreJobStore:
             ]
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
+
+    def record_rejection(self, rejection: Rejection) -> bool:
+        ref = self.rejections.document(hashlib.sha256(rejection.key.encode()).hexdigest())
+        try:
+            ref.create(
+                {
+                    "key": rejection.key,
+                    "batchId": rejection.batch_id,
+                    "index": rejection.index,
+                    "error": rejection.error,
+                    "errors": rejection.errors,
+                    "at": rejection.at,
+                    "messageId": rejection.message_id,
+                }
+            )
+            return True
+        except gexc.AlreadyExists:
+            return False
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+
+    def list_rejections(self, batch_id: str, limit: int = 1000) -> list[Rejection]:
+        # Equality only (a single-field index); ordered here, so no composite index is needed.
+        q = self.rejections.where(filter=FieldFilter("batchId", "==", batch_id)).limit(limit)
+        try:
+            docs = [s.to_dict() for s in q.stream()]
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+        out = [
+            Rejection(key=d["key"], batch_id=d["batchId"], index=d["index"], error=d["error"], errors=d.get("errors") or [], at=_ts_in(d["at"]), message_id=d.get("messageId", ""))
+            for d in docs
+        ]
+        return sorted(out, key=lambda r: (r.index, r.key))
 
     def ping(self) -> None:
         try:

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
 from shared.domain.job import Job, LogLine, clip_tail
 from shared.errors import Conflict, ValidationFailed, FieldError
-from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, TimelineEvent
+from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS logs (
     message TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejections (
+    key TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejections_batch ON rejections (batch_id, idx);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -246,6 +253,25 @@ class SqliteJobStore:
             (job_id, after, limit),
         ).fetchall()
         return [TimelineEvent(seq=r[0], at=_ts_in(r[1]), kind=r[2], data=json.loads(r[3])) for r in rows]
+
+    def record_rejection(self, rejection: Rejection) -> bool:
+        doc = {"error": rejection.error, "errors": rejection.errors, "at": _ts_out(rejection.at), "messageId": rejection.message_id}
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?)",
+                (rejection.key, rejection.batch_id, rejection.index, json.dumps(doc)),
+            )
+            return cur.rowcount == 1
+
+    def list_rejections(self, batch_id: str, limit: int = 1000) -> list[Rejection]:
+        rows = self._conn().execute(
+            "SELECT key, batch_id, idx, doc FROM rejections WHERE batch_id = ? ORDER BY idx, key LIMIT ?", (batch_id, limit)
+        ).fetchall()
+        out = []
+        for key, bid, idx, doc in rows:
+            d = json.loads(doc)
+            out.append(Rejection(key=key, batch_id=bid, index=idx, error=d["error"], errors=d["errors"], at=_ts_in(d["at"]), message_id=d.get("messageId", "")))
+        return out
 
     def ping(self) -> None:
         self._conn().execute("SELECT 1").fetchone()
