@@ -103,6 +103,9 @@ class JobStore(Protocol):
 
     def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]: ...
 
+    def find_by_external_key(self, backend: str, key: str) -> Job | None:
+        """The job whose external id ends with `key` on that backend (e.g. Vertex's numeric job id)."""
+
     def record_rejection(self, rejection: Rejection) -> bool:
         """Store a rejection once per key; False when it was already recorded."""
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import dataclasses
+
 from shared.domain.events import from_message
+from shared.domain.vertex_logs import is_log_entry, parse_log_entry
 from shared.domain.job import Job
 from shared.domain.translate import Decision, decide
 from shared.messages import Message
@@ -28,7 +31,15 @@ class StatusSync:
 
     def handle(self, message: Message) -> Job | None:
         now = self.clock.now()
-        event = from_message(message.data, now)
+        if is_log_entry(message.data):
+            parsed = parse_log_entry(message.data, now)
+            job = self.store.find_by_external_key("vertex", parsed.vertex_job_id) if parsed else None
+            if parsed is None or job is None:
+                log.info("Vertex log entry for no job of ours: acked")
+                return None
+            event = dataclasses.replace(parsed.event, job_id=job.id)
+        else:
+            event = from_message(message.data, now)
         if event is None:
             log.warning("training event without a job id: acked (%s)", message.id)
             return None

@@ -283,6 +283,17 @@ class FirestoreJobStore:
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
 
+    def find_by_external_key(self, backend: str, key: str) -> Job | None:
+        q = self.jobs.where(filter=FieldFilter("externalKey", "==", key)).limit(5)
+        try:
+            for snap in q.stream():
+                job = from_record(snap.to_dict(), _ts_in)
+                if job.backend.value == backend:
+                    return job
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+        return None
+
     def record_rejection(self, rejection: Rejection) -> bool:
         ref = self.rejections.document(hashlib.sha256(rejection.key.encode()).hexdigest())
         try:

@@ -46,6 +46,9 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
         "envNames": list(job.env_names),
         "labels": dict(job.labels),
         "externalId": job.external_id,
+        # The backend's own short id (Vertex's numeric CustomJob id, the Kubernetes Job name), so
+        # events that name only that (Vertex log entries) find their job.
+        "externalKey": job.external_id.rstrip("/").rsplit("/", 1)[-1] if job.external_id else None,
         "exitCode": job.exit_code,
         "command": job.command,
         "error": job.error,
@@ -58,6 +61,7 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
         "idempotencyKey": job.idempotency_key,
         "requestHash": job.request_hash,
         "logCursors": dict(job.log_cursors),
+        "recentEventIds": list(job.recent_event_ids),
         "version": job.version,
     }
     for key in _TIMESTAMPS:
@@ -110,6 +114,7 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
         idempotency_key=rec.get("idempotencyKey"),
         request_hash=rec.get("requestHash"),
         log_cursors={str(k): int(v) for k, v in (rec.get("logCursors") or {}).items()},
+        recent_event_ids=tuple(rec.get("recentEventIds") or ()),
         version=int(rec.get("version") or 0),
     )
 

@@ -34,6 +34,7 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_backend ON jobs (backend, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_external_key ON jobs (backend, json_extract(doc, '$.externalKey'));
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -253,6 +254,12 @@ class SqliteJobStore:
             (job_id, after, limit),
         ).fetchall()
         return [TimelineEvent(seq=r[0], at=_ts_in(r[1]), kind=r[2], data=json.loads(r[3])) for r in rows]
+
+    def find_by_external_key(self, backend: str, key: str) -> Job | None:
+        row = self._conn().execute(
+            "SELECT doc FROM jobs WHERE backend = ? AND json_extract(doc, '$.externalKey') = ? LIMIT 1", (backend, key)
+        ).fetchone()
+        return None if row is None else from_record(json.loads(row[0]), _ts_in)
 
     def record_rejection(self, rejection: Rejection) -> bool:
         doc = {"error": rejection.error, "errors": rejection.errors, "at": _ts_out(rejection.at), "messageId": rejection.message_id}

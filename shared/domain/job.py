@@ -80,6 +80,8 @@ class Job:
     last_event_at: datetime | None = None
     # Per event source, the highest log line `seq` applied: a redelivered batch is not appended twice.
     log_cursors: dict[str, int] = field(default_factory=dict)
+    # The ids of the most recent events applied (bounded): a redelivered event with an id is a no-op.
+    recent_event_ids: tuple[str, ...] = ()
     # Incremented by the store on every write: the compare-and-set token.
     version: int = 0
 

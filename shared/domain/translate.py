@@ -173,8 +173,15 @@ class Decision:
     transition: tuple[JobStatus, JobStatus] | None = None
 
 
+RECENT_EVENT_IDS = 128
+
+
 def decide(job: Job, ev: TrainingEvent, now: datetime) -> Decision:
+    if ev.event_id is not None and ev.event_id in job.recent_event_ids:
+        return Decision(None)  # this very event was applied already (a redelivery)
     changes: dict[str, Any] = {}
+    if ev.event_id is not None:
+        changes["recent_event_ids"] = (*job.recent_event_ids, ev.event_id)[-RECENT_EVENT_IDS:]
     newer = job.last_event_at is None or ev.observed_at >= job.last_event_at
 
     # Logs: drop what this source already delivered; lift PROGRESS lines into job.progress.

@@ -97,3 +97,22 @@ def test_unknown_job_and_garbage_are_acked(store) -> None:
     assert sync.handle(msg({"no": "job"})) is None
     event = CloudEvent({"type": "t", "source": "//pubsub.googleapis.com/projects/p/topics/training-events"}, {"message": {"data": "bm90IGpzb24="}})
     handle_cloud_event(event, sync.handle)  # not JSON: logged and acked, never raised
+
+
+def test_vertex_log_sink_entries_find_their_job(store) -> None:
+    store.create(Job(id="j1", name="j", backend=Backend.VERTEX, status=JobStatus.SUBMITTED, created_at=T0, updated_at=T0, dataset_file="gs://b/d", output_dir="/o",
+                     external_id="projects/123/locations/us-central1/customJobs/4470142151234567890"))
+    sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
+    vertex_dir = FIXTURES.parent / "vertex_logs"
+    entries = [json.loads((vertex_dir / f"{n}.json").read_text())["entry"] for n in ("service_running", "replica_stdout", "replica_stderr", "service_failed")]
+    for entry in entries + entries:  # each delivered twice
+        sync.handle(msg(entry))
+    job = store.get("j1")
+    assert job.status is JobStatus.FAILED and job.failure_class.value == "user"
+    assert [l.message for l in store.get_logs("j1")] == [
+        'PROGRESS {"event": "step", "step": 20, "total_steps": 200, "loss": 1.83}',
+        "Traceback (most recent call last):",
+    ]
+    assert job.progress == {"event": "step", "step": 20, "total_steps": 200, "loss": 1.83}
+    other = dict(entries[1], resource={"type": "ml_job", "labels": {"job_id": "999"}})
+    assert sync.handle(msg(other)) is None  # not one of ours: acked

@@ -138,3 +138,9 @@ def test_recorded_sequences(path: Path) -> None:
     assert len(lines) == want.get("logLines", len(lines))
     if "progress" in want:
         assert final.progress == want["progress"]
+
+
+def test_event_id_makes_a_redelivery_a_no_op() -> None:
+    line = ev("vertex", None, 1, event_id="insert-1", logs=(EventLog(0, T0, "stdout", "epoch 1"),))
+    final, lines = run(job(Backend.VERTEX), [line, line, line])
+    assert lines == ["epoch 1"] and final.recent_event_ids == ("insert-1",)
