@@ -10,6 +10,8 @@ again; the launcher's idempotency makes that safe.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from functions.wiring import Container, build_backends, set_container
@@ -41,7 +43,18 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
     if start:
         bus.start()
         recover(c)
+        if settings.reconcile_interval_seconds > 0:
+            threading.Thread(target=_reconcile_loop, args=(c, settings.reconcile_interval_seconds), name="reconcile", daemon=True).start()
     return c
+
+
+def _reconcile_loop(c: Container, interval: int) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            c.reconciler.run_once()
+        except Exception:  # noqa: BLE001 - the loop must survive one bad pass
+            log.exception("reconcile pass failed")
 
 
 def recover(c: Container) -> int:

@@ -4,6 +4,7 @@
 - `launcher`   CloudEvent on `train-requests`: submit / cancel on a backend.
 - `status_sync` CloudEvent on `training-events`: applies backend and trainer events to the store.
 - `submit`     CloudEvent on `train-submissions`: batch submissions, same rules as `POST /train`.
+- `reconcile`  HTTP, called by Cloud Scheduler: polls the backends for every non-terminal job.
 """
 
 from __future__ import annotations
@@ -41,3 +42,9 @@ def submit(event: CloudEvent) -> None:
     c = container()
     # Non-JSON data is recorded by the handler and then raised, so Pub/Sub dead-letters it.
     handle_cloud_event(event, c.batch.handle, strict_json=False)
+
+
+@functions_framework.http
+def reconcile(request):  # type: ignore[no-untyped-def]
+    report = container().reconciler.run_once()
+    return (report.to_dict(), 200)

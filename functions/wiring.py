@@ -14,7 +14,10 @@ from typing import Any, Callable
 from functions.api import Api
 from shared.batch import BatchSubmitter
 from shared.domain.job import Backend as BackendKind
+from datetime import timedelta
+
 from shared.launching import Launcher
+from shared.reconcile import Reconciler
 from shared.ports import Backend, Bus, JobStore
 from shared.service import SystemClock, TrainingService
 from shared.status_sync import StatusSync
@@ -73,6 +76,16 @@ class Container:
         self.api = Api(settings=self.settings, service=self.service, store=self.store, bus_kind=self.bus.kind)
         self.launcher = Launcher(store=self.store, backends=self.backends, clock=self.clock)
         self.status_sync = StatusSync(store=self.store, max_log_chars=self.settings.max_log_chars, clock=self.clock)
+        self.reconciler = Reconciler(
+            store=self.store,
+            backends=self.backends,
+            status_sync=self.status_sync,
+            bus=self.bus,
+            requests_topic=self.settings.topic_train_requests,
+            clock=self.clock,
+            min_age=timedelta(seconds=self.settings.reconcile_min_age_seconds),
+            stale_after=timedelta(seconds=self.settings.stale_after_seconds),
+        )
         self.batch = BatchSubmitter(
             service=self.service, store=self.store, bus=self.bus, rejected_topic=self.settings.topic_train_submissions_rejected, clock=self.clock
         )

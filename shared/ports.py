@@ -141,6 +141,21 @@ class Backend(Protocol):
         """Stop the job. True: stop requested (the backend's events confirm it); False: nothing of this
         job runs there any more (the launcher marks it cancelled); None: unknown, wait for events."""
 
+    def observe(self, job: Job) -> "Observation | None":
+        """Ask the backend for the job's state (reconcile). None: the backend can't tell."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a backend says of a job right now, in the words its events use (see shared/domain/events.py):
+    Kubernetes `Pending`/`Running`/`Complete`/`Failed`/`Deleted`, Vertex `JOB_STATE_*`, local
+    `running`/`exited`/`lost`."""
+
+    state: str | None
+    reason: str | None = None
+    message: str | None = None
+    exit_code: int | None = None
+
 
 @dataclass(frozen=True)
 class Submission:

@@ -177,6 +177,16 @@ class Settings(BaseSettings):
         0.5, validation_alias="LAUNCH_RETRY_BASE_SECONDS", description="Inline bus: first retry delay, doubled each time.", ge=0
     )
 
+    reconcile_min_age_seconds: int = Field(
+        120, validation_alias="RECONCILE_MIN_AGE_SECONDS", description="reconcile: skip jobs updated more recently than this.", ge=0
+    )
+    stale_after_seconds: int = Field(
+        3600, validation_alias="STALE_AFTER_SECONDS", description="reconcile: flag a job `Stale` after this long without a sign of life.", ge=1
+    )
+    reconcile_interval_seconds: int = Field(
+        60, validation_alias="RECONCILE_INTERVAL_SECONDS", description="Embedded server: how often reconcile runs (0: never).", ge=0
+    )
+
     _errors: list[str] = PrivateAttr(default_factory=list)
     _json: dict[str, Any] = PrivateAttr(default_factory=dict)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import dataclasses
 
-from shared.domain.events import from_message
+from shared.domain.events import TrainingEvent, from_message
 from shared.domain.vertex_logs import is_log_entry, parse_log_entry
 from shared.domain.job import Job
 from shared.domain.translate import Decision, decide
@@ -43,6 +43,10 @@ class StatusSync:
         if event is None:
             log.warning("training event without a job id: acked (%s)", message.id)
             return None
+        return self.apply_event(event)
+
+    def apply_event(self, event: TrainingEvent) -> Job | None:
+        now = self.clock.now()
         decided: list[Decision] = []
 
         def run(job: Job):

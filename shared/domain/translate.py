@@ -57,6 +57,11 @@ def interpret_local(job: Job, ev: TrainingEvent) -> Outcome:
         if code is not None and code < 0:
             return Outcome(S.FAILED, f"Signal{-code}", FC.INFRA, f"the trainer died of signal {-code}")
         return Outcome(S.FAILED, "TrainerError", FC.USER, ev.message or f"the trainer exited with code {code}")
+    if state == "lost":
+        # The supervisor has no such process (the server restarted): it can't still be running here.
+        if job.cancel_requested:
+            return Outcome(S.CANCELLED, "Cancelled")
+        return Outcome(S.FAILED, "ProcessLost", FC.INFRA, "the local trainer process is gone (the server restarted?)")
     if state == "failed_to_start":
         return Outcome(S.FAILED, ev.reason or "StartFailed", FC.INFRA, ev.message)
     return Outcome()

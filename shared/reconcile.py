@@ -1,0 +1,117 @@
+"""reconcile (scheduled): polls the backend for every non-terminal job and applies the truth.
+
+For each job not updated for `min_age`:
+- `queued` / `submitting`: the launch message may be lost (a crash between store and publish, or a
+  launcher that died mid-submit): publish the submit op again; the launcher is idempotent.
+- otherwise ask the backend (`Backend.observe`) and apply what it says as a `reconcile` event through
+  status_sync's own decision, so the same mapping and compare-and-set hold.
+- a job with no sign of life for `stale_after` is flagged `statusReason: Stale` — its status is never
+  guessed: only evidence from the backend moves it.
+Dry runs are final and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Mapping
+
+from shared.domain.events import TrainingEvent
+from shared.domain.job import Backend as BackendKind
+from shared.domain.job import Job
+from shared.domain.status import JobStatus
+from shared.errors import PlatformError
+from shared.ports import Backend, Bus, JobQuery, JobStore
+from shared.service import OP_SUBMIT, SystemClock, launch_message
+from shared.status_sync import StatusSync
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.CANCELLING)
+
+
+@dataclass
+class ReconcileReport:
+    checked: int = 0
+    relaunched: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checked": self.checked, "relaunched": self.relaunched, "updated": self.updated, "stale": self.stale, "errors": self.errors}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        backends: Mapping[BackendKind, Backend],
+        status_sync: StatusSync,
+        bus: Bus,
+        requests_topic: str,
+        clock: Any | None = None,
+        min_age: timedelta = timedelta(minutes=2),
+        stale_after: timedelta = timedelta(hours=1),
+    ):
+        self.store = store
+        self.backends = dict(backends)
+        self.status_sync = status_sync
+        self.bus = bus
+        self.requests_topic = requests_topic
+        self.clock = clock or SystemClock()
+        self.min_age = min_age
+        self.stale_after = stale_after
+
+    def run_once(self) -> ReconcileReport:
+        report = ReconcileReport()
+        now = self.clock.now()
+        for status in ACTIVE:
+            cursor = None
+            while True:
+                page = self.store.list(JobQuery(limit=200, status=status.value, cursor=cursor))
+                for job in page.items:
+                    if job.dry_run or now - job.updated_at < self.min_age:
+                        continue
+                    report.checked += 1
+                    try:
+                        self._one(job, now, report)
+                    except PlatformError as exc:
+                        report.errors[job.id] = f"{exc.__class__.__name__}: {exc}"
+                        log.warning("reconcile of %s failed: %s", job.id, exc)
+                if not page.next_cursor:
+                    break
+                cursor = page.next_cursor
+        log.info("reconcile: %s", report.to_dict())
+        return report
+
+    def _one(self, job: Job, now: Any, report: ReconcileReport) -> None:
+        if job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING) and not job.cancel_requested:
+            self.bus.publish(
+                self.requests_topic,
+                launch_message(job.id, OP_SUBMIT),
+                attributes={"op": OP_SUBMIT, "job_id": job.id, "reconcile": "true"},
+                ordering_key=job.id,
+            )
+            report.relaunched.append(job.id)
+            return
+        backend = self.backends.get(job.backend)
+        observation = backend.observe(job) if backend is not None and job.external_id else None
+        if observation is not None and observation.state:
+            event = TrainingEvent(
+                job_id=job.id, source="reconcile", observed_at=now, state=observation.state,
+                reason=observation.reason, message=observation.message, exit_code=observation.exit_code,
+            )
+            after = self.status_sync.apply_event(event)
+            if after is not None and after.status is not job.status:
+                report.updated.append(job.id)
+                return
+        last_sign = max(t for t in (job.last_event_at, job.updated_at, job.started_at) if t is not None)
+        if now - last_sign > self.stale_after and job.status_reason != "Stale":
+            quiet = int((now - last_sign).total_seconds())
+            self.status_sync.apply_event(
+                TrainingEvent(job_id=job.id, source="reconcile", observed_at=job.last_event_at or job.updated_at, state="Stale", message=f"no sign of life for {quiet}s")
+            )
+            report.stale.append(job.id)
