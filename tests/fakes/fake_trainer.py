@@ -1,0 +1,48 @@
+"""A stand-in for `trainer/train.py`, run by the local backend's tests (TRAIN_SCRIPT_PATH points here).
+
+Takes any flags (they are echoed as one `ARGS [...]` line). Behaviour from the environment:
+- `FAKE_TRAINER_LINES` (default 3): stdout lines `line i`, then a `PROGRESS {json}` line;
+- `FAKE_TRAINER_STDERR` (default 1): stderr lines `warning i`;
+- `FAKE_TRAINER_ECHO_ENV`: comma-separated variable names whose values are printed (`NAME=value`), to
+  check the child's environment and that the supervisor redacts secret values;
+- `FAKE_TRAINER_SLEEP` (default 0): seconds to sleep before exiting (prints `READY` first);
+- `FAKE_TRAINER_CHILD_PIDFILE`: start a grandchild (`sleep 60`) in the same process group and write its
+  pid there, to check that cancel reaches the whole group;
+- `FAKE_TRAINER_IGNORE_TERM=1`: ignore SIGTERM (so only SIGKILL ends it);
+- `FAKE_TRAINER_EXIT` (default 0): the exit code.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def main() -> int:
+    env = os.environ
+    if env.get("FAKE_TRAINER_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ARGS " + json.dumps(sys.argv[1:]), flush=True)
+    for name in filter(None, env.get("FAKE_TRAINER_ECHO_ENV", "").split(",")):
+        print(f"{name}={env.get(name, '')}", flush=True)
+    for i in range(int(env.get("FAKE_TRAINER_LINES", "3"))):
+        print(f"line {i}", flush=True)
+    for i in range(int(env.get("FAKE_TRAINER_STDERR", "1"))):
+        print(f"warning {i}", file=sys.stderr, flush=True)
+    print("PROGRESS " + json.dumps({"step": 1, "total_steps": 1, "loss": 0.5}), flush=True)
+    pidfile = env.get("FAKE_TRAINER_CHILD_PIDFILE")
+    if pidfile:
+        child = subprocess.Popen(["sleep", "60"])
+        with open(pidfile, "w") as f:
+            f.write(str(child.pid))
+    sleep = float(env.get("FAKE_TRAINER_SLEEP", "0"))
+    if sleep:
+        print("READY", flush=True)
+        time.sleep(sleep)
+    return int(env.get("FAKE_TRAINER_EXIT", "0"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

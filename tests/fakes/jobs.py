@@ -1,0 +1,46 @@
+"""Jobs for backend tests: the old README's two `POST /train` examples, normalised and built exactly as
+the api does (`normalise_request` + `build_job`), so the backends are tested on real jobs."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+from typing import Any
+
+from shared.domain.job import Job
+from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
+from shared.service import build_job
+
+# reference/old-training-api-README.md, "Kubernetes (default)" and "Vertex AI fallback", verbatim.
+README_KUBERNETES: dict[str, Any] = {
+    "backend": "kubernetes",
+    "job_name": "aml-qlora-k8s",
+    "model": "meta-llama/Llama-3.2-3B-Instruct",
+    "dataset_file": "s3://my-bucket/jobs/job-123/data.jsonl",
+    "output_dir": "/tmp/model",
+    "upload_output_to": "gs://finery-training/models/job-123",
+    "trainer_args": {"num_train_epochs": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8},
+    "env": {"HF_TOKEN": "hf_xxx"},
+}
+README_VERTEX: dict[str, Any] = {
+    "backend": "vertex",
+    "job_name": "aml-qlora-vertex",
+    "model_id": "nemotron-3-8b",
+    "dataset_file": "gs://finery-training/jobs/job-456/data.jsonl",
+    "output_dir": "/tmp/model",
+    "upload_output_to": "gs://finery-training/models/job-456",
+    "trainer_args": {"num_train_epochs": 3, "per_device_train_batch_size": 4},
+}
+
+JOB_ID = "5f0c7c2e-8d1a-4b7e-9c3a-2b1d4e6f8a90"
+NOW = datetime(2026, 11, 29, 5, 0, tzinfo=timezone.utc)
+
+
+def normalised(body: dict[str, Any], policy: RequestPolicy | None = None) -> NormalisedRequest:
+    return normalise_request(copy.deepcopy(body), policy or RequestPolicy())
+
+
+def job_from(body: dict[str, Any], job_id: str = JOB_ID, policy: RequestPolicy | None = None) -> tuple[Job, dict[str, str]]:
+    """(the queued job, its secret env) as the api would store and publish them."""
+    req = normalised(body, policy)
+    return build_job(req, job_id=job_id, now=NOW, idempotency_key=None), dict(req.env)
