@@ -68,8 +68,9 @@ class Rejection:
 
 # A pure decision: given the current job, return the job to write, or None to leave it as it is.
 Mutation = Callable[[Job], "Job | None"]
-# A pure decision that may also append log lines: (job to write or None, lines to append).
-LogMutation = Callable[[Job], "tuple[Job | None, Iterable[LogLine]]"]
+# A pure decision that may also append log lines and timeline entries:
+# (job to write or None, lines to append) or (job or None, lines, timeline events).
+LogMutation = Callable[[Job], "tuple[Job | None, Iterable[LogLine]] | tuple[Job | None, Iterable[LogLine], Iterable[TimelineEvent]]"]
 
 
 @runtime_checkable
@@ -93,8 +94,8 @@ class JobStore(Protocol):
         """Append lines in order (seq assigned here) and roll the job's logTail; returns the new count."""
 
     def apply(self, job_id: str, decide: LogMutation, max_tail_chars: int) -> Job | None:
-        """Compare-and-set of the job together with an append of log lines, in one transaction:
-        `decide` sees the current job and returns the job to write and the lines to append."""
+        """Compare-and-set of the job together with an append of log lines (and timeline entries), in one
+        commit: `decide` sees the current job and returns the job to write and what to append."""
 
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         """Lines with seq > after, in order."""
@@ -138,8 +139,9 @@ class Backend(Protocol):
     def submit(self, job: Job, env: dict[str, str]) -> "Submission": ...
 
     def cancel(self, job: Job) -> "bool | None":
-        """Stop the job. True: stop requested (the backend's events confirm it); False: nothing of this
-        job runs there any more (the launcher marks it cancelled); None: unknown, wait for events."""
+        """Stop the job. True: a stop was requested; False: nothing of this job runs there any more —
+        in both cases the launcher marks it `cancelled`. None: it had already finished on its own; its
+        own terminal event (or reconcile) says how."""
 
     def observe(self, job: Job) -> "Observation | None":
         """Ask the backend for the job's state (reconcile). None: the backend can't tell."""

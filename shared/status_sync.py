@@ -52,22 +52,24 @@ class StatusSync:
         def run(job: Job):
             d = decide(job, event, now)
             decided[:] = [d]
-            return d.job, d.lines
+            timeline = ()
+            if d.transition is not None:
+                old, new = d.transition
+                timeline = (
+                    TimelineEvent(
+                        at=event.observed_at,
+                        kind="status",
+                        data={"from": old.value, "to": new.value, "reason": d.job.status_reason, "source": event.source, "state": event.state},
+                    ),
+                )
+            return d.job, d.lines, timeline
 
+        # One commit: the job's new state, its new log lines and the timeline entry, or nothing.
         job = self.store.apply(event.job_id, run, self.max_log_chars)
         if job is None:
             log.warning("event for unknown job %s: acked", event.job_id)
             return None
         d = decided[0] if decided else None
         if d is not None and d.transition is not None:
-            old, new = d.transition
-            self.store.append_event(
-                job.id,
-                TimelineEvent(
-                    at=event.observed_at,
-                    kind="status",
-                    data={"from": old.value, "to": new.value, "reason": job.status_reason, "source": event.source, "state": event.state},
-                ),
-            )
-            log.info("job %s: %s -> %s (%s, from %s)", job.id, old.value, new.value, job.status_reason, event.source)
+            log.info("job %s: %s -> %s (%s, from %s)", job.id, d.transition[0].value, d.transition[1].value, job.status_reason, event.source)
         return job

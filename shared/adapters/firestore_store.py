@@ -2,19 +2,23 @@
 
 Layout (collection names carry an optional prefix, so tests and tenants can share a database):
 - `jobs/{jobId}`: the job record (`records.to_record`), with `createdAt` a native timestamp.
-- `jobs/{jobId}/logs/{firstSeq:012d}`: chunks of consecutive log lines `{first, last, lines: [{t,s,m}]}`,
+- `jobs/{jobId}/logs/{firstSeq:012d}`: chunks of consecutive log lines `{first, last, count, data}` (data:
+  the lines as one JSON string of `[timestamp, stream, message]`),
   so a burst of 10k lines is a handful of document writes and a job with 100k lines costs nothing to list.
 - `jobs/{jobId}/events/{seq:012d}`: the timeline.
 - `idempotency/{sha256(key)}`: `{jobId, requestHash}` written in the same transaction as the job.
 
-Every state write is a transaction (compare-and-set): Firestore re-runs it if the job changed between
-the read and the commit. The composite indexes the list queries need are declared in
+Every state write is a compare-and-set: the job document is written with the precondition that its
+update time is still the one the decision was based on (creates and idempotency keys use transactions). The composite indexes the list queries need are declared in
 `infra/firestore/indexes.json` (the emulator needs none; production does).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -22,14 +26,16 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
-from shared.domain.job import Job, LogLine, clip_tail
+from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
+from shared.domain.job import Job, LogLine, clip_tail, iso
 from shared.errors import Conflict, FieldError, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
 
 LINES_PER_CHUNK = 1000
 CHUNK_CHARS = 700_000  # well under Firestore's 1 MiB document limit
 MAX_WRITES_PER_TX = 450  # Firestore allows 500 writes per commit
+MAX_CAS_ATTEMPTS = 20
+CACHE_SIZE = 2000
 
 _TRANSIENT = (
     gexc.ServiceUnavailable,
@@ -40,6 +46,17 @@ _TRANSIENT = (
     gexc.Unknown,
     gexc.ResourceExhausted,
 )
+
+
+def _chunk_doc(chunk: list[LogLine]) -> dict[str, Any]:
+    """A chunk of consecutive lines. The lines travel as one JSON string: encoding hundreds of small
+    Firestore maps costs far more client CPU than one string, and nothing queries inside a chunk."""
+    return {
+        "first": chunk[0].seq,
+        "last": chunk[-1].seq,
+        "count": len(chunk),
+        "data": json.dumps([[iso(l.timestamp), l.stream, l.message] for l in chunk], ensure_ascii=False, separators=(",", ":")),
+    }
 
 
 def _ts_in(value: Any) -> datetime:
@@ -56,6 +73,8 @@ class FirestoreJobStore:
         self.jobs = client.collection(f"{prefix}jobs")
         self.idempotency = client.collection(f"{prefix}idempotency")
         self.rejections = client.collection(f"{prefix}rejections")
+        self._cache: OrderedDict[str, tuple[Job, Any]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, project: str, database: str, prefix: str = "") -> "FirestoreJobStore":
@@ -116,9 +135,13 @@ class FirestoreJobStore:
 
     def get(self, job_id: str) -> Job | None:
         try:
-            return self._job(self.jobs.document(job_id).get())
+            snap = self.jobs.document(job_id).get()
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
+        job = self._job(snap)
+        if job is not None:
+            self._cache_put(job_id, job, snap.update_time)
+        return job
 
     def list(self, query: JobQuery) -> Page:
         q: Any = self.jobs
@@ -145,24 +168,7 @@ class FirestoreJobStore:
         return Page(jobs, next_cursor)
 
     def update(self, job_id: str, mutate: Mutation) -> Job | None:
-        ref = self.jobs.document(job_id)
-
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> Job | None:
-            current = self._job(ref.get(transaction=tx))
-            if current is None:
-                return None
-            new = mutate(current)
-            if new is None or new == current:
-                return current
-            new = new.replace(version=current.version + 1)
-            tx.set(ref, to_record(new))
-            return new
-
-        try:
-            return run(self.client.transaction(max_attempts=10))
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
+        return self.apply(job_id, lambda current: (mutate(current), ()), max_tail_chars=-1)
 
     # ---- logs and events -------------------------------------------------------------------------
     @staticmethod
@@ -171,7 +177,7 @@ class FirestoreJobStore:
         current: list[LogLine] = []
         size = 0
         for line in lines:
-            cost = len(line.message) + 64
+            cost = len(json.dumps(line.message, ensure_ascii=False).encode()) + 48  # bytes as stored
             if current and (len(current) >= LINES_PER_CHUNK or size + cost > CHUNK_CHARS):
                 chunks.append(current)
                 current, size = [], 0
@@ -193,43 +199,71 @@ class FirestoreJobStore:
         return count
 
     def apply(self, job_id: str, decide: LogMutation, max_tail_chars: int) -> Job | None:
+        """Compare-and-set on the document's update time: decide on the job as last read (cached from
+        this store's own reads and writes, so a single writer needs one round trip), then commit the job
+        and its log chunks in one batch with the precondition `last_update_time`. If someone else wrote
+        in between, the precondition fails: re-read and decide again."""
         ref = self.jobs.document(job_id)
         logs = ref.collection("logs")
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            cached = self._cache_get(job_id) if attempt == 0 else None
+            try:
+                if cached is None:
+                    snap = ref.get()
+                    current = self._job(snap)
+                    if current is None:
+                        return None
+                    cached = (current, snap.update_time)
+                    self._cache_put(job_id, *cached)
+                current, update_time = cached
+                new, lines, events = _unpack(decide(current))
+                new = new or current
+                batch = self.client.batch()
+                if events:
+                    base = current.event_count
+                    for i, e in enumerate(events):
+                        seq = base + i + 1
+                        batch.set(ref.collection("events").document(f"{seq:012d}"), {"seq": seq, "at": e.at, "kind": e.kind, "data": e.data})
+                    new = new.replace(event_count=base + len(events))
+                if lines:
+                    first = current.log_count
+                    numbered = [
+                        LogLine(timestamp=l.timestamp, stream=l.stream, message=l.message, seq=first + i + 1)
+                        for i, l in enumerate(lines)
+                    ]
+                    for chunk in self._chunks(numbered):
+                        batch.set(logs.document(f"{chunk[0].seq:012d}"), _chunk_doc(chunk))
+                    new = new.replace(log_count=first + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
+                if new == current:
+                    return current
+                new = new.replace(version=current.version + 1)
+                batch.update(ref, to_record(new), option=self.client.write_option(last_update_time=update_time))
+                results = batch.commit()
+                self._cache_put(job_id, new, results[-1].update_time)
+                return new
+            except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
+                self._cache_drop(job_id)  # someone else wrote: read again and decide again
+                continue
+            except Exception as exc:  # noqa: BLE001
+                self._cache_drop(job_id)
+                raise self._wrap(exc) from exc
+        raise TransientError(f"job {job_id}: too much contention ({MAX_CAS_ATTEMPTS} attempts)")
 
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> Job | None:
-            current = self._job(ref.get(transaction=tx))
-            if current is None:
-                return None
-            new, lines = decide(current)
-            lines = list(lines)
-            new = new or current
-            if lines:
-                first = current.log_count
-                numbered = [
-                    LogLine(timestamp=l.timestamp, stream=l.stream, message=l.message, seq=first + i + 1)
-                    for i, l in enumerate(lines)
-                ]
-                for chunk in self._chunks(numbered):
-                    tx.set(
-                        logs.document(f"{chunk[0].seq:012d}"),
-                        {
-                            "first": chunk[0].seq,
-                            "last": chunk[-1].seq,
-                            "lines": [{"t": l.timestamp, "s": l.stream, "m": l.message} for l in chunk],
-                        },
-                    )
-                new = new.replace(log_count=first + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
-            if new == current:
-                return current
-            new = new.replace(version=current.version + 1)
-            tx.set(ref, to_record(new))
-            return new
+    # ---- the last version this store saw of each job (compare-and-set base) ----------------------
+    def _cache_get(self, job_id: str) -> tuple[Job, Any] | None:
+        with self._cache_lock:
+            return self._cache.get(job_id)
 
-        try:
-            return run(self.client.transaction(max_attempts=10))
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
+    def _cache_put(self, job_id: str, job: Job, update_time: Any) -> None:
+        with self._cache_lock:
+            self._cache[job_id] = (job, update_time)
+            self._cache.move_to_end(job_id)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+
+    def _cache_drop(self, job_id: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(job_id, None)
 
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         q = (
@@ -242,11 +276,11 @@ class FirestoreJobStore:
         try:
             for snap in q.stream():
                 data = snap.to_dict()
-                for i, raw in enumerate(data["lines"]):
+                for i, (ts, stream, message) in enumerate(json.loads(data["data"])):
                     seq = data["first"] + i
                     if seq <= after:
                         continue
-                    out.append(LogLine(seq=seq, timestamp=_ts_in(raw["t"]), stream=raw["s"], message=raw["m"]))
+                    out.append(LogLine(seq=seq, timestamp=_ts_in(ts), stream=stream, message=message))
                     if len(out) >= limit:
                         return out
         except Exception as exc:  # noqa: BLE001
@@ -254,18 +288,7 @@ class FirestoreJobStore:
         return out
 
     def append_event(self, job_id: str, event: TimelineEvent) -> None:
-        events = self.jobs.document(job_id).collection("events")
-
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> None:
-            last = list(events.order_by("seq", direction=firestore.Query.DESCENDING).limit(1).get(transaction=tx))
-            seq = (last[0].to_dict()["seq"] if last else 0) + 1
-            tx.create(events.document(f"{seq:012d}"), {"seq": seq, "at": event.at, "kind": event.kind, "data": event.data})
-
-        try:
-            run(self.client.transaction(max_attempts=10))
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
+        self.apply(job_id, lambda current: (None, (), (event,)), max_tail_chars=-1)
 
     def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]:
         q = (

@@ -54,6 +54,7 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
         "error": job.error,
         "logTail": job.log_tail,
         "logCount": job.log_count,
+        "eventCount": job.event_count,
         "progress": job.progress,
         "manifest": json.dumps(job.manifest, sort_keys=True) if job.manifest is not None else None,
         "dryRun": job.dry_run,
@@ -107,6 +108,7 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
         error=rec.get("error"),
         log_tail=rec.get("logTail") or "",
         log_count=int(rec.get("logCount") or 0),
+        event_count=int(rec.get("eventCount") or 0),
         progress=rec.get("progress"),
         manifest=json.loads(manifest) if isinstance(manifest, str) else manifest,
         dry_run=bool(rec.get("dryRun")),
@@ -132,3 +134,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return _as_utc(datetime.fromisoformat(created)), str(job_id)
     except Exception as exc:  # noqa: BLE001 - any malformed cursor is the caller's mistake
         raise ValueError("invalid cursor") from exc
+
+
+def unpack_decision(decision: tuple) -> tuple[Job | None, list, list]:
+    """A LogMutation's result, (job, lines) or (job, lines, timeline events), as three values."""
+    if len(decision) == 3:
+        job, lines, events = decision
+        return job, list(lines), list(events)
+    job, lines = decision
+    return job, list(lines), []

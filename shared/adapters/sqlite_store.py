@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
+from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
 from shared.domain.job import Job, LogLine, clip_tail
 from shared.errors import Conflict, ValidationFailed, FieldError
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
@@ -210,8 +210,7 @@ class SqliteJobStore:
             current = self._get(db, job_id)
             if current is None:
                 return None
-            new, lines = decide(current)
-            lines = list(lines)
+            new, lines, events = _unpack(decide(current))
             new = new or current
             if lines:
                 start = current.log_count
@@ -224,6 +223,13 @@ class SqliteJobStore:
                     [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in numbered],
                 )
                 new = new.replace(log_count=start + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
+            if events:
+                first = current.event_count
+                db.executemany(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                    [(job_id, first + i + 1, _ts_out(e.at), e.kind, json.dumps(e.data, sort_keys=True)) for i, e in enumerate(events)],
+                )
+                new = new.replace(event_count=first + len(events))
             if new == current:
                 return current
             new = new.replace(version=current.version + 1)
@@ -241,12 +247,7 @@ class SqliteJobStore:
         return [LogLine(seq=r[0], timestamp=_ts_in(r[1]), stream=r[2], message=r[3]) for r in rows]
 
     def append_event(self, job_id: str, event: TimelineEvent) -> None:
-        with self._tx() as db:
-            row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)).fetchone()
-            db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                (job_id, row[0] + 1, _ts_out(event.at), event.kind, json.dumps(event.data, sort_keys=True)),
-            )
+        self.apply(job_id, lambda current: (None, (), (event,)), max_tail_chars=-1)
 
     def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]:
         rows = self._conn().execute(

@@ -69,6 +69,7 @@ class Job:
     error: str | None = None
     log_tail: str = ""
     log_count: int = 0
+    event_count: int = 0  # entries in the job's timeline (their seq is 1..event_count)
     progress: dict[str, Any] | None = None
     # Rendered Kubernetes manifest or Vertex spec, secrets redacted (kept for dry runs and debugging).
     manifest: dict[str, Any] | None = None
