@@ -9,6 +9,7 @@ again; the launcher's idempotency makes that safe.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -91,7 +92,10 @@ def main() -> None:
     app = functions_framework.create_app(target="api", source=str(REPO_ROOT / "functions" / "main.py"))
 
     def post_worker_init(worker: Any) -> None:
-        set_container(build_embedded(settings))
+        c = build_embedded(settings)
+        set_container(c)
+        # The worker exits through sys.exit after a graceful stop: stop local trainers on the way out.
+        atexit.register(c.shutdown)
         log.info(
             "embedded training platform on http://%s:%d (store: %s, bus: inline)", settings.host, settings.port, settings.sqlite_file
         )

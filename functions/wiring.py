@@ -97,7 +97,19 @@ class Container:
             log.error("configuration error: %s", problem)
         store = build_store(settings)
         bus = build_bus(settings)
-        return cls(settings=settings, store=store, bus=bus, backends=build_backends(settings))
+
+        def publish_event(data: dict[str, Any]) -> None:
+            # The local supervisor's events take the same path as every other source's.
+            bus.publish(settings.topic_training_events, data, ordering_key=str(data.get("job_id") or ""))
+
+        return cls(settings=settings, store=store, bus=bus, backends=build_backends(settings, publish_event))
+
+    def shutdown(self) -> None:
+        """Stop local trainers (their process groups) before the process goes away."""
+        for backend in self.backends.values():
+            stop_all = getattr(backend, "stop_all", None)
+            if stop_all is not None:
+                stop_all()
 
 
 _lock = threading.Lock()

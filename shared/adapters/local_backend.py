@@ -36,7 +36,7 @@ from shared.domain.events import EventLog, TrainingEvent
 from shared.domain.job import REDACTED, Job
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, TransientError
-from shared.ports import Submission
+from shared.ports import Observation, Submission
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,17 @@ class LocalBackend:
             return None
         self._terminate(run)
         return True
+
+    def observe(self, job: Job) -> Observation:
+        """For reconcile: `running`, `exited` (with its code), or `lost` — no such process in this
+        server (it was started by an earlier server process, which stopped its trainers on the way out)."""
+        with self._lock:
+            run = self._runs.get(job.id)
+        if run is None:
+            return Observation("lost")
+        if run.done.is_set():
+            return Observation("exited", exit_code=run.exit_code)
+        return Observation("running")
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def stop_all(self, grace_seconds: float | None = None) -> None:

@@ -28,7 +28,7 @@ from shared.domain import naming
 from shared.domain.job import Job
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, PlatformError, TransientError
-from shared.ports import Submission
+from shared.ports import Observation, Submission
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,27 @@ class VertexBackend:
                 return False
             name = self._oldest(found).name
         return self._cancel_name(name)
+
+    def observe(self, job: Job) -> Observation | None:
+        """For reconcile: the CustomJob's `JOB_STATE_*` (and its error message), None if Vertex has no such
+        job (never a guessed terminal state)."""
+        from google.api_core import exceptions as gexc
+
+        name = job.external_id
+        if not name or "/customJobs/" not in name:
+            found = self._find(job)
+            if not found:
+                return None
+            name = self._oldest(found).name
+        try:
+            current = self._get_client().get_custom_job(name=name, timeout=self.timeout)
+        except gexc.NotFound:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise api_error(exc, f"get CustomJob {name}") from exc
+        state = getattr(current.state, "name", None) or str(current.state)
+        message = current.error.message if getattr(current, "error", None) and current.error.message else None
+        return Observation(state, message=message)
 
     # ---- helpers -------------------------------------------------------------------------------
     def _get_client(self) -> Any:

@@ -1,0 +1,51 @@
+"""`Backend.observe` (what reconcile asks): Vertex over its REST fake, the local supervisor's table."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes import FakeVertexAPI
+from tests.fakes.jobs import README_VERTEX, job_from
+from tests.integration.test_local_backend import Events, local_job
+from tests.integration.test_local_backend import make_backend as make_local
+from tests.integration.test_vertex_backend import make_backend as make_vertex
+
+
+@pytest.fixture
+def vertex():
+    with FakeVertexAPI() as server:
+        yield server
+
+
+def test_vertex_observe_reports_the_custom_jobs_state(vertex) -> None:
+    backend = make_vertex(vertex)
+    job, env = job_from(README_VERTEX)
+    sub = backend.submit(job, env)
+    job = job.replace(external_id=sub.external_id)
+    assert backend.observe(job).state == "JOB_STATE_PENDING"
+    vertex.set_state(sub.external_id, "JOB_STATE_RUNNING")
+    assert backend.observe(job).state == "JOB_STATE_RUNNING"
+    vertex.set_state(sub.external_id, "JOB_STATE_FAILED", error={"code": 3, "message": "The replica workerpool0-0 exited with a non-zero status of 1."})
+    seen = backend.observe(job)
+    assert seen.state == "JOB_STATE_FAILED" and "non-zero status" in seen.message
+    # Found by its label when the external id was never recorded (a crash after create).
+    assert backend.observe(job.replace(external_id=None)).state == "JOB_STATE_FAILED"
+
+
+def test_vertex_observe_unknown_job_is_none(vertex) -> None:
+    backend = make_vertex(vertex)
+    job, _ = job_from(README_VERTEX)
+    assert backend.observe(job.replace(external_id="projects/acme-ml/locations/us-central1/customJobs/424242")) is None
+    assert backend.observe(job) is None
+
+
+def test_local_observe_running_exited_lost() -> None:
+    events = Events()
+    backend = make_local(events, FAKE_TRAINER_LINES="2", FAKE_TRAINER_SLEEP="1.0", FAKE_TRAINER_EXIT="3")
+    job, env = local_job()
+    assert backend.observe(job).state == "lost"
+    backend.submit(job, env)
+    assert backend.observe(job).state == "running"
+    assert backend.wait(job.id, 15) == 3
+    seen = backend.observe(job)
+    assert (seen.state, seen.exit_code) == ("exited", 3)
