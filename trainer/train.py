@@ -1,0 +1,485 @@
+"""The trainer: what the Kubernetes Job, the Vertex CustomJob and the local backend execute.
+
+    python -m trainer.train --model_id M --dataset_file data.jsonl --output_dir out --method lora
+    python trainer/train.py ...            (the same; the repo root is put on sys.path)
+
+Order of work, cheapest failure first: parse the flags (from `trainer.flags`, the table the api
+validates against) → check their values → read and check the whole dataset → check the machine can do
+what was asked → load tokenizer and model → train with TRL's SFTTrainer → save adapter (or model),
+tokenizer and run_summary.json → optionally merge → optionally upload. Progress goes to stdout as
+`PROGRESS {json}` lines (see `trainer.progress` and trainer/README.md).
+
+Exit codes: 0 success; 2 bad input (flags, dataset, a choice this machine cannot run); 1 runtime
+failure; 143 preempted (SIGTERM: a checkpoint was saved, `--resume_from_checkpoint auto` continues).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `trainer.*` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trainer import data, flags, progress, storage  # noqa: E402  (after the sys.path fix above)
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_BAD_INPUT = 2
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what Kubernetes and Vertex report for a terminated container
+MERGED_DIR = "merged"
+SUMMARY_FILE = "run_summary.json"
+
+
+class BadInput(Exception):
+    """The request cannot run as given; the message says what to change."""
+
+
+class Preempted(Exception):
+    """SIGTERM arrived outside the training loop (nothing to checkpoint yet, or already saved)."""
+
+
+# ---- checks that need no torch --------------------------------------------------------------------
+
+
+def check_args(args) -> list[str]:
+    """Problems with flag values that argparse's types cannot catch, each saying what to change."""
+    problems = []
+    if not 0 <= args.val_split_size < 1:
+        problems.append("--val_split_size must be in [0, 1)")
+    if not 0 <= args.warmup_ratio < 1:
+        problems.append("--warmup_ratio must be in [0, 1)")
+    for name in ("max_length", "per_device_train_batch_size", "per_device_eval_batch_size",
+                 "gradient_accumulation_steps", "logging_steps", "eval_steps", "save_steps", "lora_rank",
+                 "lora_alpha"):
+        if getattr(args, name) <= 0:
+            problems.append(f"--{name} must be positive")
+    if args.learning_rate <= 0:
+        problems.append("--learning_rate must be positive")
+    if not 0 <= args.lora_dropout < 1:
+        problems.append("--lora_dropout must be in [0, 1)")
+    if args.max_steps <= 0 and args.max_steps != -1:
+        problems.append("--max_steps must be positive, or -1 to run --num_train_epochs")
+    if args.max_steps == -1 and args.num_train_epochs <= 0:
+        problems.append("--num_train_epochs must be positive")
+    if args.merge_adapter and args.method == "full":
+        problems.append("--merge_adapter applies to --method lora or qlora only (full fine-tuning saves the model)")
+    if args.upload_output_to and not storage.is_remote(args.upload_output_to):
+        problems.append("--upload_output_to must be a gs:// or s3:// URI")
+    if "://" in args.dataset_file and not storage.is_remote(args.dataset_file):
+        problems.append("--dataset_file must be a local path, gs:// or s3:// URI")
+    resume = args.resume_from_checkpoint
+    if resume and resume != "auto" and not storage.is_remote(resume) and not Path(resume).is_dir():
+        problems.append(f"--resume_from_checkpoint {resume}: no such folder (or use 'auto')")
+    model = args.model_id
+    looks_local = model.startswith(("/", "./", "../", "~")) or os.path.isdir(model)
+    if looks_local and not Path(model).expanduser().joinpath("config.json").is_file():
+        problems.append(f"--model_id {model}: a local model folder needs a config.json")
+    return problems
+
+
+@dataclass(frozen=True)
+class Machine:
+    cuda: bool
+    bf16: bool  # bfloat16 runs natively (an Ampere+ GPU, or a CPU with AVX512-BF16/AMX)
+    bitsandbytes: bool
+
+
+def check_machine(args, machine: Machine) -> list[str]:
+    problems = []
+    if args.bf16 and not machine.bf16:
+        where = "this GPU" if machine.cuda else "this CPU (no AVX512-BF16/AMX)"
+        problems.append(f"--bf16 is not supported on {where}: drop --bf16 (training then runs in float32)")
+    if args.method == "qlora" and not machine.bitsandbytes:
+        problems.append("--method qlora needs bitsandbytes: install it, or use --method lora")
+    return problems
+
+
+def probe_machine(method: str) -> Machine:
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        bf16 = torch.cuda.is_bf16_supported()
+    else:
+        try:
+            flags_line = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            flags_line = ""
+        bf16 = "avx512_bf16" in flags_line or "amx_bf16" in flags_line
+    bnb = importlib.util.find_spec("bitsandbytes") is not None
+    if bnb and method == "qlora":  # importing it costs seconds (it compiles ops): only when it is used
+        try:
+            import bitsandbytes  # noqa: F401
+        except Exception:  # a broken install (missing native library) counts as absent
+            bnb = False
+    return Machine(cuda=cuda, bf16=bf16, bitsandbytes=bnb)
+
+
+# ---- SIGTERM ---------------------------------------------------------------------------------------
+
+
+class Preemption:
+    """SIGTERM handling: inside the training loop it asks the Trainer to checkpoint and stop at the end
+    of the current optimiser step; anywhere else it raises Preempted at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.in_training = False
+        self._previous = None
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        if not self.in_training:
+            raise Preempted()
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+
+
+def hf_token() -> str | None:
+    """HF_TOKEN when set; None lets the hub client use its cached login or go anonymous."""
+    return os.environ.get("HF_TOKEN") or None
+
+
+def hub_access_problem(exc: BaseException, model_id: str) -> str | None:
+    """What to change when loading failed because the hub refused the model (not for network errors)."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    fix = "set HF_TOKEN" if hf_token() is None else "the token in HF_TOKEN has no access to it"
+    seen: BaseException | None = exc
+    while seen is not None:  # transformers re-raises hub errors as OSError, chained
+        if isinstance(seen, GatedRepoError):  # (a subclass of RepositoryNotFoundError: test it first)
+            return f"--model_id {model_id} is gated: {fix} (and accept its licence on the hub)"
+        if isinstance(seen, RepositoryNotFoundError):
+            return f"--model_id {model_id}: no such model on the hub, or it is private ({fix})"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def resolve_resume(args) -> str | None:
+    """The checkpoint folder to resume from (downloaded first when the newest one is remote)."""
+    value = args.resume_from_checkpoint
+    if not value:
+        return None
+    if value != "auto":
+        if storage.is_remote(value):
+            local = Path(args.output_dir, Path(value.rstrip("/")).name)
+            storage.download_dir(value, local)
+            return str(local)
+        return value
+    candidates = storage.complete_checkpoints(args.output_dir)
+    if args.upload_output_to:
+        candidates += storage.complete_checkpoints(args.upload_output_to)
+    if not candidates:
+        return None  # nothing to resume: a fresh start (the first attempt of a job)
+    step, uri = max(candidates, key=lambda c: (c[0], not storage.is_remote(c[1])))
+    if storage.is_remote(uri):
+        local = Path(args.output_dir, f"checkpoint-{step}")
+        storage.download_dir(uri, local)
+        return str(local)
+    return uri
+
+
+def load_model(args, machine: Machine, *, quantize: bool, dtype=None):
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {"token": hf_token()}
+    compute = torch.bfloat16 if (machine.cuda and machine.bf16) else torch.float32
+    if quantize:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["dtype"] = compute
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))} if machine.cuda else {"": "cpu"}
+    else:
+        kwargs["dtype"] = dtype or (torch.bfloat16 if args.bf16 and args.method != "full" else torch.float32)
+    return AutoModelForCausalLM.from_pretrained(args.model_id, **kwargs)
+
+
+def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def on_train_begin(self, targs, state, control, **kw):
+            reporter.mark_training_start(state.global_step, state.num_input_tokens_seen or 0)
+            reporter.emit("started", step=state.global_step, total_steps=state.max_steps,
+                          epoch=state.epoch or 0.0, method=args.method)
+
+        def on_step_end(self, targs, state, control, **kw):
+            if preemption.requested:
+                control.should_save = True
+                control.should_training_stop = True
+            if state.global_step >= state.max_steps:
+                control.should_log = True  # the last step is always reported, whatever logging_steps is
+
+        def _common(self, state) -> dict:
+            return {"step": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch,
+                    **reporter.rates(state.global_step, state.max_steps, state.num_input_tokens_seen)}
+
+        def on_log(self, targs, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" in logs:
+                reporter.emit("step", **self._common(state), loss=logs["loss"],
+                              learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+
+        def on_evaluate(self, targs, state, control, metrics=None, **kw):
+            metrics = metrics or {}
+            reporter.emit("eval", **self._common(state), eval_loss=metrics.get("eval_loss"))
+
+        def on_save(self, targs, state, control, **kw):
+            ckpt = Path(targs.output_dir, f"checkpoint-{state.global_step}")
+            reporter.emit("checkpoint", **self._common(state), path=str(ckpt))
+            if args.upload_output_to:
+                dest = storage.join(args.upload_output_to, ckpt.name)
+                n = storage.upload_dir(ckpt, dest)
+                reporter.emit("upload", step=state.global_step, total_steps=state.max_steps, uri=dest, files=n)
+
+    return [ProgressCallback()]
+
+
+def sft_config(args, machine: Machine, has_eval: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=args.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        logging_strategy="steps",
+        logging_steps=args.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=args.eval_steps,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        activation_checkpointing=args.gradient_checkpointing,  # transformers 5's name for it
+        activation_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
+        bf16=args.bf16,
+        fp16=False,
+        use_cpu=not machine.cuda,
+        seed=args.seed,
+        data_seed=args.seed,
+        max_length=args.max_length,
+        packing=args.packing,
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+    )
+
+
+def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
+    started = time.time()
+    problems = check_args(args)
+    if problems:
+        raise BadInput("; ".join(problems))
+    dataset = data.load(args.dataset_file, args.dataset_format)  # the whole file, before any model
+    train_rows, val_rows = data.split(dataset.examples, args.val_split_size, args.seed)
+
+    machine = probe_machine(args.method)
+    problems = check_machine(args, machine)
+    if problems:
+        raise BadInput("; ".join(problems))
+
+    import datasets as hf_datasets
+    import transformers
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import AutoTokenizer, PrinterCallback, set_seed
+    from trl import SFTTrainer
+
+    # Progress bars and printed log dicts would flood the log stream the controller tails: PROGRESS
+    # lines are the trainer's report.
+    hf_datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    set_seed(args.seed)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    resume = resolve_resume(args)
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model_id, token=hf_token())
+        if dataset.format == "messages" and not tokenizer.chat_template:
+            raise BadInput(f"{args.model_id} has no chat template, so 'messages' rows cannot be rendered: "
+                           "use a chat model or prompt/completion rows")
+        model = load_model(args, machine, quantize=args.method == "qlora")
+    except OSError as e:
+        problem = hub_access_problem(e, args.model_id)
+        if problem:
+            raise BadInput(problem) from e
+        raise
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    loaded_in_4bit = bool(getattr(model, "is_loaded_in_4bit", False))
+    if args.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    peft_config = None
+    if args.method in ("lora", "qlora"):
+        peft_config = LoraConfig(
+            r=args.lora_rank,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=args.lora_target_modules or "all-linear",
+            task_type="CAUSAL_LM",
+        )
+
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(args, machine, has_eval=bool(val_rows)),
+        train_dataset=hf_datasets.Dataset.from_list(train_rows),
+        eval_dataset=hf_datasets.Dataset.from_list(val_rows) if val_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=make_callbacks(args, reporter, preemption),
+    )
+    trainer.remove_callback(PrinterCallback)
+    if args.method == "qlora" and not machine.cuda:
+        # TRL casts QLoRA adapters to bf16 (the paper's recipe for GPUs); on CPU the compute dtype is float32
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
+    preemption.in_training = True
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        preemption.in_training = False
+    state = trainer.state
+    if preemption.requested:
+        print(f"SIGTERM: checkpoint-{state.global_step} saved, exiting {EXIT_PREEMPTED}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
+
+    eval_loss = None
+    if val_rows:
+        last_eval = next((e for e in reversed(state.log_history) if "eval_loss" in e), None)
+        if last_eval is not None and last_eval["step"] == state.global_step:
+            eval_loss = last_eval["eval_loss"]  # the loop just evaluated this very model
+        else:
+            eval_loss = trainer.evaluate().get("eval_loss")  # reported by on_evaluate
+
+    trainer.save_model(args.output_dir)  # the adapter for LoRA/QLoRA, the whole model for full
+    tokenizer.save_pretrained(args.output_dir)
+
+    merged_dir = None
+    if args.merge_adapter:
+        del trainer, model
+        merged_dir = merge_adapter(args, machine, tokenizer)
+
+    losses = [{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e]
+    summary = {
+        "status": "succeeded",
+        "args": vars(args),
+        "method": args.method,
+        "dataset": {"uri": args.dataset_file, "format": dataset.format, "rows": len(dataset.examples),
+                    "train_rows": len(train_rows), "eval_rows": len(val_rows)},
+        "resumed_from": resume,
+        "steps": state.global_step,
+        "total_steps": state.max_steps,
+        "epochs": state.epoch,
+        "tokens": state.num_input_tokens_seen,
+        "losses": losses,
+        "first_loss": losses[0]["loss"] if losses else None,
+        "final_loss": losses[-1]["loss"] if losses else None,
+        "train_loss": result.training_loss,
+        "eval_loss": eval_loss,
+        "train_runtime_seconds": result.metrics.get("train_runtime"),
+        "duration_seconds": round(time.time() - started, 3),
+        "device": "cuda" if machine.cuda else "cpu",
+        "loaded_in_4bit": loaded_in_4bit,
+        "merged_dir": merged_dir,
+        "versions": _versions(),
+    }
+    Path(args.output_dir, SUMMARY_FILE).write_text(json.dumps(progress.sanitize(summary), indent=2) + "\n")
+
+    if args.upload_output_to:
+        # checkpoints went up as they were saved; the summary goes last so its presence means "complete"
+        n = storage.upload_dir(args.output_dir, args.upload_output_to, last=(SUMMARY_FILE,),
+                               exclude=(storage.CHECKPOINT_RE,))
+        reporter.emit("upload", step=state.global_step, total_steps=state.max_steps,
+                      uri=args.upload_output_to, files=n)
+    reporter.emit("done", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
+                  loss=summary["final_loss"], eval_loss=eval_loss, tokens=state.num_input_tokens_seen,
+                  duration_seconds=summary["duration_seconds"], output_dir=args.output_dir)
+    return EXIT_OK
+
+
+def merge_adapter(args, machine: Machine, tokenizer) -> str:
+    """Merge the saved adapter into the base model reloaded unquantised in bf16 (never into 4-bit)."""
+    import gc
+
+    import torch
+    from peft import PeftModel
+
+    gc.collect()
+    base = load_model(args, machine, quantize=False, dtype=torch.bfloat16)
+    merged = PeftModel.from_pretrained(base, args.output_dir).merge_and_unload()
+    out = Path(args.output_dir, MERGED_DIR)
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = flags.build_parser(prog="python -m trainer.train").parse_args(argv)  # bad flags: exit 2
+    reporter = progress.Reporter()
+    preemption = Preemption()
+    preemption.install()
+    try:
+        return run(args, reporter, preemption)
+    except (BadInput, data.DatasetError) as e:
+        return _fail(reporter, EXIT_BAD_INPUT, f"bad input: {e}")
+    except Preempted:
+        print(f"SIGTERM before training started: exiting {EXIT_PREEMPTED}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
+    except Exception as e:  # noqa: BLE001 - the trainer's last line of defence: report, then exit 1
+        print(progress.redact(traceback.format_exc()), file=sys.stderr, flush=True)
+        return _fail(reporter, EXIT_RUNTIME, f"{type(e).__name__}: {e}")
+    finally:
+        preemption.restore()
+
+
+def _fail(reporter: progress.Reporter, code: int, message: str) -> int:
+    message = progress.redact(message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    reporter.emit("error", message=message, exit_code=code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
