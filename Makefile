@@ -32,8 +32,12 @@ test-fast: venv
 lint: venv
 	$(BIN)/lint-imports
 
+## Benchmarks (not part of `make test`): each writes tests/bench/results/*.json; see tests/bench/README.md.
 bench: venv
-	$(BIN)/python -m tests.bench.run_all
+	$(BIN)/python -m tests.bench.bench_api
+	$(BIN)/python -m tests.bench.bench_launcher
+	$(BIN)/python -m tests.bench.bench_status_sync
+	$(BIN)/python tests/bench/bench_trainer.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -22,36 +22,30 @@ def _gcloud_or_skip() -> None:
         pytest.fail("gcloud (with the emulators) is required for the emulator tests")
 
 
-@pytest.fixture(scope="session")
-def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def _run_emulator(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """Start one emulator for the session, point the Google clients at it, stop its process group."""
     _gcloud_or_skip()
-    emu = Emulator("pubsub", PROJECT, log_path=tmp_path_factory.mktemp("pubsub") / "emulator.log").start()
-    old = os.environ.get("PUBSUB_EMULATOR_HOST")
-    os.environ["PUBSUB_EMULATOR_HOST"] = emu.host
+    emu = Emulator(kind, PROJECT, log_path=tmp_path_factory.mktemp(kind) / "emulator.log").start()
+    old = os.environ.get(emu.env_var)
+    os.environ[emu.env_var] = emu.host
     try:
         yield emu
     finally:
         emu.stop()
         if old is None:
-            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+            os.environ.pop(emu.env_var, None)
         else:
-            os.environ["PUBSUB_EMULATOR_HOST"] = old
+            os.environ[emu.env_var] = old
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    yield from _run_emulator("pubsub", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    _gcloud_or_skip()
-    emu = Emulator("firestore", PROJECT, log_path=tmp_path_factory.mktemp("firestore") / "emulator.log").start()
-    old = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host
-    try:
-        yield emu
-    finally:
-        emu.stop()
-        if old is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = old
+    yield from _run_emulator("firestore", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

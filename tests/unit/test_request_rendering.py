@@ -7,6 +7,7 @@ import pytest
 from shared.domain.job import Backend
 from shared.domain.request import RequestPolicy, normalise_request
 from shared.errors import ValidationFailed
+from tests.fakes.jobs import README_KUBERNETES, README_VERTEX
 from trainer import flags as trainer_flags
 
 POLICY = RequestPolicy(
@@ -18,25 +19,8 @@ POLICY = RequestPolicy(
 K8S = {"dataset_file": "gs://b/d.jsonl", "output_dir": "/tmp/model"}
 BASE_ARGS = ["--dataset_file=gs://b/d.jsonl", "--output_dir=/tmp/model"]
 
-OLD_README_K8S = {
-    "backend": "kubernetes",
-    "job_name": "aml-qlora-k8s",
-    "model": "meta-llama/Llama-3.2-3B-Instruct",
-    "dataset_file": "s3://my-bucket/jobs/job-123/data.jsonl",
-    "output_dir": "/tmp/model",
-    "upload_output_to": "gs://finery-training/models/job-123",
-    "trainer_args": {"num_train_epochs": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8},
-    "env": {"HF_TOKEN": "hf_xxx"},
-}
-OLD_README_VERTEX = {
-    "backend": "vertex",
-    "job_name": "aml-qlora-vertex",
-    "model_id": "nemotron-3-8b",
-    "dataset_file": "gs://finery-training/jobs/job-456/data.jsonl",
-    "output_dir": "/tmp/model",
-    "upload_output_to": "gs://finery-training/models/job-456",
-    "trainer_args": {"num_train_epochs": 3, "per_device_train_batch_size": 4},
-}
+OLD_README_K8S = README_KUBERNETES
+OLD_README_VERTEX = README_VERTEX
 
 # (name, body, expected args in order)
 RENDER_CASES = [
