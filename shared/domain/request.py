@@ -151,6 +151,12 @@ def request_fingerprint(body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _key_name(key: object) -> str:
+    """A key as an error's field name: an empty key is shown as `""`, so every error names something."""
+    text = str(key)
+    return text if text.strip() else json.dumps(text)
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name.replace("-", "_").lower(), choices, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
@@ -315,7 +321,7 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
     # Top-level keys: names first, so a bad key is reported once, clearly.
     for key in body:
         if not isinstance(key, str) or not KEY_RE.match(key):
-            errors.append(FieldError(str(key), "is not a valid key: keys are snake_case ([a-z][a-z0-9_]*)"))
+            errors.append(FieldError(_key_name(key), "is not a valid key: keys are snake_case ([a-z][a-z0-9_]*)"))
     if errors:
         raise ValidationFailed(errors)
 
@@ -344,7 +350,7 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
     merged: dict[str, tuple[Any, str]] = {}
     secret_env: dict[str, str] = {}
     for key, value in typed.trainer_args.items():
-        path = f"trainer_args.{key}"
+        path = f"trainer_args.{_key_name(key)}"
         if not isinstance(key, str) or not KEY_RE.match(key):
             hint = _suggest(str(key), list(trainer_flags.BY_NAME))
             errors.append(FieldError(path, f"is not a valid flag name: flags are snake_case{hint}"))
@@ -396,7 +402,7 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
     if len(typed.env) > MAX_ENV_VARS:
         errors.append(FieldError("env", f"must have at most {MAX_ENV_VARS} variables"))
     for name, value in typed.env.items():
-        path = f"env.{name}"
+        path = f"env.{_key_name(name)}"
         if not ENV_NAME_RE.match(name):
             errors.append(FieldError(path, "is not a valid environment variable name"))
         elif name.upper() in FORBIDDEN_ENV or name.upper().startswith(FORBIDDEN_ENV_PREFIXES):
@@ -418,7 +424,7 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
         errors.append(FieldError("labels", f"must have at most {MAX_LABELS} labels"))
     for key, value in typed.labels.items():
         if not LABEL_KEY_RE.match(key):
-            errors.append(FieldError(f"labels.{key}", "is not a valid label key ([a-z][a-z0-9_-], at most 63)"))
+            errors.append(FieldError(f"labels.{_key_name(key)}", "is not a valid label key ([a-z][a-z0-9_-], at most 63)"))
         elif _check_text(value, f"labels.{key}", errors, limit=256):
             labels[key] = value
 

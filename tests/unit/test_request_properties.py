@@ -1,0 +1,80 @@
+"""Property tests of request normalisation (hypothesis): whatever JSON arrives, the answer is a result or
+a ValidationFailed naming fields that exist in the body — never another exception; whatever is accepted
+renders flags that the trainer's own parser reads back to the same values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.domain.job import Backend
+from shared.domain.request import RESERVED_KEYS, RequestPolicy, normalise_request
+from shared.errors import ValidationFailed
+from trainer import flags as trainer_flags
+
+POLICY = RequestPolicy(
+    default_backend=Backend.KUBERNETES,
+    backend_problems={Backend.KUBERNETES: None, Backend.VERTEX: None, Backend.LOCAL: None},
+    local_roots=("/repo", "/tmp"),
+    local_base="/repo",
+)
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False) | st.text(max_size=30)
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+keys = st.sampled_from(sorted(trainer_flags.BY_NAME) + sorted(RESERVED_KEYS) + ["", "bad key", "-x", "a=b", "ünïcode", "lr"]) | st.text(max_size=12)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(keys, json_values, max_size=8) | json_values)
+def test_any_json_is_accepted_or_rejected_cleanly(body) -> None:
+    try:
+        req = normalise_request(body, POLICY)
+    except ValidationFailed as exc:
+        assert exc.errors, "a rejection names at least one field"
+        for err in exc.errors:
+            assert err.field and err.message
+            if not isinstance(body, dict):
+                assert err.field == "body"
+                continue
+            names = [*body, *(json.dumps(k) for k in body), "body", "model_id", "dataset_file", "output_dir", "backend", "hf_token"]
+            assert any(err.field == n or err.field.startswith((f"{n}.", f"{n}[")) for n in names), (err, body)
+        return
+    assert isinstance(body, dict)
+    trainer_flags.parse_args(list(req.args))  # whatever is accepted parses
+
+
+def flag_values():
+    def strategy(flag: trainer_flags.Flag):
+        text = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
+        if flag.type == "int":
+            return st.integers(-(10**9), 10**9)
+        if flag.type == "float":
+            return st.floats(allow_nan=False, allow_infinity=False, width=64) | st.integers(-1000, 1000)
+        if flag.type == "bool":
+            return st.booleans()
+        if flag.type == "choice":
+            return st.sampled_from(flag.choices)
+        if flag.type == "list":
+            return st.lists(text, min_size=1, max_size=3)
+        return text
+
+    names = [f for f in trainer_flags.FLAGS if f.name not in ("dataset_file", "output_dir", "upload_output_to")]
+    return st.fixed_dictionaries({}, optional={f.name: strategy(f) for f in names})
+
+
+@settings(max_examples=300)
+@given(flag_values())
+def test_accepted_flags_round_trip_through_the_trainer_parser(values) -> None:
+    body = {"dataset_file": "gs://b/d.jsonl", "output_dir": "/tmp/o", "trainer_args": values}
+    req = normalise_request(body, POLICY)
+    parsed = trainer_flags.parse_args(list(req.args))
+    for name, value in values.items():
+        got = getattr(parsed, name)
+        flag = trainer_flags.BY_NAME[name]
+        if flag.type == "float":
+            assert got == float(value) or (math.isclose(got, float(value)))
+        else:
+            assert got == value, (name, value, got)
