@@ -4,15 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run run-emulators test test-fast lint bench clean
+.PHONY: venv run run-emulators test test-fast lint bench clean constraints
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the versions the suite was last run with (pip freeze of a working .venv): pip
+# resolves in seconds instead of backtracking for minutes over the aiobotocore/botocore/s3fs family.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,trainer]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,trainer]'
 	touch $(STAMP)
+
+## Refresh constraints.txt from the current .venv after changing dependencies in pyproject.toml.
+constraints: venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^training-platform' > constraints.txt
 
 ## Serve api + launcher + status_sync in one process on $PORT (default 4000): SQLite under .data/, in-process bus.
 run: venv
