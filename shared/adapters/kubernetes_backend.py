@@ -433,6 +433,13 @@ class KubernetesBackend:
             self.api_client = self.api_client_factory(self.config)
         return self.api_client
 
+    def observe(self, job: Job) -> Any:
+        """For reconcile: the Job's state as the cluster watcher would report it (`Deleted` when gone)."""
+        from shared.adapters.k8s_watcher import observe_job
+
+        namespace, name = self._locate(job)
+        return observe_job(self._batch(), self._core(), namespace, name)
+
     def _core(self) -> Any:
         from kubernetes import client
 

@@ -11,11 +11,13 @@
   "reason": "…", "message": "…",      // optional
   "exit_code": 0,                     // optional
   "logs": [{"seq": 1, "timestamp": "…", "stream": "stdout", "message": "…"}],   // optional
-  "progress": {…}                     // optional, a parsed `PROGRESS {json}` object
+  "progress": {…},                    // optional, a parsed `PROGRESS {json}` object
+  "log_stream": "pod-name"            // optional: the stream `seq` counts in (default: the source)
 }
 ```
-`seq` in log lines is the source's own line counter for the job (1-based, increasing); lines at or
-below the highest `seq` already applied are duplicates and are dropped.
+`seq` in log lines is the source's own line counter (1-based, increasing) for the job, or for the
+`log_stream` the envelope names (the cluster watcher sends one per pod, so a retried pod counts from 1
+again); lines at or below the highest `seq` already applied for that stream are duplicates and are dropped.
 
 States by source (mapped to our statuses in `shared/domain/translate.py`):
 - local: `started`, `running`, `exited` (with `exit_code`; 143 = SIGTERM: preempted, or cancelled when a

@@ -189,13 +189,15 @@ def decide(job: Job, ev: TrainingEvent, now: datetime) -> Decision:
         changes["recent_event_ids"] = (*job.recent_event_ids, ev.event_id)[-RECENT_EVENT_IDS:]
     newer = job.last_event_at is None or ev.observed_at >= job.last_event_at
 
-    # Logs: drop what this source already delivered; lift PROGRESS lines into job.progress.
-    cursor = job.log_cursors.get(ev.source, 0)
+    # Logs: drop what this source (this pod, for Kubernetes) already delivered; lift PROGRESS lines.
+    stream = ev.extra.get("log_stream")
+    cursor_key = f"{ev.source}/{stream}" if isinstance(stream, str) and stream else ev.source
+    cursor = job.log_cursors.get(cursor_key, 0)
     fresh = [l for l in ev.logs if l.seq <= 0 or l.seq > cursor]
     lines = tuple(LogLine(timestamp=l.timestamp, stream=l.stream, message=l.message) for l in fresh)
     top = max((l.seq for l in fresh), default=0)
     if top > cursor:
-        changes["log_cursors"] = {**job.log_cursors, ev.source: top}
+        changes["log_cursors"] = {**job.log_cursors, cursor_key: top}
     progress = ev.progress
     for line in fresh:
         parsed = parse_progress(line.message)

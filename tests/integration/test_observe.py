@@ -49,3 +49,20 @@ def test_local_observe_running_exited_lost() -> None:
     assert backend.wait(job.id, 15) == 3
     seen = backend.observe(job)
     assert (seen.state, seen.exit_code) == ("exited", 3)
+
+
+def test_kubernetes_observe_follows_the_job() -> None:
+    from tests.fakes import FakeKubernetesAPI
+    from tests.fakes.jobs import README_KUBERNETES
+    from tests.integration.test_kubernetes_backend import make_backend as make_k8s
+
+    with FakeKubernetesAPI(namespaces=("default",)) as fake:
+        backend = make_k8s(fake)
+        job, env = job_from(README_KUBERNETES)
+        sub = backend.submit(job, env)
+        job = job.replace(external_id=sub.external_id)
+        namespace, name = sub.external_id.split("/")
+        fake.set_status("jobs", namespace, name, {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
+        assert backend.observe(job).state == "Complete"
+        fake.delete_object("jobs", namespace, name)
+        assert backend.observe(job).state == "Deleted"

@@ -144,3 +144,11 @@ def test_event_id_makes_a_redelivery_a_no_op() -> None:
     line = ev("vertex", None, 1, event_id="insert-1", logs=(EventLog(0, T0, "stdout", "epoch 1"),))
     final, lines = run(job(Backend.VERTEX), [line, line, line])
     assert lines == ["epoch 1"] and final.recent_event_ids == ("insert-1",)
+
+
+def test_each_pod_has_its_own_log_cursor() -> None:
+    first_pod = ev("kubernetes", None, 1, logs=(EventLog(1, T0, "stdout", "pod a 1"), EventLog(2, T0, "stdout", "pod a 2")), extra={"log_stream": "job-a-1"})
+    retried = ev("kubernetes", None, 2, logs=(EventLog(1, T0, "stdout", "pod b 1"),), extra={"log_stream": "job-a-2"})
+    final, lines = run(job(Backend.KUBERNETES), [first_pod, retried, first_pod, retried])
+    assert lines == ["pod a 1", "pod a 2", "pod b 1"]
+    assert final.log_cursors == {"kubernetes/job-a-1": 2, "kubernetes/job-a-2": 1}
