@@ -98,6 +98,24 @@ ERR = {
 }
 
 
+# The README's Kubernetes example (a request the api accepts when K8S_TRAINING_IMAGE is set).
+TRAIN_EXAMPLE = {
+    "backend": "kubernetes",
+    "job_name": "aml-qlora-k8s",
+    "model": "meta-llama/Llama-3.2-3B-Instruct",
+    "dataset_file": "s3://my-bucket/jobs/job-123/data.jsonl",
+    "output_dir": "/tmp/model",
+    "upload_output_to": "gs://finery-training/models/job-123",
+    "trainer_args": {"num_train_epochs": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8},
+    "env": {"HF_TOKEN": "hf_xxx"},
+}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    # The api reads an empty query value (`?status=`) as "not given", so the document admits it.
+    return {"name": name, "in": "query", "allowEmptyValue": True, "schema": schema}
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     models = [TrainRequestBody, ErrorBody, JobEnvelope, JobDetailEnvelope, JobList, Health]
@@ -119,7 +137,10 @@ def openapi_document() -> dict[str, Any]:
             "/train": {
                 "post": {
                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrainRequestBody"}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrainRequestBody"}, "example": TRAIN_EXAMPLE}},
+                    },
                     "responses": {
                         "202": _json_response("JobEnvelope", "Accepted and queued."),
                         **ERR,
@@ -133,12 +154,12 @@ def openapi_document() -> dict[str, Any]:
             "/jobs": {
                 "get": {
                     "parameters": [
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in JobStatus]}},
-                        {"name": "backend", "in": "query", "schema": {"type": "string", "enum": ["kubernetes", "vertex", "local"]}},
-                        {"name": "name", "in": "query", "schema": {"type": "string"}},
-                        {"name": "label", "in": "query", "schema": {"type": "string", "pattern": "^[^=]+=.*$"}},
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                        _query("cursor", {"type": "string"}),
+                        _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+                        _query("backend", {"type": "string", "enum": ["kubernetes", "vertex", "local"]}),
+                        _query("name", {"type": "string"}),
+                        _query("label", {"type": "string", "pattern": "^[^=]+=.*$"}),
                     ],
                     "responses": {"200": _json_response("JobList", "Newest first, without logs."), **ERR},
                 }
@@ -147,8 +168,8 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "parameters": [
                         job_id,
-                        {"name": "logs_after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "logs_limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
+                        _query("logs_after", {"type": "integer", "minimum": 0}),
+                        _query("logs_limit", {"type": "integer", "minimum": 1, "maximum": 5000}),
                     ],
                     "responses": {"200": _json_response("JobDetailEnvelope", "The job with a page of its logs."), **ERR, "404": _json_response("ErrorBody", "No such job.")},
                 }

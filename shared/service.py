@@ -6,7 +6,9 @@ handler and the Pub/Sub batch handler call the same `submit_training`, so the ru
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import shlex
 import uuid
 from dataclasses import dataclass
@@ -115,6 +117,11 @@ class TrainingService:
     ):
         self.store = store
         self.bus = bus
+        if policy.resolve_links is None:
+            # Local paths are checked after resolving symlinks (the roots too), not just lexically.
+            policy = dataclasses.replace(
+                policy, resolve_links=os.path.realpath, local_roots=tuple(os.path.realpath(r) for r in policy.local_roots)
+            )
         self.policy = policy
         self.requests_topic = requests_topic
         self.clock = clock or SystemClock()

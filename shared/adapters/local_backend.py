@@ -127,7 +127,8 @@ class LocalBackend:
                     failure_class=FailureClass.INFRA.value,
                 )
             argv = [self.python_bin, str(self.script), *job.args]
-            secrets = tuple(v for v in env.values() if v)
+            # Each line of a multi-line secret too: a trainer printing it shows it line by line.
+            secrets = tuple(p for v in env.values() if v for p in (v, *v.splitlines()) if p)
             command = self.display_command(argv, env)
             child_env = {**self.base_env, **env}
             try:

@@ -24,7 +24,7 @@ import math
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
@@ -123,6 +123,9 @@ class RequestPolicy:
     local_roots: tuple[str, ...] = ()
     # Folder relative local paths are resolved from (the repo root).
     local_base: str = "/"
+    # Resolves symbolic links in a local path (`os.path.realpath`), so a link inside a root can't lead
+    # outside it. Injected by the service: the domain does no I/O. None: the check is lexical only.
+    resolve_links: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,9 @@ def _check_location(
             errors.append(FieldError(field_name, "must be a local path, gs:// or s3:// URI"))
             return value
         resolved = _resolve_local(value, policy.local_base)
+        if policy.resolve_links is not None:
+            # The trainer gets the resolved path too: a link swapped after this check can't redirect it.
+            resolved = policy.resolve_links(resolved)
         if not _inside(resolved, policy.local_roots):
             roots = ", ".join(policy.local_roots) or "(none configured)"
             errors.append(FieldError(field_name, f"must resolve inside the local backend's allowed roots: {roots}"))
