@@ -67,6 +67,7 @@ JOBS, PODS = "jobs", "pods"
 DEFAULT_SELECTOR = f"{naming.K8S_MANAGED_BY_LABEL}={naming.MANAGED_BY}"
 GONE = 410
 MEMO_LIMIT = 10_000  # job ids whose last published state is remembered (oldest forgotten first)
+CATCH_UP_ATTEMPTS = 5  # reads of a failed Job's pods before its failure is reported with the Job's reason
 LOG_BUFFER_LIMIT_BATCHES = 50  # while publishing fails, keep at most this many batches of a pod's lines
 
 # How far along a state is; the watcher never publishes a step back (see `_evaluate`).
@@ -318,6 +319,7 @@ class ClusterWatcher:
         self._pull_seen: dict[str, datetime] = {}  # pod uid -> first seen waiting on an image pull
         self._followers: dict[str, _LogFollower] = {}
         self._tombstones: dict[str, dict[str, Any]] = {}  # job id -> its deleted Job, until that is published
+        self._catch_up_failures: dict[str, int] = {}  # Job uid -> failed reads of its pods
         self._resource_version: dict[str, str | None] = {JOBS: None, PODS: None}
         self._watches: dict[str, Any] = {}
         self._streams: dict[str, Any] = {}  # resource -> the open watch response (cut by stop())
@@ -555,8 +557,8 @@ class ClusterWatcher:
         jobs = [j for j in self._objects[JOBS].values() if job_id_of(j) == job_id]
         job = max(jobs, key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or ""), default=None)
         deleted = self._tombstones.get(job_id) if job is None else None
-        if job is not None and _says_failed(job):
-            self._catch_up_pods(job)
+        if job is not None and _says_failed(job) and not self._catch_up_pods(job):
+            return  # the pods could not be read: the next tick tries again rather than report a vaguer reason
         pods = [p for p in self._objects[PODS].values() if self._pod_job_id(p) == job_id]
         now = self.clock.now()
         for pod in pods:
@@ -607,27 +609,32 @@ class ClusterWatcher:
             self._published.popitem(last=False)
         log.info("job %s: %s %s%s", job_id, observed.state, observed.reason or "", f" (exit {observed.exit_code})" if observed.exit_code is not None else "")
 
-    def _catch_up_pods(self, job: dict[str, Any]) -> None:
+    def _catch_up_pods(self, job: dict[str, Any]) -> bool:
         """The Job says Failed but none of its pods in our cache has failed: the pods' watch is behind
         the Jobs' (two streams, no order between them). Read the pods now, so the failure is reported
         with the pod's reason (OOMKilled) and exit code rather than the Job's generic one."""
         pods = [p for p in self._objects[PODS].values() if owner_job_uid(p) == _uid(job)]
         if any(((p.get("status") or {}).get("phase")) == "Failed" for p in pods):
-            return
+            return True
         match = ((job.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         if not match:
-            return
+            return True
         selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
         try:
             resp = self.core.list_namespaced_pod(self.namespace, label_selector=selector, _preload_content=False, _request_timeout=(self.connect_timeout, 30))
             items = json.loads(resp.data).get("items") or []
-        except Exception as exc:  # noqa: BLE001 - report with what we have
-            log.warning("reading the pods of Job %s failed: %s", (job.get("metadata") or {}).get("name"), exc)
-            return
+        except Exception as exc:  # noqa: BLE001
+            attempts = self._catch_up_failures.get(_uid(job), 0) + 1
+            self._catch_up_failures[_uid(job)] = attempts
+            log.warning("reading the pods of Job %s failed (attempt %d): %s", (job.get("metadata") or {}).get("name"), attempts, exc)
+            # A few ticks' worth of tries, then report with what we have: a failure is never held back for long.
+            return attempts >= CATCH_UP_ATTEMPTS
+        self._catch_up_failures.pop(_uid(job), None)
         for pod in items:
             uid = _uid(pod)
             if uid and _not_older(pod, self._objects[PODS].get(uid)):
                 self._objects[PODS][uid] = pod
+        return True
 
     # ---- logs ------------------------------------------------------------------------------------
     def _maybe_follow(self, pod: dict[str, Any]) -> None:

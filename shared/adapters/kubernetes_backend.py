@@ -315,7 +315,8 @@ class KubernetesBackend:
     api_client: Any = None
     api_client_factory: Callable[[KubernetesConfig], Any] = load_api_client
     # (connect, read) seconds for every call: a stalled API server becomes a TransientError, not a hang.
-    request_timeout: float | tuple[float, float] = (5.0, 30.0)
+    # Connect, read. An API server answers a create within a second or two; a longer stall is a fault.
+    request_timeout: float | tuple[float, float] = (5.0, 10.0)
     name: str = field(default="kubernetes", init=False)
 
     # ---- Backend -------------------------------------------------------------------------------
