@@ -197,6 +197,13 @@ class Stack:
         for proc in self.procs.values():
             stop_group(proc)
 
+    def close(self) -> None:
+        """Everything: the functions and the watcher, the fake API server, both emulators."""
+        self.stop()
+        self.k8s.stop()
+        self.pubsub.stop()
+        self.firestore.stop()
+
 
 # The Kubernetes adapter reads with a 10 s timeout: a stall of 15 s is a timeout to the client.
 STALL_SECONDS = 15.0
@@ -456,10 +463,7 @@ def main() -> None:
             report["list_first_page"] = list_ratios(stack, (100, 1000, 10000))
             _write(report, Path(args.out))
     finally:
-        stack.stop()
-        stack.k8s.stop()
-        stack.pubsub.stop()
-        stack.firestore.stop()
+        stack.close()
     if not args.short:
         (tmp / "faults").mkdir()
         stack = start_stack(tmp / "faults", 0.05)
@@ -469,12 +473,7 @@ def main() -> None:
             report["secret_hits"] = {k: report["secret_hits"].get(k, 0) + v for k, v in hits.items()}
             _write(report, Path(args.out))
         finally:
-            stack.stop()
-            stack.k8s.stop()
-            stack.pubsub.stop()
-            stack.firestore.stop()
-        from tests.bench import bench_api, bench_status_sync  # noqa: F401
-
+            stack.close()
         report["status_sync"] = json.loads(_run_module("tests.bench.bench_status_sync", ["--jobs", "150", "--lines", "10000", "--out", str(tmp)], tmp / "status_sync.json"))
         report["embedded"] = json.loads(_run_module("tests.bench.bench_api", ["--seconds", "8", "--skip-emulators", "--out", str(tmp)], tmp / "api.json"))
     _write(report, Path(args.out))

@@ -12,19 +12,12 @@ import pytest
 import requests
 
 from functions.wiring import Container
+from tests.fakes.jobs import README_KUBERNETES
 from tests.integration.conftest import make_settings, wsgi
 
 SECRET = "hf_SECRET_token_value_123"
-K8S_EXAMPLE = {
-    "backend": "kubernetes",
-    "job_name": "aml-qlora-k8s",
-    "model": "meta-llama/Llama-3.2-3B-Instruct",
-    "dataset_file": "s3://my-bucket/jobs/job-123/data.jsonl",
-    "output_dir": "/tmp/model",
-    "upload_output_to": "gs://finery-training/models/job-123",
-    "trainer_args": {"num_train_epochs": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8},
-    "env": {"HF_TOKEN": SECRET},
-}
+# The old README's Kubernetes example, with a secret value the tests can search for.
+K8S_EXAMPLE = {**README_KUBERNETES, "env": {"HF_TOKEN": SECRET}}
 
 
 def assert_no_secret(*texts: str) -> None:
