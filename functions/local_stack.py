@@ -155,6 +155,12 @@ def start_function(target: str, port: int, env: dict[str, str], log_dir: Path) -
 
 
 def run_stack(api_port: int, project: str) -> None:
+    # The functions and emulators run in their own process groups: on SIGTERM (a supervisor, `timeout`,
+    # a benchmark stopping us) unwind through `finally` so they are stopped too, not orphaned.
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     log_dir = REPO_ROOT / ".data" / "stack"
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
