@@ -8,6 +8,7 @@ not be queued 503 (and the job is marked failed, never left silently unlaunched)
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from shared.domain.job import Backend, iso
 from shared.domain.status import JobStatus
 from shared.errors import Conflict, FieldError, NotFound, PlatformError, TransientError, ValidationFailed
 from shared.ports import JobQuery, JobStore
-from shared.service import PublishFailed, TrainingService
+from shared.service import PublishFailed, TrainingService, iter_jobs
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ DEFAULT_LIMIT = 50
 MAX_LOG_PAGE = 5000
 DEFAULT_LOG_PAGE = 1000
 MAX_JSON_DEPTH = 64
+MAX_SUBMISSION_JOBS = 10_000
 IDEMPOTENCY_KEY_MAX = 255
 
 
@@ -216,9 +218,9 @@ class Api:
             except Exception as exc:  # noqa: BLE001
                 checks[name] = f"error: {exc.__class__.__name__}"
         errors = self.settings.config_errors
-        healthy = not errors and all(v == "ok" for v in checks.values())
+        reachable = all(v == "ok" for v in checks.values())
         body = {
-            "status": "ok" if healthy else "degraded",
+            "status": "ok" if reachable and not errors else "degraded",
             "defaultBackend": self.settings.default_training_backend.value,
             "backends": {
                 Backend.KUBERNETES.value: {
@@ -240,7 +242,8 @@ class Api:
             "checks": checks,
             "configErrors": errors,
         }
-        return _json(200 if healthy or not [v for v in checks.values() if v != "ok"] else 503, body)
+        # Bad configuration is reported (degraded) but answers 200; a dependency that is down answers 503.
+        return _json(200 if reachable else 503, body)
 
     def train(self, request: Request) -> Response:
         # Any content type is read as JSON (curl's default form type included): the body decides.
@@ -392,14 +395,8 @@ class Api:
 
     def submission(self, request: Request, batch_id: str) -> Response:
         """A batch: the jobs it created (label batch_id) and the items it rejected, with their reasons."""
-        accepted: list[dict] = []
-        cursor = None
-        while True:
-            page = self.store.list(JobQuery(limit=MAX_LIMIT, cursor=cursor, label=("batch_id", batch_id)))
-            accepted += [{"id": j.id, "name": j.name, "status": j.status.value} for j in page.items]
-            if not page.next_cursor or len(accepted) >= 10_000:
-                break
-            cursor = page.next_cursor
+        jobs = iter_jobs(self.store, label=("batch_id", batch_id), page_size=MAX_LIMIT)
+        accepted = [{"id": j.id, "name": j.name, "status": j.status.value} for j in itertools.islice(jobs, MAX_SUBMISSION_JOBS)]
         rejections = [r.to_api() for r in self.store.list_rejections(batch_id)]
         if not accepted and not rejections:
             raise _error(404, f"No submissions with batch id {batch_id}.")

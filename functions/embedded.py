@@ -15,12 +15,11 @@ import threading
 import time
 from typing import Any
 
-from functions.wiring import Container, build_backends, set_container
+from functions.wiring import Container, build_backends, event_publisher, set_container
 from shared.adapters.inline_bus import InlineBus
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.status import JobStatus
-from shared.ports import JobQuery
-from shared.service import OP_SUBMIT, launch_message
+from shared.service import OP_SUBMIT, iter_jobs, publish_launch
 from shared.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("embedded")
@@ -30,10 +29,7 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
     store = SqliteJobStore(settings.sqlite_file)
     bus = InlineBus(max_attempts=settings.launch_max_attempts, retry_base_seconds=settings.launch_retry_base_seconds)
 
-    def publish_event(data: dict[str, Any]) -> None:
-        bus.publish(settings.topic_training_events, data, ordering_key=str(data.get("job_id") or ""))
-
-    c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, publish_event))
+    c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)))
     bus.subscribe(settings.topic_train_requests, c.launcher.handle, dead_letter=c.launcher.dead_letter)
     bus.subscribe(settings.topic_training_events, c.status_sync.handle)
     bus.subscribe(
@@ -62,20 +58,9 @@ def recover(c: Container) -> int:
     """Re-launch jobs that were accepted but whose launch never completed (crash, restart)."""
     count = 0
     for status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
-        cursor = None
-        while True:
-            page = c.store.list(JobQuery(limit=500, status=status.value, cursor=cursor))
-            for job in page.items:
-                c.bus.publish(
-                    c.settings.topic_train_requests,
-                    launch_message(job.id, OP_SUBMIT),
-                    attributes={"op": OP_SUBMIT, "job_id": job.id, "recovered": "true"},
-                    ordering_key=job.id,
-                )
-                count += 1
-            if not page.next_cursor:
-                break
-            cursor = page.next_cursor
+        for job in list(iter_jobs(c.store, status)):
+            publish_launch(c.bus, c.settings.topic_train_requests, job.id, OP_SUBMIT, recovered="true")
+            count += 1
     if count:
         log.warning("re-launching %d job(s) accepted before the last stop", count)
     return count

@@ -57,6 +57,16 @@ def build_backends(settings: Settings, events: Callable[..., Any] | None = None)
     return backends
 
 
+def event_publisher(bus: Bus, settings: Settings) -> Callable[[dict[str, Any]], None]:
+    """Where the local supervisor's events go: `training-events`, keyed by job id, the same path as
+    every other source's."""
+
+    def publish(data: dict[str, Any]) -> None:
+        bus.publish(settings.topic_training_events, data, ordering_key=str(data.get("job_id") or ""))
+
+    return publish
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -97,12 +107,7 @@ class Container:
             log.error("configuration error: %s", problem)
         store = build_store(settings)
         bus = build_bus(settings)
-
-        def publish_event(data: dict[str, Any]) -> None:
-            # The local supervisor's events take the same path as every other source's.
-            bus.publish(settings.topic_training_events, data, ordering_key=str(data.get("job_id") or ""))
-
-        return cls(settings=settings, store=store, bus=bus, backends=build_backends(settings, publish_event))
+        return cls(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)))
 
     def shutdown(self) -> None:
         """Stop local trainers (their process groups) before the process goes away."""

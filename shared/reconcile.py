@@ -22,8 +22,8 @@ from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.errors import PlatformError
-from shared.ports import Backend, Bus, JobQuery, JobStore
-from shared.service import OP_SUBMIT, SystemClock, launch_message
+from shared.ports import Backend, Bus, JobStore
+from shared.service import OP_SUBMIT, SystemClock, iter_jobs, publish_launch
 from shared.status_sync import StatusSync
 
 log = logging.getLogger(__name__)
@@ -69,32 +69,21 @@ class Reconciler:
         report = ReconcileReport()
         now = self.clock.now()
         for status in ACTIVE:
-            cursor = None
-            while True:
-                page = self.store.list(JobQuery(limit=200, status=status.value, cursor=cursor))
-                for job in page.items:
-                    if job.dry_run or now - job.updated_at < self.min_age:
-                        continue
-                    report.checked += 1
-                    try:
-                        self._one(job, now, report)
-                    except PlatformError as exc:
-                        report.errors[job.id] = f"{exc.__class__.__name__}: {exc}"
-                        log.warning("reconcile of %s failed: %s", job.id, exc)
-                if not page.next_cursor:
-                    break
-                cursor = page.next_cursor
+            for job in iter_jobs(self.store, status, page_size=200):
+                if job.dry_run or now - job.updated_at < self.min_age:
+                    continue
+                report.checked += 1
+                try:
+                    self._one(job, now, report)
+                except PlatformError as exc:
+                    report.errors[job.id] = f"{exc.__class__.__name__}: {exc}"
+                    log.warning("reconcile of %s failed: %s", job.id, exc)
         log.info("reconcile: %s", report.to_dict())
         return report
 
     def _one(self, job: Job, now: Any, report: ReconcileReport) -> None:
         if job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING) and not job.cancel_requested:
-            self.bus.publish(
-                self.requests_topic,
-                launch_message(job.id, OP_SUBMIT),
-                attributes={"op": OP_SUBMIT, "job_id": job.id, "reconcile": "true"},
-                ordering_key=job.id,
-            )
+            publish_launch(self.bus, self.requests_topic, job.id, OP_SUBMIT, reconcile="true")
             report.relaunched.append(job.id)
             return
         backend = self.backends.get(job.backend)

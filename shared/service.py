@@ -13,13 +13,13 @@ import shlex
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from shared.domain.job import Job
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import Conflict, NotFound, TransientError
-from shared.ports import Bus, JobStore
+from shared.ports import Bus, JobQuery, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,22 @@ def launch_message(job_id: str, op: str, env: dict[str, str] | None = None) -> d
     if env:
         msg["env"] = env
     return msg
+
+
+def publish_launch(bus: Bus, topic: str, job_id: str, op: str, env: dict[str, str] | None = None, **attributes: str) -> str:
+    """Publish a submit / cancel op for the launcher: keyed by the job id, so a job's ops arrive in order."""
+    return bus.publish(topic, launch_message(job_id, op, env), attributes={"op": op, "job_id": job_id, **attributes}, ordering_key=job_id)
+
+
+def iter_jobs(store: JobStore, status: JobStatus | None = None, *, label: tuple[str, str] | None = None, page_size: int = 500) -> Iterator[Job]:
+    """Every job with that status (or label), newest first, page by page."""
+    cursor = None
+    while True:
+        page = store.list(JobQuery(limit=page_size, status=status.value if status else None, label=label, cursor=cursor))
+        yield from page.items
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor
 
 
 def display_command(args: tuple[str, ...] | list[str], entry: str = "train.py") -> str:
@@ -147,12 +163,7 @@ class TrainingService:
             return Submitted(result.job, created=False)
         job = result.job
         try:
-            self.bus.publish(
-                self.requests_topic,
-                launch_message(job.id, OP_SUBMIT, req.env),
-                attributes={"op": OP_SUBMIT, "job_id": job.id},
-                ordering_key=job.id,
-            )
+            publish_launch(self.bus, self.requests_topic, job.id, OP_SUBMIT, req.env)
         except Exception as exc:  # noqa: BLE001 - whatever broke, the job must not sit unlaunched
             log.error("publish of job %s failed: %s", job.id, exc)
             failed = self.store.update(
@@ -183,12 +194,7 @@ class TrainingService:
         if job is None:
             raise NotFound(f"Job {job_id} not found.")
         if job.status is JobStatus.CANCELLING:
-            self.bus.publish(
-                self.requests_topic,
-                launch_message(job.id, OP_CANCEL),
-                attributes={"op": OP_CANCEL, "job_id": job.id},
-                ordering_key=job.id,
-            )
+            publish_launch(self.bus, self.requests_topic, job.id, OP_CANCEL)
         return job
 
 
