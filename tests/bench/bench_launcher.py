@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from functions.local_stack import Emulator, _wait_port, free_port, stop_group
-from tests.fakes import FakeKubernetesAPI
+from tests.fakes import FakeKubernetesAPI, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_ID_LABEL = "training-platform/job-id"
@@ -47,16 +47,6 @@ class TimedKubernetesAPI(FakeKubernetesAPI):
             with self._lock2:
                 self.created_at.setdefault(job_id, []).append(time.time())
         return resp
-
-
-def kubeconfig(url: str, path: Path) -> Path:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
-        f"clusters:\n- name: fake\n  cluster:\n    server: {url}\n"
-        "users:\n- name: fake\n  user:\n    token: bench\n"
-        "contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: training\n"
-    )
-    return path
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -83,7 +73,7 @@ def main() -> None:
 
         env = {
             **os.environ, "STORE_KIND": "firestore", "BUS_KIND": "pubsub", "GOOGLE_CLOUD_PROJECT": project,
-            "K8S_APPLY": "1", "K8S_KUBECONFIG": str(kubeconfig(k8s.url, tmp / "kubeconfig")), "K8S_NAMESPACE": "training",
+            "K8S_APPLY": "1", "K8S_KUBECONFIG": str(write_kubeconfig(k8s.url, tmp / "kubeconfig", "training")), "K8S_NAMESPACE": "training",
             "K8S_TRAINING_IMAGE": "us-docker.pkg.dev/bench/trainer:1",
         }
         settings = Settings(**{k: v for k, v in env.items() if k in ("STORE_KIND", "BUS_KIND", "GOOGLE_CLOUD_PROJECT", "K8S_TRAINING_IMAGE")})

@@ -44,8 +44,7 @@ from typing import Any
 import requests
 
 from functions.local_stack import Emulator, _wait_port, free_port, stop_group, wait_http
-from tests.bench.bench_launcher import kubeconfig
-from tests.fakes._server import Response
+from tests.fakes import write_kubeconfig
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,7 +216,7 @@ def start_stack(tmp: Path, fault_rate: float) -> Stack:
     os.environ.update({"PUBSUB_EMULATOR_HOST": ps.host, "FIRESTORE_EMULATOR_HOST": fs.host})
     env = {
         **os.environ, "STORE_KIND": "firestore", "BUS_KIND": "pubsub", "GOOGLE_CLOUD_PROJECT": project,
-        "K8S_APPLY": "1", "K8S_KUBECONFIG": str(kubeconfig(k8s.url, tmp / "kubeconfig")), "K8S_NAMESPACE": NS,
+        "K8S_APPLY": "1", "K8S_KUBECONFIG": str(write_kubeconfig(k8s.url, tmp / "kubeconfig", NS)), "K8S_NAMESPACE": NS,
         "K8S_TRAINING_IMAGE": "us-docker.pkg.dev/proof/trainer:1",
     }
     stack = Stack(tmp, project, ps, fs, k8s, env)

@@ -15,22 +15,12 @@ import pytest
 import requests
 
 from functions.local_stack import free_port, stop_group, wait_http
-from tests.fakes import FakeKubernetesAPI
+from tests.fakes import FakeKubernetesAPI, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_ID_LABEL = "training-platform/job-id"
 
 pytestmark = pytest.mark.slow
-
-
-def kubeconfig(url: str, path: Path) -> Path:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
-        f"clusters:\n- name: fake\n  cluster:\n    server: {url}\n"
-        "users:\n- name: fake\n  user:\n    token: t\n"
-        "contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n"
-    )
-    return path
 
 
 def start(tmp: Path, port: int, kube: Path) -> subprocess.Popen:
@@ -46,7 +36,7 @@ def start(tmp: Path, port: int, kube: Path) -> subprocess.Popen:
 
 def test_kill_9_during_a_burst(tmp_path: Path) -> None:
     with FakeKubernetesAPI(namespaces=("training",), validate=False) as k8s:
-        kube = kubeconfig(k8s.url, tmp_path / "kubeconfig")
+        kube = write_kubeconfig(k8s.url, tmp_path / "kubeconfig")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = start(tmp_path, port, kube)

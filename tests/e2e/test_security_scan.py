@@ -31,7 +31,7 @@ import requests
 
 from functions.local_stack import free_port, stop_group, wait_http
 from shared.adapters.sqlite_store import SqliteJobStore
-from tests.e2e.test_crash_safety import kubeconfig
+from tests.fakes import write_kubeconfig
 from tests.fakes import FAKE_TRAINER, FakeKubernetesAPI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("security")
     client = Client()
     with FakeKubernetesAPI(namespaces=(NS,), validate=False) as k8s:
-        kube = kubeconfig(k8s.url, tmp / "kubeconfig")
+        kube = write_kubeconfig(k8s.url, tmp / "kubeconfig")
         common = {"K8S_TRAINING_IMAGE": "trainer:scan", "K8S_KUBECONFIG": str(kube), "K8S_NAMESPACE": NS, "LOCAL_ALLOWED_ROOTS": str(tmp)}
         a = Server("a", tmp, {
             **common, "K8S_APPLY": "1", "TRAIN_SCRIPT_PATH": str(FAKE_TRAINER),

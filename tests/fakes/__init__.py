@@ -13,7 +13,7 @@ Each fake starts on 127.0.0.1 and a free port: `with FakeKubernetesAPI() as k8s:
 from pathlib import Path
 
 from tests.fakes._server import Fault, FakeServer, Request, Response
-from tests.fakes.kubernetes_api import FakeKubernetesAPI, parse_selector, selector_matches
+from tests.fakes.kubernetes_api import FakeKubernetesAPI, parse_selector, selector_matches, write_kubeconfig
 from tests.fakes.vertex_api import FakeVertexAPI
 
 FAKE_TRAINER = Path(__file__).resolve().parent / "fake_trainer.py"
@@ -28,4 +28,5 @@ __all__ = [
     "Response",
     "parse_selector",
     "selector_matches",
+    "write_kubeconfig",
 ]

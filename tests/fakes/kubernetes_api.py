@@ -32,6 +32,8 @@ For tests: `requests` / `calls()` (the request log), `inject()` faults (see `_se
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import base64
 import copy
 import json
@@ -163,6 +165,18 @@ def merge_patch(target: Any, patch: Any, *, strategic: bool = False, key: str | 
         else:
             result[k] = merge_patch(result.get(k), v, strategic=strategic, key=k)
     return result
+
+
+def write_kubeconfig(url: str, path: Path, namespace: str | None = None) -> Path:
+    """A kubeconfig pointing the official client (or a subprocess of ours) at a fake API server."""
+    context_ns = f"    namespace: {namespace}\n" if namespace else ""
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+        f"clusters:\n- name: fake\n  cluster:\n    server: {url}\n"
+        "users:\n- name: fake\n  user:\n    token: fake\n"
+        "contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n" + context_ns
+    )
+    return path
 
 
 class FakeKubernetesAPI(FakeServer):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.local_stack import free_port, stop_group
+from functions.local_stack import _wait_port, free_port, stop_group
 from functions.wiring import Container
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.batch import PoisonMessage
@@ -131,7 +131,7 @@ def test_push_delivery_redelivery_and_gcloud_publish(pubsub_emulator, tmp_path: 
         cwd=REPO, env=env, start_new_session=True, stdout=open(tmp_path / "submit.log", "wb"), stderr=subprocess.STDOUT,
     )
     try:
-        _wait_port(port)
+        _wait_port(port, 60)
         push = f"http://127.0.0.1:{port}/projects/{project}/topics/{topics['TOPIC_TRAIN_SUBMISSIONS']}"
         bus.ensure_push_subscription(topics["TOPIC_TRAIN_SUBMISSIONS"], f"submit-push-{suffix}", push)
         store = SqliteJobStore(db)
@@ -158,12 +158,6 @@ def test_push_delivery_redelivery_and_gcloud_publish(pubsub_emulator, tmp_path: 
         _until(lambda: [j.name for j in store.list(JobQuery(label=("batch_id", "gcloud-batch"))).items] == ["from-gcloud"])
     finally:
         stop_group(proc)
-
-
-def _wait_port(port: int) -> None:
-    from functions.local_stack import _wait_port as wait
-
-    wait(port, 60)
 
 
 def _until(check, timeout: float = 60) -> None:
