@@ -13,11 +13,14 @@ import json
 import logging
 import re
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
-from flask import Request, Response
+from flask import Request as FlaskRequest
+from flask import Response as FlaskResponse
 
 from functions.openapi import openapi_document
+from shared import jsonutil
 from shared.domain.job import Backend, iso
 from shared.domain.status import JobStatus
 from shared.errors import Conflict, FieldError, NotFound, PlatformError, TransientError, ValidationFailed
@@ -58,6 +61,48 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+class Lookup(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+@dataclass
+class Request:
+    """What the routes read of an HTTP request, whichever server parsed it (Flask under
+    functions-framework, or the embedded ASGI server). `headers.get` is case-insensitive; `read(n)`
+    returns at most n bytes of the body."""
+
+    method: str
+    path: str
+    headers: Lookup
+    args: Lookup
+    content_length: int | None
+    read: Callable[[int], bytes]
+
+    @classmethod
+    def from_flask(cls, request: FlaskRequest) -> "Request":
+        if request.content_length is None:
+            read = request.stream.read
+        else:
+            read = lambda limit: request.get_data(cache=True)[:limit]  # noqa: E731
+        return cls(request.method, request.path, request.headers, request.args, request.content_length, read)
+
+
+@dataclass
+class Response:
+    """An answer: JSON bytes, or an iterator of text chunks for a stream (Server-Sent Events)."""
+
+    status: int
+    body: bytes | Iterator[str] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = "application/json"
+
+    def to_flask(self) -> FlaskResponse:
+        resp = FlaskResponse(self.body, status=self.status, mimetype=self.content_type)
+        for k, v in self.headers.items():
+            resp.headers[k] = v
+        return resp
+
+
 class HttpError(Exception):
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
         super().__init__(body.get("error"))
@@ -67,10 +112,7 @@ class HttpError(Exception):
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    resp = Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), status=status, mimetype="application/json")
-    for k, v in (headers or {}).items():
-        resp.headers[k] = v
-    return resp
+    return Response(status, jsonutil.dumps(body), headers or {})
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> str:
@@ -118,7 +160,11 @@ class Api:
         }
 
     # ---- plumbing --------------------------------------------------------------------------------
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, request: FlaskRequest) -> FlaskResponse:
+        """The functions-framework (Flask) entry point."""
+        return self.handle(Request.from_flask(request)).to_flask()
+
+    def handle(self, request: Request) -> Response:
         try:
             resp = self._dispatch(request)
         except HttpError as exc:
@@ -165,7 +211,7 @@ class Api:
         path = request.path.rstrip("/") or "/"
         method = request.method.upper()
         if method == "OPTIONS":
-            return Response(status=204)
+            return Response(204, content_type=None)
         if path != "/health" and not self._authorised(request):
             raise HttpError(401, {"error": "Missing or invalid bearer token."}, {"WWW-Authenticate": "Bearer"})
         handler = self.routes.get((method, path))
@@ -193,7 +239,7 @@ class Api:
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _error(413, f"Request body is larger than {limit} bytes.")
-        raw = request.stream.read(limit + 1) if request.content_length is None else request.get_data(cache=True)
+        raw = request.read(limit + 1)
         if len(raw) > limit:
             raise _error(413, f"Request body is larger than {limit} bytes.")
         if not raw.strip():
@@ -357,10 +403,7 @@ class Api:
             except ValueError:
                 raise ValidationFailed([FieldError("Last-Event-ID", "must be the id of a log event")]) from None
         return Response(
-            self._follow(job_id, after),
-            status=200,
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            200, self._follow(job_id, after), {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, "text/event-stream"
         )
 
     def _follow(self, job_id: str, after: int):

@@ -1,26 +1,24 @@
 """The embedded default: api + launcher + status_sync in one process, SQLite store, in-process bus.
 
 `python -m functions.embedded` (what `make run` starts). Same code paths as the cloud, other adapters.
-functions-framework serves the api with gunicorn (one worker, several threads); the container is built
-inside that worker, after the fork, so the bus threads and local trainer processes live where requests
-are served. On start, jobs a previous run stored but never launched (queued / submitting) are launched
-again; the launcher's idempotency makes that safe.
+The api is served over ASGI (uvicorn, `functions/asgi.py`) in this same process, next to the bus threads
+and the local trainer processes; the deployed function keeps functions-framework's server. On start,
+jobs a previous run stored but never launched (queued / submitting) are launched again; the launcher's
+idempotency makes that safe.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
-from typing import Any
 
 from functions.wiring import Container, build_backends, event_publisher, set_container
 from shared.adapters.inline_bus import InlineBus
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.status import JobStatus
 from shared.service import OP_SUBMIT, iter_jobs, publish_launch
-from shared.settings import REPO_ROOT, Settings
+from shared.settings import Settings
 
 log = logging.getLogger("embedded")
 
@@ -67,25 +65,22 @@ def recover(c: Container) -> int:
 
 
 def main() -> None:
-    import functions_framework
-    from functions_framework._http import create_server
+    from functions.asgi import AsgiApi, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     for problem in settings.config_errors:
         log.error("configuration error: %s", problem)
-    app = functions_framework.create_app(target="api", source=str(REPO_ROOT / "functions" / "main.py"))
-
-    def post_worker_init(worker: Any) -> None:
-        c = build_embedded(settings)
-        set_container(c)
-        # The worker exits through sys.exit after a graceful stop: stop local trainers on the way out.
-        atexit.register(c.shutdown)
-        log.info(
-            "embedded training platform on http://%s:%d (store: %s, bus: inline)", settings.host, settings.port, settings.sqlite_file
-        )
-
-    create_server(app, False, post_worker_init=post_worker_init).run(settings.host, settings.port)
+    c = build_embedded(settings)
+    set_container(c)
+    app = AsgiApi(c.api)
+    log.info("embedded training platform on http://%s:%d (store: %s, bus: inline)", settings.host, settings.port, settings.sqlite_file)
+    try:
+        serve(app, settings.host, settings.port)
+    finally:
+        # A graceful stop (SIGINT / SIGTERM) returns here: stop local trainers on the way out.
+        app.close()
+        c.shutdown()
 
 
 if __name__ == "__main__":

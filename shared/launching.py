@@ -1,8 +1,8 @@
 """The launcher's use case: turn a queued job into exactly one submission on its backend.
 
 Exactly once, with at-least-once delivery:
-- the job is read first; one that is already submitted, cancelling or terminal is skipped (ack);
-- `queued -> submitting` is a compare-and-set; a job left `submitting` by a crash is submitted again,
+- `queued -> submitting` is a compare-and-set that also reads the job: one that is already submitted,
+  cancelling or terminal is skipped (ack); a job left `submitting` by a crash is submitted again,
   and the backend adopts what an earlier attempt created (every backend name derives from the job id);
 - `TransientError` propagates (the message is redelivered with backoff); `PermanentError` marks the job
   `failed` with its reason and class, and the message is acked;
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def _begin(now: Any):
     def mutate(job: Job) -> Job | None:
-        if job.status is JobStatus.QUEUED:
+        if job.status is JobStatus.QUEUED and not job.cancel_requested:
             return job.replace(status=JobStatus.SUBMITTING, updated_at=now)
         return None
 
@@ -54,18 +54,15 @@ class Launcher:
             raise PermanentError(f"unknown op {op!r}", reason="MalformedMessage")
 
     def submit(self, job_id: str, env: dict[str, str]) -> Job | None:
-        job = self.store.get(job_id)
+        # One compare-and-set both reads the job and claims it: queued -> submitting. A job already
+        # `submitting` (an earlier attempt died mid-launch) is returned as it is and submitted again.
+        job = self.store.update(job_id, _begin(self.clock.now()))
         if job is None:
             log.warning("launch for unknown job %s: acked", job_id)
             return None
-        if job.status not in (JobStatus.QUEUED, JobStatus.SUBMITTING):
+        if job.status is not JobStatus.SUBMITTING or job.cancel_requested:
             log.info("job %s is %s: nothing to launch", job_id, job.status)
             return job
-        if job.cancel_requested:
-            return job
-        job = self.store.update(job_id, _begin(self.clock.now())) or job
-        if job.status is not JobStatus.SUBMITTING:
-            return job  # someone else moved it on (cancelled, failed) between the read and the write
         backend = self.backends.get(job.backend)
         try:
             if backend is None:

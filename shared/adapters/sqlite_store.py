@@ -1,8 +1,11 @@
 """SQLite job store: the embedded default. WAL, one connection per thread, survives restarts.
 
-Compare-and-set: every state write runs in `BEGIN IMMEDIATE` (one writer at a time), re-reads the row,
-applies the pure mutation and writes with `WHERE version = ?`. Log lines and timeline events live in
-their own tables keyed by (job, seq), so a job with 100k lines costs nothing to list.
+Compare-and-set, optimistic: a state write reads the row, applies the pure mutation and writes with
+`WHERE version = ?` (one statement, or one `BEGIN IMMEDIATE` transaction with the job's log lines and
+events); a write that lost the race reads again. Mutations may therefore run more than once (as in a
+Firestore transaction): they are pure. Writers in this process take turns on a lock held only for the
+write itself. Log lines and timeline events live in their own tables keyed by (job, seq), so a job with
+100k lines costs nothing to list.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from shared import jsonutil
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
 from shared.domain.job import Job, LogLine, clip_tail
-from shared.errors import Conflict, ValidationFailed, FieldError
+from shared.errors import Conflict, FieldError, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
 
 _SCHEMA = """
@@ -28,13 +32,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     backend TEXT NOT NULL,
     name TEXT NOT NULL,
     version INTEGER NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    external_key TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_backend ON jobs (backend, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_external_key ON jobs (backend, json_extract(doc, '$.externalKey'));
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -67,12 +71,20 @@ CREATE TABLE IF NOT EXISTS events (
 
 
 def _ts_out(value: datetime) -> str:
-    # Fixed width, UTC: sorts lexicographically in time order.
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Fixed width (microseconds always written), UTC: sorts lexicographically in time order.
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _ts_in(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(value)  # 3.11 reads the trailing Z as UTC (strptime is ~20x slower)
+
+
+# A write that loses a compare-and-set race re-reads and tries again, this many times in all.
+CAS_ATTEMPTS = 100
+
+
+class _LostRace(Exception):
+    pass
 
 
 class SqliteJobStore:
@@ -86,7 +98,26 @@ class SqliteJobStore:
         # One writer at a time inside this process: threads queue on a lock instead of meeting
         # SQLITE_BUSY, whose retry sleeps (up to 100 ms each) would dominate latency under load.
         self._write_lock = threading.Lock()
-        self._conn().executescript(_SCHEMA)
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        self._migrate(conn)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Databases written before `external_key` became a column (it was an expression index over the
+        document, re-parsed on every write) get the column, filled from the documents."""
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if "external_key" not in columns:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("ALTER TABLE jobs ADD COLUMN external_key TEXT")
+                conn.execute("UPDATE jobs SET external_key = json_extract(doc, '$.externalKey')")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        conn.execute("DROP INDEX IF EXISTS jobs_external_key")
+        conn.execute("CREATE INDEX IF NOT EXISTS jobs_backend_external_key ON jobs (backend, external_key)")
 
     # ---- connections -----------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -119,12 +150,25 @@ class SqliteJobStore:
             self._local.conn = None
 
     # ---- jobs ------------------------------------------------------------------------------------
+    INSERT = "INSERT INTO jobs (id, created_at, status, backend, name, version, doc, external_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
     @staticmethod
     def _row(job: Job) -> tuple:
         rec = to_record(job, _ts_out)
-        return (job.id, rec["createdAt"], job.status.value, job.backend.value, job.name, job.version, json.dumps(rec))
+        doc = jsonutil.dumps(rec).decode()
+        return (job.id, rec["createdAt"], job.status.value, job.backend.value, job.name, job.version, doc, rec["externalKey"])
 
     def create(self, job: Job, idempotency_key: str | None = None) -> IdempotentCreate:
+        if idempotency_key is None:
+            job = job.replace(version=1)
+            row = self._row(job)
+            conn = self._conn()
+            try:
+                with self._write_lock:
+                    conn.execute(self.INSERT, row)  # one statement: its own transaction
+            except sqlite3.IntegrityError:
+                raise Conflict(f"job {job.id} already exists") from None
+            return IdempotentCreate(job, created=True)
         with self._tx() as db:
             if idempotency_key is not None:
                 row = db.execute(
@@ -139,7 +183,7 @@ class SqliteJobStore:
                     return IdempotentCreate(existing, created=False)
             job = job.replace(version=1)
             try:
-                db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(job))
+                db.execute(self.INSERT, self._row(job))
             except sqlite3.IntegrityError:
                 raise Conflict(f"job {job.id} already exists") from None
             if idempotency_key is not None:
@@ -151,7 +195,7 @@ class SqliteJobStore:
     @staticmethod
     def _get(db: sqlite3.Connection, job_id: str) -> Job | None:
         row = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else from_record(json.loads(row[0]), _ts_in)
+        return None if row is None else from_record(jsonutil.loads(row[0]), _ts_in)
 
     def get(self, job_id: str) -> Job | None:
         return self._get(self._conn(), job_id)
@@ -178,26 +222,32 @@ class SqliteJobStore:
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         params.append(query.limit + 1)
         rows = self._conn().execute(sql, params).fetchall()
-        jobs = [from_record(json.loads(r[0]), _ts_in) for r in rows[: query.limit]]
+        jobs = [from_record(jsonutil.loads(r[0]), _ts_in) for r in rows[: query.limit]]
         next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > query.limit else None
         return Page(jobs, next_cursor)
 
     def update(self, job_id: str, mutate: Mutation) -> Job | None:
-        with self._tx() as db:
-            current = self._get(db, job_id)
+        """Optimistic compare-and-set: read, mutate, then one `UPDATE ... WHERE version = ?`; a write that
+        lost the race re-reads and mutates again. The write lock is held for that one statement only, so
+        no thread waits while another decodes, mutates and encodes a job."""
+        conn = self._conn()
+        for _ in range(CAS_ATTEMPTS):
+            current = self._get(conn, job_id)
             if current is None:
                 return None
             new = mutate(current)
             if new is None or new == current:
                 return current
             new = new.replace(version=current.version + 1)
-            cur = db.execute(
-                "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ? WHERE id = ? AND version = ?",
-                (new.status.value, new.name, new.version, self._row(new)[6], job_id, current.version),
-            )
-            if cur.rowcount != 1:  # pragma: no cover - BEGIN IMMEDIATE holds the write lock
-                raise Conflict(f"job {job_id} changed during update")
-            return new
+            row = self._row(new)
+            with self._write_lock:
+                cur = conn.execute(
+                    "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ?, external_key = ? WHERE id = ? AND version = ?",
+                    (row[2], row[4], row[5], row[6], row[7], job_id, current.version),
+                )
+            if cur.rowcount == 1:
+                return new
+        raise TransientError(f"job {job_id} kept changing: {CAS_ATTEMPTS} compare-and-set attempts lost")
 
     # ---- logs and events -------------------------------------------------------------------------
     def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
@@ -206,38 +256,51 @@ class SqliteJobStore:
         return job.log_count if job is not None else 0
 
     def apply(self, job_id: str, decide: LogMutation, max_tail_chars: int) -> Job | None:
-        with self._tx() as db:
-            current = self._get(db, job_id)
+        """Like `update`, optimistic: the job's row is written first with `WHERE version = ?`, and its log
+        lines and events in the same transaction; a lost race rolls back and decides again."""
+        conn = self._conn()
+        for _ in range(CAS_ATTEMPTS):
+            current = self._get(conn, job_id)
             if current is None:
                 return None
             new, lines, events = _unpack(decide(current))
             new = new or current
+            log_rows: list[tuple] = []
+            event_rows: list[tuple] = []
             if lines:
                 start = current.log_count
                 numbered = [
                     LogLine(timestamp=line.timestamp, stream=line.stream, message=line.message, seq=start + i + 1)
                     for i, line in enumerate(lines)
                 ]
-                db.executemany(
-                    "INSERT INTO logs VALUES (?, ?, ?, ?, ?)",
-                    [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in numbered],
-                )
+                log_rows = [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in numbered]
                 new = new.replace(log_count=start + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
             if events:
                 first = current.event_count
-                db.executemany(
-                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                    [(job_id, first + i + 1, _ts_out(e.at), e.kind, json.dumps(e.data, sort_keys=True)) for i, e in enumerate(events)],
-                )
+                event_rows = [
+                    (job_id, first + i + 1, _ts_out(e.at), e.kind, json.dumps(e.data, sort_keys=True)) for i, e in enumerate(events)
+                ]
                 new = new.replace(event_count=first + len(events))
             if new == current:
                 return current
             new = new.replace(version=current.version + 1)
-            db.execute(
-                "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ? WHERE id = ?",
-                (new.status.value, new.name, new.version, self._row(new)[6], job_id),
-            )
+            row = self._row(new)
+            try:
+                with self._tx() as db:
+                    cur = db.execute(
+                        "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ?, external_key = ? WHERE id = ? AND version = ?",
+                        (row[2], row[4], row[5], row[6], row[7], job_id, current.version),
+                    )
+                    if cur.rowcount != 1:
+                        raise _LostRace
+                    if log_rows:
+                        db.executemany("INSERT INTO logs VALUES (?, ?, ?, ?, ?)", log_rows)
+                    if event_rows:
+                        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", event_rows)
+            except _LostRace:
+                continue
             return new
+        raise TransientError(f"job {job_id} kept changing: {CAS_ATTEMPTS} compare-and-set attempts lost")
 
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         rows = self._conn().execute(
@@ -258,9 +321,9 @@ class SqliteJobStore:
 
     def find_by_external_key(self, backend: str, key: str) -> Job | None:
         row = self._conn().execute(
-            "SELECT doc FROM jobs WHERE backend = ? AND json_extract(doc, '$.externalKey') = ? LIMIT 1", (backend, key)
+            "SELECT doc FROM jobs WHERE backend = ? AND external_key = ? LIMIT 1", (backend, key)
         ).fetchone()
-        return None if row is None else from_record(json.loads(row[0]), _ts_in)
+        return None if row is None else from_record(jsonutil.loads(row[0]), _ts_in)
 
     def record_rejection(self, rejection: Rejection) -> bool:
         doc = {"error": rejection.error, "errors": rejection.errors, "at": _ts_out(rejection.at), "messageId": rejection.message_id}

@@ -73,7 +73,7 @@ def fill_sqlite(path: Path, n: int, start_index: int) -> None:
     store = SqliteJobStore(path)
     conn = store._conn()
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", [store._row(j) for j in make_jobs(n, start_index)])
+    conn.executemany(store.INSERT, [store._row(j) for j in make_jobs(n, start_index)])
     conn.execute("COMMIT")
     store.close()
 

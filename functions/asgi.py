@@ -1,0 +1,199 @@
+"""The api over ASGI: how the embedded default serves HTTP (uvicorn, one process, one event loop).
+
+The deployed `api` function runs under functions-framework's Flask/gunicorn server (`functions/main.py`);
+the embedded default serves the same `Api.handle` through this adapter instead, because its store and bus
+are in-process. A gunicorn thread pool spends more time handing requests between threads than our routes
+take to answer, and the in-process launcher needs the same interpreter's time.
+
+- Routes run on the event loop itself: the embedded store (SQLite) and bus (in-process queue) answer in
+  microseconds, so there is nothing to wait for that a thread would hide. Do not serve an `Api` whose
+  store or bus goes over the network through this adapter.
+- A body over the limit is refused (413) from its Content-Length before a byte is read; a chunked body
+  is read up to the limit + 1 byte, and the route refuses it.
+- Streams (`follow=true` Server-Sent Events) are generators that poll the store and sleep: they run on a
+  thread pool of their own, a chunk at a time, and stop when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, Iterator
+from urllib.parse import parse_qsl
+
+from functions.api import Api, Request, Response
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_END = object()
+_INTERNAL_ERROR = b'{"error":"Internal error."}'
+
+
+class Headers:
+    """Case-insensitive `get` over ASGI's raw header list; repeated headers are joined with ', '."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]):
+        values: dict[str, str] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            values[key] = f"{values[key]}, {text}" if key in values else text
+        self._values = values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key.lower(), default)
+
+
+class Args:
+    """Query arguments: `get` gives the first value of a name, as Flask's `request.args` does."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, query_string: bytes):
+        values: dict[str, str] = {}
+        if query_string:
+            for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+                values.setdefault(name, value)
+        self._values = values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+
+def _content_length(headers: Headers) -> int | None:
+    raw = headers.get("content-length")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+class AsgiApi:
+    def __init__(self, api: Api, *, stream_threads: int = 64):
+        self.api = api
+        self.max_body_bytes = api.settings.max_body_bytes
+        self._streams = ThreadPoolExecutor(max_workers=stream_threads, thread_name_prefix="sse")
+
+    def close(self) -> None:
+        self._streams.shutdown(wait=False, cancel_futures=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        headers = Headers(scope["headers"])
+        length = _content_length(headers)
+        body = b""
+        if length is None or length <= self.max_body_bytes:
+            body = await self._read_body(receive)
+        request = Request(
+            method=scope["method"],
+            path=scope["path"],  # already percent-decoded, as Flask's request.path
+            headers=headers,
+            args=Args(scope.get("query_string", b"")),
+            content_length=length,
+            read=lambda n: body[:n],
+        )
+        try:
+            response = self.api.handle(request)
+        except Exception:  # noqa: BLE001 - Api.handle answers every error itself; this is the last guard
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            await _send_bytes(send, 500, _INTERNAL_ERROR, {}, "application/json")
+            return
+        if isinstance(response.body, (bytes, bytearray)):
+            await _send_bytes(send, response.status, bytes(response.body), response.headers, response.content_type)
+        else:
+            await self._stream(response, receive, send)
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The body, up to the limit + 1 byte (enough for the route to see it is too large)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            if size <= self.max_body_bytes:
+                chunks.append(chunk)
+                size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _stream(self, response: Response, receive: Receive, send: Send) -> None:
+        iterator: Iterator[str] = response.body  # type: ignore[assignment]
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        loop = asyncio.get_running_loop()
+        await send({"type": "http.response.start", "status": response.status, "headers": _header_list(response.headers, response.content_type)})
+        try:
+            while not gone.is_set():
+                chunk = await loop.run_in_executor(self._streams, next, iterator, _END)
+                if chunk is _END or gone.is_set():
+                    break
+                await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
+            if not gone.is_set():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                await loop.run_in_executor(self._streams, close)
+
+
+def _header_list(headers: dict[str, str], content_type: str | None) -> list[tuple[bytes, bytes]]:
+    out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if content_type is not None:
+        if content_type.startswith("text/"):
+            content_type += "; charset=utf-8"
+        out.append((b"content-type", content_type.encode("latin-1")))
+    return out
+
+
+async def _send_bytes(send: Send, status: int, body: bytes, headers: dict[str, str], content_type: str | None) -> None:
+    header_list = _header_list(headers, content_type)
+    header_list.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": header_list})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def serve(app: AsgiApi, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn's graceful stop), with uvloop and httptools when installed."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=host, port=port, lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
