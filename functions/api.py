@@ -14,18 +14,19 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Protocol
 
 from flask import Request as FlaskRequest
 from flask import Response as FlaskResponse
 
 from functions.openapi import openapi_document
 from shared import jsonutil
-from shared.domain.job import Backend, iso
+from shared.domain.job import Backend, Job, iso
 from shared.domain.status import JobStatus
+from shared.domain.request import NormalisedRequest
 from shared.errors import Conflict, FieldError, NotFound, PlatformError, TransientError, ValidationFailed
-from shared.ports import JobQuery, JobStore
-from shared.service import PublishFailed, TrainingService, iter_jobs
+from shared.ports import IdempotentCreate, JobQuery, JobStore
+from shared.service import PublishFailed, Submitted, TrainingService, iter_jobs
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ def _depth(value: Any, limit: int) -> int:
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
     return deepest
+
+
+# Store a new job, then run the callback on the outcome on the loop: functions/asgi.py's group commit.
+AsyncCreate = Callable[[Job, "str | None", Callable[[IdempotentCreate], Any]], Awaitable[Any]]
 
 
 class Lookup(Protocol):
@@ -167,22 +172,47 @@ class Api:
     def handle(self, request: Request) -> Response:
         try:
             resp = self._dispatch(request)
-        except HttpError as exc:
-            resp = _json(exc.status, exc.body, exc.headers)
-        except ValidationFailed as exc:
-            resp = _json(400, exc.to_body())
-        except Conflict as exc:
-            resp = _json(409, {"error": str(exc)})
-        except NotFound as exc:
-            resp = _json(404, {"error": str(exc)})
-        except TransientError as exc:
-            log.warning("transient failure on %s %s: %s", request.method, request.path, exc)
-            resp = _json(503, {"error": "The service is temporarily unavailable; retry shortly."}, {"Retry-After": "1"})
-        except Exception:  # noqa: BLE001 - never an HTML 500
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            resp = _json(500, {"error": "Internal error."})
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
+            resp = self._failure(request, exc)
         self._cors(request, resp)
         return resp
+
+    async def handle_async(self, request: Request, create: AsyncCreate) -> Response:
+        """The embedded ASGI server's entry: `POST /train` stores its job through `create` (the group
+        commit: the event loop goes on serving while the batch is written); every other route is
+        `handle`, on the caller's thread."""
+        if request.method.upper() != "POST" or (request.path.rstrip("/") or "/") != "/train":
+            return self.handle(request)
+        try:
+            self._check_token(request)
+            job, req, key = self._train_prepare(request)
+            submitted = await create(job, key, lambda result: self.service.finish_submission(req, result))
+            resp = self._train_answer(submitted)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
+            resp = self._failure(request, exc)
+        self._cors(request, resp)
+        return resp
+
+    def _failure(self, request: Request, exc: BaseException) -> Response:
+        if isinstance(exc, HttpError):
+            return _json(exc.status, exc.body, exc.headers)
+        if isinstance(exc, ValidationFailed):
+            return _json(400, exc.to_body())
+        if isinstance(exc, PublishFailed):
+            return _json(
+                503,
+                {"error": "The job was recorded but could not be queued for launch; it is marked failed.", "job": exc.job.to_summary()},
+                {"Retry-After": "1"},
+            )
+        if isinstance(exc, Conflict):
+            return _json(409, {"error": str(exc)})
+        if isinstance(exc, NotFound):
+            return _json(404, {"error": str(exc)})
+        if isinstance(exc, TransientError):
+            log.warning("transient failure on %s %s: %s", request.method, request.path, exc)
+            return _json(503, {"error": "The service is temporarily unavailable; retry shortly."}, {"Retry-After": "1"})
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)  # never an HTML 500
+        return _json(500, {"error": "Internal error."})
 
     def _cors(self, request: Request, resp: Response) -> None:
         origin = request.headers.get("Origin")
@@ -207,13 +237,17 @@ class Api:
             ok |= hmac.compare_digest(given, expected)
         return ok
 
+    def _check_token(self, request: Request) -> None:
+        if not self._authorised(request):
+            raise HttpError(401, {"error": "Missing or invalid bearer token."}, {"WWW-Authenticate": "Bearer"})
+
     def _dispatch(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
         method = request.method.upper()
         if method == "OPTIONS":
             return Response(204, content_type=None)
-        if path != "/health" and not self._authorised(request):
-            raise HttpError(401, {"error": "Missing or invalid bearer token."}, {"WWW-Authenticate": "Bearer"})
+        if path != "/health":
+            self._check_token(request)
         handler = self.routes.get((method, path))
         if handler is not None:
             return handler(request)
@@ -292,6 +326,11 @@ class Api:
         return _json(200 if reachable else 503, body)
 
     def train(self, request: Request) -> Response:
+        job, req, key = self._train_prepare(request)
+        return self._train_answer(self.service.finish_submission(req, self.store.create(job, key)))
+
+    def _train_prepare(self, request: Request) -> tuple[Job, NormalisedRequest, str | None]:
+        """Read and validate the body: the job to store, its normalised request and its Idempotency-Key."""
         # Any content type is read as JSON (curl's default form type included): the body decides.
         body = self._read_json(request)
         key = request.headers.get("Idempotency-Key")
@@ -299,14 +338,10 @@ class Api:
             key = key.strip()
             if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
                 raise ValidationFailed([FieldError("Idempotency-Key", f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters")])
-        try:
-            result = self.service.submit_training(body, idempotency_key=key)
-        except PublishFailed as exc:
-            return _json(
-                503,
-                {"error": "The job was recorded but could not be queued for launch; it is marked failed.", "job": exc.job.to_summary()},
-                {"Retry-After": "1"},
-            )
+        job, req = self.service.prepare(body, idempotency_key=key)
+        return job, req, key
+
+    def _train_answer(self, result: Submitted) -> Response:
         headers = {"Location": f"/jobs/{result.job.id}"}
         if not result.created:
             headers["Idempotent-Replayed"] = "true"
@@ -418,15 +453,18 @@ class Api:
                 yield _sse("end", {"reason": "deleted"})
                 return
             final = job.is_final()  # read before the lines: lines written before the final state are drained
+            quiet = True
             while True:
                 lines = self.store.get_logs(job_id, after=after, limit=MAX_LOG_PAGE)
                 for line in lines:
                     yield _sse("log", line.to_api(), event_id=str(line.seq))
                     after = line.seq
+                    quiet = False
                 if len(lines) < MAX_LOG_PAGE:
                     break
             if job.status.value != last_status:
                 last_status = job.status.value
+                quiet = False
                 yield _sse("status", {"status": last_status, "statusReason": job.status_reason, "progress": job.progress})
             if final:
                 yield _sse("end", {"status": job.status.value, "lastSeq": after})
@@ -434,6 +472,10 @@ class Api:
             if self.clock_monotonic() > deadline:
                 yield _sse("timeout", {"lastSeq": after, "hint": "reconnect with Last-Event-ID"})
                 return
+            if quiet:
+                # A comment line (ignored by EventSource): keeps proxies from timing the stream out, and
+                # lets the server notice a follower that went away while the job is quiet.
+                yield ": keepalive\n\n"
             self.sleep(self.follow_poll_seconds)
 
     def submission(self, request: Request, batch_id: str) -> Response:

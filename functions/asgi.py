@@ -8,6 +8,8 @@ take to answer, and the in-process launcher needs the same interpreter's time.
 - Routes run on the event loop itself: the embedded store (SQLite) and bus (in-process queue) answer in
   microseconds, so there is nothing to wait for that a thread would hide. Do not serve an `Api` whose
   store or bus goes over the network through this adapter.
+- Writes are where SQLite spends its time (each commit rewrites every page it touched), so `POST /train`
+  stores its job through a group commit: the request waits for its batch without blocking the loop.
 - A body over the limit is refused (413) from its Content-Length before a byte is read; a chunked body
   is read up to the limit + 1 byte, and the route refuses it.
 - Streams (`follow=true` Server-Sent Events) are generators that poll the store and sleep: they run on a
@@ -23,6 +25,8 @@ from typing import Any, Awaitable, Callable, Iterator
 from urllib.parse import parse_qsl
 
 from functions.api import Api, Request, Response
+from shared.domain.job import Job
+from shared.ports import IdempotentCreate, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +82,76 @@ def _content_length(headers: Headers) -> int | None:
     return value if value >= 0 else None
 
 
+class GroupCommit:
+    """New jobs from the event loop, stored together. A request's job joins the pending batch and the
+    request waits without holding the loop; one thread writes a batch at a time (`create_many`: one
+    transaction), and whatever arrived meanwhile is the next batch. Under load a commit carries dozens
+    of jobs, so the api's throughput is not one commit per request.
+
+    `then` runs on the loop as soon as its item is stored (the launch is published there), so an item
+    that was committed is always followed up, even if its request is gone."""
+
+    def __init__(self, store: JobStore, *, max_batch: int = 256):
+        self.store = store
+        self.max_batch = max_batch
+        self._pending: list[tuple[Job, str | None, Callable[[IdempotentCreate], Any], asyncio.Future]] = []
+        self._writing = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
+        self.batches = 0
+        self.items = 0
+
+    async def create(self, job: Job, key: str | None, then: Callable[[IdempotentCreate], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((job, key, then, future))
+        if not self._writing:
+            self._writing = True
+            # On the next turn of the loop: requests already read in this turn join the same batch.
+            loop.call_soon(self._write, loop)
+        return await asyncio.shield(future)
+
+    def _write(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        self.batches += 1
+        self.items += len(batch)
+        work = self._writer.submit(self.store.create_many, [(job, key) for job, key, _, _ in batch])
+        work.add_done_callback(lambda done: loop.call_soon_threadsafe(self._written, loop, batch, done))
+
+    def _written(self, loop: asyncio.AbstractEventLoop, batch: list, done: Any) -> None:
+        failed = done.exception()
+        outcomes = done.result() if failed is None else [failed] * len(batch)
+        for (_, _, then, future), outcome in zip(batch, outcomes):
+            try:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                value, error = then(outcome), None
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting request
+                value, error = None, exc
+            if future.cancelled():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+        if self._pending:
+            self._write(loop)
+        else:
+            self._writing = False
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+
+
 class AsgiApi:
     def __init__(self, api: Api, *, stream_threads: int = 64):
         self.api = api
         self.max_body_bytes = api.settings.max_body_bytes
+        self.group_commit = GroupCommit(api.store)
         self._streams = ThreadPoolExecutor(max_workers=stream_threads, thread_name_prefix="sse")
 
     def close(self) -> None:
         self._streams.shutdown(wait=False, cancel_futures=True)
+        self.group_commit.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -107,7 +173,7 @@ class AsgiApi:
             read=lambda n: body[:n],
         )
         try:
-            response = self.api.handle(request)
+            response = await self.api.handle_async(request, self.group_commit.create)
         except Exception:  # noqa: BLE001 - Api.handle answers every error itself; this is the last guard
             log.exception("unhandled error on %s %s", request.method, request.path)
             await _send_bytes(send, 500, _INTERNAL_ERROR, {}, "application/json")
@@ -173,7 +239,8 @@ def _header_list(headers: dict[str, str], content_type: str | None) -> list[tupl
 
 async def _send_bytes(send: Send, status: int, body: bytes, headers: dict[str, str], content_type: str | None) -> None:
     header_list = _header_list(headers, content_type)
-    header_list.append((b"content-length", str(len(body)).encode()))
+    if status >= 200 and status not in (204, 304):  # RFC 9110 8.6: never a Content-Length on 1xx / 204
+        header_list.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": header_list})
     await send({"type": "http.response.body", "body": body})
 

@@ -28,7 +28,7 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
     bus = InlineBus(max_attempts=settings.launch_max_attempts, retry_base_seconds=settings.launch_retry_base_seconds)
 
     c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)))
-    bus.subscribe(settings.topic_train_requests, c.launcher.handle, dead_letter=c.launcher.dead_letter)
+    bus.subscribe(settings.topic_train_requests, c.launcher.handle, dead_letter=c.launcher.dead_letter, batch_handler=c.launcher.handle_batch)
     bus.subscribe(settings.topic_training_events, c.status_sync.handle)
     bus.subscribe(
         settings.topic_train_submissions,

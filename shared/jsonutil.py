@@ -1,15 +1,18 @@
 """JSON on the hot paths (stored job documents, api answers): orjson when it can, the standard library
 when it can't, with the same result either way.
 
-orjson is ~5-10x faster. It refuses to write integers beyond 64 bits and non-string keys, and to read
-NaN: those rare values fall back to `json`. One difference remains: an integer beyond 64 bits that was
-written reads back as a float (no stored field holds one; only a trainer's progress numbers could).
+orjson is ~5-10x faster. It refuses to write integers beyond 64 bits, non-string keys and lone
+surrogates, and to read NaN: those rare values fall back to `json`, which then writes what orjson would
+have (NaN as null). Differences that remain: an integer beyond 64 bits that was written reads back as a
+float (no stored field holds one; only a trainer's progress numbers could), and a float may be spelled
+differently (`1e-07` / `1e-7`) for the same value.
 Request bodies are parsed with `json` (`functions/api.py`), where such an integer must stay exact.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 try:
@@ -18,14 +21,29 @@ except ImportError:  # pragma: no cover - orjson is a dependency; this keeps a b
     orjson = None  # type: ignore[assignment]
 
 
-def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON (no spaces, non-ASCII kept as is)."""
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact UTF-8 JSON (no spaces, non-ASCII kept as is). NaN and infinities are written as null, as
+    orjson does; a string with a lone surrogate (valid JSON input, not text) is written escaped."""
     if orjson is not None:
         try:
-            return orjson.dumps(value)
-        except TypeError:  # orjson.JSONEncodeError: a >64-bit int, a non-str key, an unknown type
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+        except TypeError:  # orjson.JSONEncodeError: a >64-bit int, a non-str key, a lone surrogate
             pass
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    value = _finite(value)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys).encode()
+    except UnicodeEncodeError:  # a lone surrogate: \uXXXX escapes keep the text valid JSON
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True, sort_keys=sort_keys).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def loads(raw: bytes | str) -> Any:

@@ -12,7 +12,7 @@ Exactly once, with at-least-once delivery:
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
@@ -34,6 +34,25 @@ def _begin(now: Any):
     return mutate
 
 
+def _submitted(submission: Any, now: Any):
+    def done(current: Job) -> Job | None:
+        changes: dict[str, Any] = {
+            "external_id": submission.external_id,
+            "command": submission.command or current.command,
+            "manifest": submission.manifest,
+            "dry_run": submission.dry_run,
+            "updated_at": now,
+        }
+        if current.status is JobStatus.SUBMITTING:
+            changes["status"] = JobStatus.SUBMITTED
+            changes["status_reason"] = submission.status_reason
+        elif current.external_id == submission.external_id:
+            return None
+        return current.replace(**changes)
+
+    return done
+
+
 class Launcher:
     def __init__(self, *, store: JobStore, backends: Mapping[BackendKind, Backend], clock: Any | None = None):
         self.store = store
@@ -53,47 +72,76 @@ class Launcher:
         else:
             raise PermanentError(f"unknown op {op!r}", reason="MalformedMessage")
 
+    def handle_batch(self, messages: Sequence[Message]) -> list[BaseException | None]:
+        """Several messages at once (the inline bus's batches): the submits share one compare-and-set
+        that claims their jobs and one that records their submissions; anything else goes through
+        `handle`. One outcome per message: None (ack) or the exception to retry it with."""
+        outcomes: list[BaseException | None] = [None] * len(messages)
+        submits: dict[str, dict[str, str]] = {}
+        index: dict[str, int] = {}
+        for i, message in enumerate(messages):
+            data = message.data if isinstance(message.data, dict) else {}
+            job_id = data.get("job_id")
+            if data.get("op", OP_SUBMIT) == OP_SUBMIT and isinstance(job_id, str) and job_id not in submits:
+                submits[job_id] = data.get("env") or {}
+                index[job_id] = i
+                continue
+            try:
+                self.handle(message)
+            except Exception as exc:  # noqa: BLE001 - the bus decides: retry or dead-letter
+                outcomes[i] = exc
+        if submits:
+            for job_id, exc in self._submit_many(submits)[1].items():
+                outcomes[index[job_id]] = exc
+        return outcomes
+
     def submit(self, job_id: str, env: dict[str, str]) -> Job | None:
-        # One compare-and-set both reads the job and claims it: queued -> submitting. A job already
+        jobs, retry = self._submit_many({job_id: env})
+        if job_id in retry:
+            raise retry[job_id]
+        return jobs[job_id]
+
+    def _submit_many(self, envs: Mapping[str, dict[str, str]]) -> tuple[dict[str, Job | None], dict[str, Exception]]:
+        """Launch each job once. Returns every job as it now is, and the launches to retry with why."""
+        # One compare-and-set both reads each job and claims it: queued -> submitting. A job already
         # `submitting` (an earlier attempt died mid-launch) is returned as it is and submitted again.
-        job = self.store.update(job_id, _begin(self.clock.now()))
-        if job is None:
-            log.warning("launch for unknown job %s: acked", job_id)
-            return None
-        if job.status is not JobStatus.SUBMITTING or job.cancel_requested:
-            log.info("job %s is %s: nothing to launch", job_id, job.status)
-            return job
-        backend = self.backends.get(job.backend)
-        try:
-            if backend is None:
-                raise PermanentError(f"the {job.backend.value} backend is not available in this deployment", reason="BackendUnavailable", failure_class=FailureClass.INFRA.value)
-            submission = backend.submit(job, env)
-        except PermanentError as exc:
-            fc = FailureClass(exc.failure_class) if exc.failure_class else FailureClass.USER
-            log.error("job %s failed permanently at launch: %s", job_id, exc)
-            return self.store.update(job_id, mark_failed(exc.reason, str(exc), fc, self.clock.now()))
-
-        now = self.clock.now()
-
-        def done(current: Job) -> Job | None:
-            changes: dict[str, Any] = {
-                "external_id": submission.external_id,
-                "command": submission.command or current.command,
-                "manifest": submission.manifest,
-                "dry_run": submission.dry_run,
-                "updated_at": now,
-            }
-            if current.status is JobStatus.SUBMITTING:
-                changes["status"] = JobStatus.SUBMITTED
-                changes["status_reason"] = submission.status_reason
-            elif current.external_id == submission.external_id:
-                return None
-            return current.replace(**changes)
-
-        job = self.store.update(job_id, done)
-        if job is not None and job.status is JobStatus.CANCELLING and backend is not None:
-            backend.cancel(job)
-        return job
+        claimed = self.store.update_many({job_id: _begin(self.clock.now()) for job_id in envs})
+        retry: dict[str, Exception] = {}
+        finish: dict[str, Callable[[Job], Job | None]] = {}
+        for job_id, job in claimed.items():
+            if job is None:
+                log.warning("launch for unknown job %s: acked", job_id)
+                continue
+            if job.status is not JobStatus.SUBMITTING or job.cancel_requested:
+                log.info("job %s is %s: nothing to launch", job_id, job.status)
+                continue
+            backend = self.backends.get(job.backend)
+            try:
+                if backend is None:
+                    raise PermanentError(
+                        f"the {job.backend.value} backend is not available in this deployment",
+                        reason="BackendUnavailable",
+                        failure_class=FailureClass.INFRA.value,
+                    )
+                submission = backend.submit(job, envs[job_id])
+            except PermanentError as exc:
+                fc = FailureClass(exc.failure_class) if exc.failure_class else FailureClass.USER
+                log.error("job %s failed permanently at launch: %s", job_id, exc)
+                finish[job_id] = mark_failed(exc.reason, str(exc), fc, self.clock.now())
+                continue
+            except Exception as exc:  # noqa: BLE001 - transient (or unknown): the message is retried
+                retry[job_id] = exc
+                continue
+            finish[job_id] = _submitted(submission, self.clock.now())
+        jobs = dict(claimed)
+        if finish:
+            known = {job_id: claimed[job_id] for job_id in finish if claimed.get(job_id) is not None}
+            for job_id, job in self.store.update_many(finish, known=known).items():
+                jobs[job_id] = job
+                backend = self.backends.get(job.backend) if job is not None else None
+                if job is not None and job.status is JobStatus.CANCELLING and backend is not None:
+                    backend.cancel(job)  # a cancel arrived while it was being submitted
+        return jobs, retry
 
     def cancel(self, job_id: str) -> Job | None:
         """Stop what the backend runs. Messages of one job arrive in order (ordering key = job id), so a

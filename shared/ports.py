@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.domain.job import Job, LogLine
 
@@ -81,6 +81,11 @@ class JobStore(Protocol):
         """Store a new job. With a key already used: the same request hash returns the first job
         (created=False); another hash raises Conflict. A job id that exists raises Conflict."""
 
+    def create_many(self, items: Sequence[tuple[Job, str | None]]) -> list[IdempotentCreate | Exception]:
+        """`create` for several (job, idempotency key) pairs, in order, as if one after another; the
+        store may commit them together (group commit). One outcome per item: its result, or the
+        exception `create` would have raised (Conflict, TransientError)."""
+
     def get(self, job_id: str) -> Job | None: ...
 
     def list(self, query: JobQuery) -> Page:
@@ -89,6 +94,13 @@ class JobStore(Protocol):
     def update(self, job_id: str, mutate: Mutation) -> Job | None:
         """Compare-and-set: read the job, apply `mutate`, write only if the job did not change meanwhile
         (retrying the read on a race). Returns the job as stored afterwards; None if there is no such job."""
+
+    def update_many(self, mutations: Mapping[str, Mutation], *, known: Mapping[str, Job] | None = None) -> dict[str, Job | None]:
+        """`update` for several jobs at once (the launcher's batches): each job is compared-and-set on its
+        own, exactly as `update` would; the store may share round trips and commits between them.
+        `known`: jobs as the caller last had them from this store; the store may skip reading those
+        (a stale one loses its compare-and-set and is read again). Returns, for every id given, what
+        `update` would have returned."""
 
     def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
         """Append lines in order (seq assigned here) and roll the job's logTail; returns the new count."""

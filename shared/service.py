@@ -19,7 +19,7 @@ from shared.domain.job import Job
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import Conflict, NotFound, TransientError
-from shared.ports import Bus, JobQuery, JobStore
+from shared.ports import Bus, IdempotentCreate, JobQuery, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +155,24 @@ class TrainingService:
         normalised: NormalisedRequest | None = None,
     ) -> Submitted:
         """Validate, store (queued), publish the launch. Raises ValidationFailed, Conflict, PublishFailed."""
+        job, req = self.prepare(body, idempotency_key=idempotency_key, extra_labels=extra_labels, normalised=normalised)
+        return self.finish_submission(req, self.store.create(job, idempotency_key))
+
+    def prepare(
+        self,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        extra_labels: dict[str, str] | None = None,
+        normalised: NormalisedRequest | None = None,
+    ) -> tuple[Job, NormalisedRequest]:
+        """The first half of a submission, no I/O: validate and build the queued job to store."""
         req = normalised or self.validate(body)
-        now = self.clock.now()
-        job = build_job(req, job_id=self.id_factory(), now=now, idempotency_key=idempotency_key, extra_labels=extra_labels)
-        result = self.store.create(job, idempotency_key)
+        job = build_job(req, job_id=self.id_factory(), now=self.clock.now(), idempotency_key=idempotency_key, extra_labels=extra_labels)
+        return job, req
+
+    def finish_submission(self, req: NormalisedRequest, result: IdempotentCreate) -> Submitted:
+        """The second half, once the job is stored: publish its launch (not for a replayed key)."""
         if not result.created:
             return Submitted(result.job, created=False)
         job = result.job

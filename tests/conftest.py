@@ -1,10 +1,13 @@
 """Shared fixtures: the real Pub/Sub and Firestore emulators (started once per session, each in its own
-process group on a free port, stopped by group), and an embedded api served over real HTTP."""
+process group on a free port, stopped by group), and an embedded api served over real HTTP (a WSGI app
+under werkzeug, or an ASGI app under uvicorn)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
 import threading
 import uuid
 from pathlib import Path
@@ -85,6 +88,62 @@ def serve():
 
     def _serve(app) -> ServedApp:
         s = ServedApp(app)
+        served.append(s)
+        return s
+
+    yield _serve
+    for s in served:
+        s.close()
+
+
+class ServedAsgi:
+    """An ASGI app served over real HTTP on a free port, in a thread: uvicorn, configured as
+    `functions.asgi.serve` configures it (lifespan off, no server header, uvloop/httptools when installed).
+
+    uvicorn cannot be told port 0 and report the port it got, so the socket is bound here and handed to
+    `Server.run(sockets=...)`. `close` stops the server (uvicorn's graceful stop), then the app (`close()`,
+    when it has one: `AsgiApi` stops its stream threads there)."""
+
+    def __init__(self, app, *, start_timeout: float = 10.0):
+        import uvicorn
+
+        self.app = app
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=2, server_header=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="uvicorn", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + start_timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                self.sock.close()
+                raise RuntimeError("uvicorn exited before it started serving")
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"uvicorn did not start within {start_timeout}s")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()  # uvicorn closes it on a graceful stop; this covers a failed start
+        close = getattr(self.app, "close", None)
+        if close is not None:
+            close()
+
+
+@pytest.fixture
+def serve_asgi():
+    served: list[ServedAsgi] = []
+
+    def _serve(app) -> ServedAsgi:
+        s = ServedAsgi(app)
         served.append(s)
         return s
 

@@ -20,7 +20,7 @@ import json
 import threading
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -133,6 +133,15 @@ class FirestoreJobStore:
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
 
+    def create_many(self, items: Sequence[tuple[Job, str | None]]) -> list[IdempotentCreate | Exception]:
+        out: list[IdempotentCreate | Exception] = []
+        for job, key in items:
+            try:
+                out.append(self.create(job, key))
+            except (Conflict, TransientError) as exc:
+                out.append(exc)
+        return out
+
     def get(self, job_id: str) -> Job | None:
         try:
             snap = self.jobs.document(job_id).get()
@@ -169,6 +178,11 @@ class FirestoreJobStore:
 
     def update(self, job_id: str, mutate: Mutation) -> Job | None:
         return self.apply(job_id, lambda current: (mutate(current), ()), max_tail_chars=-1)
+
+    def update_many(self, mutations: Mapping[str, Mutation], *, known: Mapping[str, Job] | None = None) -> dict[str, Job | None]:
+        # Each job is its own precondition-guarded commit (this store's cache already spares the re-read
+        # of a job it wrote); the deployed launcher gets one message a call.
+        return {job_id: self.update(job_id, mutate) for job_id, mutate in mutations.items()}
 
     # ---- logs and events -------------------------------------------------------------------------
     @staticmethod

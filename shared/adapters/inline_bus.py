@@ -4,7 +4,18 @@ Handlers get a `Message` and either return (ack) or raise. Like a Pub/Sub subscr
 policy and a dead-letter topic, a handler that raises is retried with exponential backoff up to
 `max_attempts` deliveries, then the message goes to the topic's dead-letter handler (the launcher's
 marks the job `failed` with the reason), so a blip never loses a job and a poison message never loops.
-Messages with one ordering key are delivered in order, one at a time.
+
+Ordering, as Pub/Sub with message ordering: messages with one ordering key are delivered one at a time,
+in publish order, and a message waiting for its retry holds back the later messages of its key.
+
+Batches, as a Pub/Sub pull returns several messages at once: a subscription may give a batch handler
+(`messages -> one outcome per message`); a worker then hands it the deliverable messages of that
+subscription at the head of the queue (at most `max_batch`, never two of one ordering key; it waits up
+to `linger_seconds` for a batch to fill), and each message is acked, retried or dead-lettered on its
+own outcome.
+
+Scheduling is O(1) a message: a FIFO of deliverable messages, a FIFO per busy ordering key, and a heap
+only for messages waiting out a retry delay.
 """
 
 from __future__ import annotations
@@ -15,14 +26,31 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 from shared.messages import Message
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Message], None]
+# One outcome per message, in order: None (ack) or the exception it failed with (nack).
+BatchHandler = Callable[[Sequence[Message]], Sequence[BaseException | None]]
 DeadLetter = Callable[[Message, BaseException], None]
+
+
+@dataclass(eq=False)
+class _Subscription:
+    topic: str
+    handler: Handler
+    batch_handler: BatchHandler | None = None
+    max_batch: int = 1
+    linger_seconds: float = 0.0
+    ready: int = 0  # its messages in the ready queue
+    # Ordering keys with a message scheduled, in flight or waiting for a retry: key -> the messages
+    # published after it, in order.
+    keys: dict[str, deque[Message]] = field(default_factory=dict)
 
 
 class InlineBus:
@@ -32,20 +60,40 @@ class InlineBus:
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.retry_max_seconds = retry_max_seconds
-        self._handlers: dict[str, list[Handler]] = {}
+        self._subscriptions: dict[str, list[_Subscription]] = {}
         self._dead_letters: dict[str, DeadLetter] = {}
-        self._heap: list[tuple[float, int, str, Handler, Message]] = []
+        # Deliverable messages, oldest first, with the time each became deliverable.
+        self._ready: deque[tuple[_Subscription, Message, float]] = deque()
+        self._delayed: list[tuple[float, int, _Subscription, Message]] = []
         self._counter = itertools.count()
-        self._busy_keys: set[str] = set()
         self._in_flight = 0
+        # The subscription a worker is letting a batch fill for: publishing more of it wakes nobody
+        # until the batch is full (a wake-up per message would cost more than the batching saves).
+        self._lingering: _Subscription | None = None
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:12]
         self._cond = threading.Condition()
         self._stopped = False
         self._threads: list[threading.Thread] = []
         self.published: int = 0
 
     # ---- wiring ----------------------------------------------------------------------------------
-    def subscribe(self, topic: str, handler: Handler, dead_letter: DeadLetter | None = None) -> None:
-        self._handlers.setdefault(topic, []).append(handler)
+    def subscribe(
+        self,
+        topic: str,
+        handler: Handler,
+        dead_letter: DeadLetter | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
+        max_batch: int = 64,
+        linger_seconds: float = 0.01,
+    ) -> None:
+        """`batch_handler`: deliver up to `max_batch` messages at once, waiting at most `linger_seconds`
+        after the oldest became deliverable for the batch to fill (as a Pub/Sub publisher's batching
+        window): under load each batch shares its store round trips, at the cost of that wait."""
+        batched = batch_handler is not None
+        sub = _Subscription(topic, handler, batch_handler, max_batch if batched else 1, linger_seconds if batched else 0.0)
+        self._subscriptions.setdefault(topic, []).append(sub)
         if dead_letter is not None:
             self._dead_letters[topic] = dead_letter
 
@@ -71,86 +119,122 @@ class InlineBus:
         attributes: dict[str, str] | None = None,
         ordering_key: str | None = None,
     ) -> str:
-        message_id = uuid.uuid4().hex
-        handlers = self._handlers.get(topic, [])
+        message_id = f"{self._id_prefix}-{next(self._ids)}"
+        subs = self._subscriptions.get(topic, ())
+        msg = Message(id=message_id, topic=topic, data=data, attributes=dict(attributes or {}), ordering_key=ordering_key)
         with self._cond:
             self.published += 1
-            for handler in handlers:
-                msg = Message(
-                    id=message_id,
-                    topic=topic,
-                    data=data,
-                    attributes=dict(attributes or {}),
-                    ordering_key=ordering_key,
-                    delivery_attempt=1,
-                )
-                heapq.heappush(self._heap, (time.monotonic(), next(self._counter), topic, handler, msg))
-            self._cond.notify_all()
+            wake = False
+            for sub in subs:
+                if ordering_key:
+                    waiting = sub.keys.get(ordering_key)
+                    if waiting is not None:  # an earlier message of this key is not acked yet
+                        waiting.append(msg)
+                        continue
+                    sub.keys[ordering_key] = deque()
+                self._ready.append((sub, msg, time.monotonic()))
+                sub.ready += 1
+                wake = wake or sub is not self._lingering or sub.ready >= sub.max_batch
+            if wake:
+                self._cond.notify()
         return message_id
 
     # ---- delivery --------------------------------------------------------------------------------
-    def _next(self) -> tuple[str, Handler, Message] | None:
+    def _next(self) -> tuple[_Subscription, list[Message]] | None:
         with self._cond:
             while not self._stopped:
                 now = time.monotonic()
-                ready_index = None
-                wait = None
-                for i, (due, _, _, _, msg) in enumerate(sorted(self._heap)):
-                    if due > now:
-                        wait = due - now
-                        break
-                    if msg.ordering_key and msg.ordering_key in self._busy_keys:
-                        continue
-                    ready_index = i
-                    break
-                if ready_index is not None:
-                    ordered = sorted(self._heap)
-                    _, _, topic, handler, msg = ordered.pop(ready_index)
-                    self._heap = ordered
-                    heapq.heapify(self._heap)
-                    if msg.ordering_key:
-                        self._busy_keys.add(msg.ordering_key)
-                    self._in_flight += 1
-                    return topic, handler, msg
-                self._cond.wait(timeout=wait if wait is not None else 1.0)
+                while self._delayed and self._delayed[0][0] <= now:
+                    _, _, sub, msg = heapq.heappop(self._delayed)
+                    self._ready.append((sub, msg, now))
+                    sub.ready += 1
+                wait = self._delayed[0][0] - now if self._delayed else 1.0
+                if self._ready:
+                    sub, msg, since = self._ready[0]
+                    linger = since + sub.linger_seconds - now
+                    if linger > 0 and sub.ready < sub.max_batch:
+                        wait = min(wait, linger)  # let the batch fill
+                        self._lingering = sub
+                    else:
+                        if self._lingering is sub:
+                            self._lingering = None
+                        self._ready.popleft()
+                        batch = [msg]
+                        while len(batch) < sub.max_batch and self._ready and self._ready[0][0] is sub:
+                            batch.append(self._ready.popleft()[1])
+                        sub.ready -= len(batch)
+                        self._in_flight += len(batch)
+                        if self._ready:
+                            self._cond.notify()  # more work: wake another worker
+                        return sub, batch
+                self._cond.wait(timeout=wait)
             return None
+
+    def _deliver(self, sub: _Subscription, batch: list[Message]) -> list[BaseException | None]:
+        if sub.batch_handler is not None and len(batch) > 1:
+            try:
+                outcomes = list(sub.batch_handler(batch))
+            except BaseException as exc:  # noqa: BLE001 - the whole batch failed: each message is nacked
+                return [exc] * len(batch)
+            if len(outcomes) != len(batch):  # pragma: no cover - a handler bug; never lose a message
+                return [RuntimeError("batch handler returned a wrong number of outcomes")] * len(batch)
+            return outcomes
+        out: list[BaseException | None] = []
+        for msg in batch:
+            try:
+                sub.handler(msg)
+                out.append(None)
+            except BaseException as exc:  # noqa: BLE001 - a handler failure is a nack, whatever it is
+                out.append(exc)
+        return out
 
     def _run(self) -> None:
         while True:
             item = self._next()
             if item is None:
                 return
-            topic, handler, msg = item
-            retry_at: float | None = None
-            try:
-                handler(msg)
-            except BaseException as exc:  # noqa: BLE001 - a handler failure is a nack, whatever it is
+            sub, batch = item
+            outcomes = self._deliver(sub, batch)
+            retries: list[tuple[float, Message]] = []
+            for msg, exc in zip(batch, outcomes):
+                if exc is None:
+                    continue
                 if msg.delivery_attempt >= self.max_attempts:
-                    log.error("message %s on %s dead-lettered after %d attempts: %s", msg.id, topic, msg.delivery_attempt, exc)
-                    dead = self._dead_letters.get(topic)
+                    log.error("message %s on %s dead-lettered after %d attempts: %s", msg.id, sub.topic, msg.delivery_attempt, exc)
+                    dead = self._dead_letters.get(sub.topic)
                     if dead is not None:
                         try:
                             dead(msg, exc)
                         except Exception:  # noqa: BLE001
-                            log.exception("dead-letter handler for %s failed", topic)
+                            log.exception("dead-letter handler for %s failed", sub.topic)
                 else:
                     delay = min(self.retry_base_seconds * 2 ** (msg.delivery_attempt - 1), self.retry_max_seconds)
-                    log.warning("message %s on %s failed (attempt %d), retry in %.2fs: %s", msg.id, topic, msg.delivery_attempt, delay, exc)
-                    retry_at = time.monotonic() + delay
+                    log.warning("message %s on %s failed (attempt %d), retry in %.2fs: %s", msg.id, sub.topic, msg.delivery_attempt, delay, exc)
+                    retries.append((time.monotonic() + delay, msg))
+            retried = {id(m) for _, m in retries}
             with self._cond:
-                self._in_flight -= 1
-                if msg.ordering_key:
-                    self._busy_keys.discard(msg.ordering_key)
-                if retry_at is not None:
-                    again = msg.redelivered()
-                    heapq.heappush(self._heap, (retry_at, next(self._counter), topic, handler, again))
+                self._in_flight -= len(batch)
+                for retry_at, msg in retries:
+                    heapq.heappush(self._delayed, (retry_at, next(self._counter), sub, msg.redelivered()))
+                for msg in batch:
+                    key = msg.ordering_key
+                    if key and id(msg) not in retried:
+                        # Acked or dead-lettered: the next message of its key may go.
+                        waiting = sub.keys.get(key)
+                        if waiting:
+                            self._ready.append((sub, waiting.popleft(), time.monotonic()))
+                            sub.ready += 1
+                        else:
+                            sub.keys.pop(key, None)
                 self._cond.notify_all()
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is queued or in flight (tests and shutdown). True if drained."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._heap or self._in_flight:
+            while self._ready or self._delayed or self._in_flight or any(
+                sub.keys for subs in self._subscriptions.values() for sub in subs
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

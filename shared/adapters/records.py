@@ -12,6 +12,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from shared import jsonutil
 from shared.domain.job import Backend, Job
 from shared.domain.status import FailureClass, JobStatus
 
@@ -56,7 +57,7 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
         "logCount": job.log_count,
         "eventCount": job.event_count,
         "progress": job.progress,
-        "manifest": json.dumps(job.manifest, sort_keys=True) if job.manifest is not None else None,
+        "manifest": jsonutil.dumps(job.manifest, sort_keys=True).decode() if job.manifest is not None else None,
         "dryRun": job.dry_run,
         "cancelRequested": job.cancel_requested,
         "idempotencyKey": job.idempotency_key,
@@ -110,7 +111,7 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
         log_count=int(rec.get("logCount") or 0),
         event_count=int(rec.get("eventCount") or 0),
         progress=rec.get("progress"),
-        manifest=json.loads(manifest) if isinstance(manifest, str) else manifest,
+        manifest=jsonutil.loads(manifest) if isinstance(manifest, str) else manifest,
         dry_run=bool(rec.get("dryRun")),
         cancel_requested=bool(rec.get("cancelRequested")),
         idempotency_key=rec.get("idempotencyKey"),

@@ -149,9 +149,39 @@ class NormalisedRequest:
 
 
 def request_fingerprint(body: Any) -> str:
-    """A stable hash of a request body, for Idempotency-Key conflict detection (secrets included, hashed)."""
+    """A stable hash of a request body, for Idempotency-Key conflict detection (secrets included, hashed).
+    Raises ValidationFailed naming the field if a string holds a lone surrogate (`"\\ud800"` is valid JSON
+    but no text: it can't be stored, logged or passed to the trainer)."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    try:
+        data = canonical.encode()
+    except UnicodeEncodeError:
+        paths = _surrogate_paths(body) or ["body"]
+        raise ValidationFailed([FieldError(path, "must not contain lone surrogate escapes (\\ud800-\\udfff)") for path in paths]) from None
+    return hashlib.sha256(data).hexdigest()
+
+
+def _surrogate_paths(value: Any, path: str = "") -> list[str]:
+    def bad(text: str) -> bool:
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and bad(key):
+                found.append(path or "body")
+            found += _surrogate_paths(item, here)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _surrogate_paths(item, f"{path}[{i}]")
+    elif isinstance(value, str) and bad(value):
+        found.append(path or "body")
+    return found
 
 
 def _key_name(key: object) -> str:

@@ -1,4 +1,8 @@
-"""Fixtures for the api tests: a container over SQLite with a recording bus, served over real HTTP."""
+"""Fixtures for the api tests: a container over SQLite with a recording bus, served over real HTTP.
+
+The `api` fixture serves each test twice: under Flask (`Api.__call__`, as functions-framework serves the
+deployed function) and under the ASGI adapter (`functions.asgi.AsgiApi`, as the embedded default serves
+it with uvicorn). The same assertions hold for both."""
 
 from __future__ import annotations
 
@@ -46,12 +50,27 @@ def wsgi(container: Container) -> Flask:
     return app
 
 
-@pytest.fixture
-def api(tmp_path: Path, serve):
+SERVERS = ["flask", "asgi"]
+
+
+def make_container(tmp_path: Path, **env: Any) -> tuple[RecordingBus, Container]:
+    bus = RecordingBus()
+    container = Container(settings=make_settings(**env), store=SqliteJobStore(tmp_path / f"{uuid.uuid4().hex}.db"), bus=bus)
+    return bus, container
+
+
+@pytest.fixture(params=SERVERS, ids=SERVERS)
+def api(request: pytest.FixtureRequest, tmp_path: Path, serve, serve_asgi):
+    """`api(**env)` -> (url, bus, container): a fresh container, served by the server this run is for."""
+
     def _make(**env: Any):
-        bus = RecordingBus()
-        container = Container(settings=make_settings(**env), store=SqliteJobStore(tmp_path / f"{uuid.uuid4().hex}.db"), bus=bus)
-        served = serve(wsgi(container))
+        bus, container = make_container(tmp_path, **env)
+        if request.param == "asgi":
+            from functions.asgi import AsgiApi
+
+            served = serve_asgi(AsgiApi(container.api))
+        else:
+            served = serve(wsgi(container))
         return served.url, bus, container
 
     return _make
