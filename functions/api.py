@@ -283,7 +283,8 @@ class Api:
         except (ValueError, RecursionError) as exc:
             msg = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
             raise _error(400, f"Malformed JSON: {msg}", [FieldError("body", "is not valid JSON")]) from None
-        if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        # A body with no more brackets than the limit can't be nested deeper than it: skip the walk.
+        if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
             raise _error(400, "JSON is nested too deeply.", [FieldError("body", f"must be nested at most {MAX_JSON_DEPTH} levels")])
         return body
 

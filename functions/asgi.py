@@ -255,12 +255,24 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def serve(app: AsgiApi, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn's graceful stop), with uvloop and httptools when installed."""
+def server_config(app: Any, host: str = "127.0.0.1", port: int = 0, **overrides: Any) -> Any:
+    """How the embedded server runs uvicorn (uvloop and httptools when installed); tests use the same."""
     import uvicorn
 
-    config = uvicorn.Config(
-        app, host=host, port=port, lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=5,
-        server_header=False,
-    )
-    uvicorn.Server(config).run()
+    options: dict[str, Any] = {
+        "lifespan": "off",
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 5,
+        "server_header": False,
+        "proxy_headers": False,  # nothing sits in front of the embedded server
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, host=host, port=port, **options)
+
+
+def serve(app: AsgiApi, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn's graceful stop)."""
+    import uvicorn
+
+    uvicorn.Server(server_config(app, host, port)).run()

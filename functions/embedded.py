@@ -24,7 +24,7 @@ log = logging.getLogger("embedded")
 
 
 def build_embedded(settings: Settings, *, start: bool = True) -> Container:
-    store = SqliteJobStore(settings.sqlite_file)
+    store = SqliteJobStore(settings.sqlite_file, background_checkpoints=True)
     bus = InlineBus(max_attempts=settings.launch_max_attempts, retry_base_seconds=settings.launch_retry_base_seconds)
 
     c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)))
@@ -81,6 +81,7 @@ def main() -> None:
         # A graceful stop (SIGINT / SIGTERM) returns here: stop local trainers on the way out.
         app.close()
         c.shutdown()
+        c.store.close()
 
 
 if __name__ == "__main__":

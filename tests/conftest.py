@@ -113,9 +113,9 @@ class ServedAsgi:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=2, server_header=False,
-        )
+        from functions.asgi import server_config
+
+        config = server_config(app, timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="uvicorn", daemon=True)
         self.thread.start()

@@ -108,7 +108,7 @@ class FirestoreJobStore:
                 key_snap = key_ref.get(transaction=tx)
                 if key_snap.exists:
                     data = key_snap.to_dict()
-                    if data.get("requestHash") != job.request_hash:
+                    if data.get("requestHash") != (job.request_hash or ""):  # stored as "" when there is none
                         raise Conflict("Idempotency-Key was already used with a different request body")
                     existing = self._job(self.jobs.document(data["jobId"]).get(transaction=tx))
                     if existing is None:  # pragma: no cover - written together

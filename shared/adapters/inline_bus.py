@@ -14,8 +14,9 @@ subscription at the head of the queue (at most `max_batch`, never two of one ord
 to `linger_seconds` for a batch to fill), and each message is acked, retried or dead-lettered on its
 own outcome.
 
-Scheduling is O(1) a message: a FIFO of deliverable messages, a FIFO per busy ordering key, and a heap
-only for messages waiting out a retry delay.
+Scheduling is O(1) a message: a FIFO of deliverable messages per subscription (served round robin, so
+a batch that is filling holds back no other subscription), a FIFO per busy ordering key, and a heap only
+for messages waiting out a retry delay.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class _Subscription:
     batch_handler: BatchHandler | None = None
     max_batch: int = 1
     linger_seconds: float = 0.0
-    ready: int = 0  # its messages in the ready queue
+    # Deliverable messages, oldest first, each with the time it became deliverable.
+    ready: deque[tuple[Message, float]] = field(default_factory=deque)
     # Ordering keys with a message scheduled, in flight or waiting for a retry: key -> the messages
     # published after it, in order.
     keys: dict[str, deque[Message]] = field(default_factory=dict)
@@ -62,14 +64,14 @@ class InlineBus:
         self.retry_max_seconds = retry_max_seconds
         self._subscriptions: dict[str, list[_Subscription]] = {}
         self._dead_letters: dict[str, DeadLetter] = {}
-        # Deliverable messages, oldest first, with the time each became deliverable.
-        self._ready: deque[tuple[_Subscription, Message, float]] = deque()
+        self._all: list[_Subscription] = []
+        self._turn = 0  # where the next scan of the subscriptions starts (round robin)
         self._delayed: list[tuple[float, int, _Subscription, Message]] = []
         self._counter = itertools.count()
         self._in_flight = 0
-        # The subscription a worker is letting a batch fill for: publishing more of it wakes nobody
-        # until the batch is full (a wake-up per message would cost more than the batching saves).
-        self._lingering: _Subscription | None = None
+        # Subscriptions whose batch a worker is letting fill: publishing more of them wakes nobody until
+        # the batch is full (a wake-up per message would cost more than the batching saves).
+        self._lingering: set[int] = set()
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:12]
         self._cond = threading.Condition()
@@ -94,6 +96,7 @@ class InlineBus:
         batched = batch_handler is not None
         sub = _Subscription(topic, handler, batch_handler, max_batch if batched else 1, linger_seconds if batched else 0.0)
         self._subscriptions.setdefault(topic, []).append(sub)
+        self._all.append(sub)
         if dead_letter is not None:
             self._dead_letters[topic] = dead_letter
 
@@ -132,9 +135,8 @@ class InlineBus:
                         waiting.append(msg)
                         continue
                     sub.keys[ordering_key] = deque()
-                self._ready.append((sub, msg, time.monotonic()))
-                sub.ready += 1
-                wake = wake or sub is not self._lingering or sub.ready >= sub.max_batch
+                sub.ready.append((msg, time.monotonic()))
+                wake = wake or id(sub) not in self._lingering or len(sub.ready) >= sub.max_batch
             if wake:
                 self._cond.notify()
         return message_id
@@ -146,27 +148,26 @@ class InlineBus:
                 now = time.monotonic()
                 while self._delayed and self._delayed[0][0] <= now:
                     _, _, sub, msg = heapq.heappop(self._delayed)
-                    self._ready.append((sub, msg, now))
-                    sub.ready += 1
+                    sub.ready.append((msg, now))
                 wait = self._delayed[0][0] - now if self._delayed else 1.0
-                if self._ready:
-                    sub, msg, since = self._ready[0]
-                    linger = since + sub.linger_seconds - now
-                    if linger > 0 and sub.ready < sub.max_batch:
+                # Round robin over the subscriptions: one that lets its batch fill holds back no other.
+                count = len(self._all)
+                for step in range(count):
+                    sub = self._all[(self._turn + step) % count]
+                    if not sub.ready:
+                        continue
+                    linger = sub.ready[0][1] + sub.linger_seconds - now
+                    if linger > 0 and len(sub.ready) < sub.max_batch:
                         wait = min(wait, linger)  # let the batch fill
-                        self._lingering = sub
-                    else:
-                        if self._lingering is sub:
-                            self._lingering = None
-                        self._ready.popleft()
-                        batch = [msg]
-                        while len(batch) < sub.max_batch and self._ready and self._ready[0][0] is sub:
-                            batch.append(self._ready.popleft()[1])
-                        sub.ready -= len(batch)
-                        self._in_flight += len(batch)
-                        if self._ready:
-                            self._cond.notify()  # more work: wake another worker
-                        return sub, batch
+                        self._lingering.add(id(sub))
+                        continue
+                    self._lingering.discard(id(sub))
+                    self._turn = (self._turn + step + 1) % count
+                    batch = [sub.ready.popleft()[0] for _ in range(min(sub.max_batch, len(sub.ready)))]
+                    self._in_flight += len(batch)
+                    if any(other.ready for other in self._all):
+                        self._cond.notify()  # more work: wake another worker
+                    return sub, batch
                 self._cond.wait(timeout=wait)
             return None
 
@@ -222,8 +223,7 @@ class InlineBus:
                         # Acked or dead-lettered: the next message of its key may go.
                         waiting = sub.keys.get(key)
                         if waiting:
-                            self._ready.append((sub, waiting.popleft(), time.monotonic()))
-                            sub.ready += 1
+                            sub.ready.append((waiting.popleft(), time.monotonic()))
                         else:
                             sub.keys.pop(key, None)
                 self._cond.notify_all()
@@ -232,9 +232,7 @@ class InlineBus:
         """Wait until nothing is queued or in flight (tests and shutdown). True if drained."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._ready or self._delayed or self._in_flight or any(
-                sub.keys for subs in self._subscriptions.values() for sub in subs
-            ):
+            while self._delayed or self._in_flight or any(sub.ready or sub.keys for sub in self._all):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

@@ -11,6 +11,7 @@ write itself. Log lines and timeline events live in their own tables keyed by (j
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from shared.adapters.records import decode_cursor, encode_cursor, from_record, t
 from shared.domain.job import Job, LogLine, clip_tail
 from shared.errors import Conflict, FieldError, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -81,6 +84,8 @@ def _ts_in(value: str) -> datetime:
 
 # A write that loses a compare-and-set race re-reads and tries again, this many times in all.
 CAS_ATTEMPTS = 100
+# A WAL this long (pages of 4 KiB: ~80 MB) gets a blocking checkpoint that restarts it.
+WAL_RESET_PAGES = 20_000
 
 
 class _LostRace(Exception):
@@ -90,8 +95,13 @@ class _LostRace(Exception):
 class SqliteJobStore:
     kind = "sqlite"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, background_checkpoints: bool = False, checkpoint_interval: float = 0.5):
+        """`background_checkpoints`: copy the WAL back into the database from a thread of its own, every
+        `checkpoint_interval` seconds, instead of inside whichever commit crosses SQLite's 1,000-page mark
+        (that commit would then also copy pages and fsync). The embedded server turns it on: its commits
+        are on the request path. Durability is the same (WAL, synchronous=NORMAL)."""
         self.path = str(path)
+        self._background_checkpoints = background_checkpoints and self.path != ":memory:"
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -101,6 +111,32 @@ class SqliteJobStore:
         conn = self._conn()
         conn.executescript(_SCHEMA)
         self._migrate(conn)
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if self._background_checkpoints:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, args=(checkpoint_interval,), name="sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self, interval: float) -> None:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            while not self._stop_checkpoints.wait(interval):
+                try:
+                    _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if wal_pages > WAL_RESET_PAGES:
+                        # Writers that never pause keep a passive checkpoint from resetting the WAL: stop
+                        # this process's writers for one blocking checkpoint that does.
+                        with self._write_lock:
+                            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                except sqlite3.Error as exc:
+                    log.warning("background checkpoint of %s failed: %s", self.path, exc)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:  # pragma: no cover - the database went away under us
+            log.warning("final checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            conn.close()
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -129,6 +165,8 @@ class SqliteJobStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            if self._background_checkpoints:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             self._local.conn = conn
         return conn
 
@@ -146,6 +184,11 @@ class SqliteJobStore:
                 conn.execute("COMMIT")
 
     def close(self) -> None:
+        """Close this thread's connection; stop the background checkpoints (after a last one)."""
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join(30)
+            self._checkpointer = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -177,7 +220,7 @@ class SqliteJobStore:
                     "SELECT job_id, request_hash FROM idempotency WHERE key = ?", (idempotency_key,)
                 ).fetchone()
                 if row is not None:
-                    if row[1] != job.request_hash:
+                    if row[1] != (job.request_hash or ""):  # stored as "" when there is none
                         raise Conflict("Idempotency-Key was already used with a different request body")
                     existing = self._get(db, row[0])
                     if existing is None:  # pragma: no cover - both rows are written in one transaction
@@ -334,6 +377,14 @@ class SqliteJobStore:
                 continue
             new = new.replace(version=current.version + 1)
             writes.append((job_id, current, new, self._row(new)))
+        # A `known` job left alone was judged on what the caller had: only right if it is still current.
+        unchecked = [job_id for job_id in ids if known and job_id in known and out.get(job_id) is known[job_id]]
+        if unchecked:
+            rows = conn.execute(f"SELECT id, version FROM jobs WHERE id IN ({','.join('?' * len(unchecked))})", unchecked).fetchall()
+            versions = dict(rows)
+            for job_id in unchecked:
+                if versions.get(job_id) != known[job_id].version:  # type: ignore[index]
+                    out[job_id] = self.update(job_id, mutations[job_id])
         if writes:
             try:
                 with self._tx() as db:

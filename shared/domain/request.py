@@ -148,6 +148,9 @@ class NormalisedRequest:
         return tuple(sorted(self.env))
 
 
+_FLAG_ORDER = {flag.name: i for i, flag in enumerate(trainer_flags.FLAGS)}
+
+
 def request_fingerprint(body: Any) -> str:
     """A stable hash of a request body, for Idempotency-Key conflict detection (secrets included, hashed).
     Raises ValidationFailed naming the field if a string holds a lone surrogate (`"\\ud800"` is valid JSON
@@ -217,6 +220,11 @@ def _check_text(value: str, path: str, errors: list[FieldError], *, limit: int =
         return False
     if len(value) > limit:
         errors.append(FieldError(path, f"must be at most {limit} characters"))
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate escape: valid JSON, not text (no path, name or label)
+        errors.append(FieldError(path, "must not contain lone surrogate escapes (\\ud800-\\udfff)"))
         return False
     return True
 
@@ -469,7 +477,7 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
             errors.append(FieldError(name, "must not be empty"))
 
     # Canonical order: the trainer's own table order, so equal requests render equal command lines.
-    args = [token for flag in trainer_flags.FLAGS for token in rendered_by_flag.get(flag.name, ())]
+    args = [token for name in sorted(rendered_by_flag, key=_FLAG_ORDER.__getitem__) for token in rendered_by_flag[name]]
 
     if errors:
         # Report each field once, in the order found.

@@ -1,12 +1,15 @@
 """Benchmark of the api (issue 2): `POST /train` throughput and latency, `GET /jobs` first-page latency.
 
-Everything is measured in one run, side by side with a trivial functions-framework function served the
-same way (gunicorn, one worker), because these machines are noisy: the ratios are the result.
+Everything is measured in one run, side by side with a trivial functions-framework function, because
+these machines are noisy: the ratios are the result.
 
     .venv/bin/python -m tests.bench.bench_api [--seconds 10] [--skip-emulators] [--out tests/bench/results]
 
-1. reference: trivial function, POST with the same body
-2. embedded default (`python -m functions.embedded`: SQLite + inline bus + launcher in-process): POST /train
+1. references: a trivial function, POST with the same body, on functions-framework's two servers:
+   gunicorn (how the deployed api is served) and `--asgi` (uvicorn)
+2. embedded default (`python -m functions.embedded`: uvicorn, SQLite + inline bus + launcher in-process):
+   POST /train; then how long until every accepted job has been launched (`launch_drain_s`: 0 means the
+   launcher kept pace with the load)
 3. deployed topology on the emulators (`python -m functions.local_stack`): POST /train (Firestore + Pub/Sub)
 4. GET /jobs first page (limit 50) p50 with 100 and with 10,000 stored jobs, SQLite and Firestore emulator
 """
@@ -93,9 +96,11 @@ def fill_firestore(project: str, n: int, start_index: int) -> None:
     client.close()
 
 
-def trivial_reference(seconds: int, tmp: Path) -> dict:
+def trivial_reference(seconds: int, tmp: Path, *, asgi: bool = False) -> dict:
     port = free_port()
-    proc = start([PY, "-m", "functions_framework", f"--source={REPO / 'tests/bench/trivial.py'}", "--target=trivial", "--host=127.0.0.1", f"--port={port}"], {}, port, tmp / "trivial.log", ready_path="/")
+    source, flags = ("trivial_asgi.py", ["--asgi"]) if asgi else ("trivial.py", [])
+    cmd = [PY, "-m", "functions_framework", *flags, f"--source={REPO / 'tests/bench' / source}", "--target=trivial", "--host=127.0.0.1", f"--port={port}"]
+    proc = start(cmd, {}, port, tmp / f"trivial-{'asgi' if asgi else 'gunicorn'}.log", ready_path="/")
     try:
         load(f"http://127.0.0.1:{port}/", method="POST", body=BODY, headers=HEADERS, seconds=2)
         return load(f"http://127.0.0.1:{port}/", method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
@@ -113,6 +118,7 @@ def embedded(seconds: int, tmp: Path) -> dict:
     try:
         load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=2)
         results["post_train"] = load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
+        results["launch_drain_s"] = launch_drain(url)
     finally:
         stop_group(proc)
     # First page with 100, then 10,000 jobs (a fresh database, filled directly).
@@ -128,6 +134,22 @@ def embedded(seconds: int, tmp: Path) -> dict:
         stop_group(proc)
     results["list_first_page"] = {"p50_ms_100": round(small, 3), "p50_ms_10000": round(large, 3), "ratio": round(large / small, 3)}
     return results
+
+
+def launch_drain(url: str, timeout: float = 300) -> float:
+    """Seconds from the end of the load until no job is queued or submitting any more."""
+    import urllib.request
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        pending = 0
+        for status in ("queued", "submitting"):
+            with urllib.request.urlopen(f"{url}/jobs?status={status}&limit=1") as resp:
+                pending += len(json.load(resp)["jobs"])
+        if not pending:
+            return round(time.monotonic() - t0, 2)
+        time.sleep(0.05)
+    raise RuntimeError(f"jobs still waiting for their launch after {timeout} s")
 
 
 def emulators(seconds: int, tmp: Path) -> dict:
@@ -177,8 +199,11 @@ def main() -> None:
         "seconds_per_run": args.seconds,
     }
     report["trivial"] = trivial_reference(args.seconds, tmp)
+    report["trivial_asgi"] = trivial_reference(args.seconds, tmp, asgi=True)
     report["embedded"] = embedded(args.seconds, tmp)
-    report["embedded"]["post_train_vs_trivial"] = round(report["embedded"]["post_train"]["rps"] / report["trivial"]["rps"], 3)
+    rps = report["embedded"]["post_train"]["rps"]
+    report["embedded"]["post_train_vs_trivial"] = round(rps / report["trivial"]["rps"], 3)
+    report["embedded"]["post_train_vs_trivial_asgi"] = round(rps / report["trivial_asgi"]["rps"], 3)
     if not args.skip_emulators:
         report["emulators"] = emulators(args.seconds, tmp)
         report["emulators"]["post_train_vs_trivial"] = round(report["emulators"]["post_train"]["rps"] / report["trivial"]["rps"], 3)
