@@ -108,7 +108,7 @@ class GroupCommit:
             self._writing = True
             # On the next turn of the loop: requests already read in this turn join the same batch.
             loop.call_soon(self._write, loop)
-        return await asyncio.shield(future)
+        return await future  # cancelled with its request: `then` still runs when the batch is written
 
     def _write(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
