@@ -9,7 +9,8 @@ these machines are noisy: the ratios are the result.
    gunicorn (how the deployed api is served) and `--asgi` (uvicorn)
 2. embedded default (`python -m functions.embedded`: uvicorn, SQLite + inline bus + launcher in-process):
    POST /train; then how long until every accepted job has been launched (`launch_drain_s`: 0 means the
-   launcher kept pace with the load)
+   launcher kept pace with the load); and, as an ablation, the same server with nothing consuming the
+   launches (`post_train_api_only`: the api's own cost)
 3. deployed topology on the emulators (`python -m functions.local_stack`): POST /train (Firestore + Pub/Sub)
 4. GET /jobs first page (limit 50) p50 with 100 and with 10,000 stored jobs, SQLite and Firestore emulator
 """
@@ -119,6 +120,14 @@ def embedded(seconds: int, tmp: Path) -> dict:
         load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=2)
         results["post_train"] = load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
         results["launch_drain_s"] = launch_drain(url)
+    finally:
+        stop_group(proc)
+    # The same server with nothing consuming launches (tests/bench/embedded_api_only.py): the api's share.
+    env["SQLITE_PATH"] = str(tmp / "api-only.db")
+    proc = start([PY, "-m", "tests.bench.embedded_api_only"], env, port, tmp / "embedded-api-only.log")
+    try:
+        load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=2)
+        results["post_train_api_only"] = load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
     finally:
         stop_group(proc)
     # First page with 100, then 10,000 jobs (a fresh database, filled directly).
