@@ -10,6 +10,7 @@ idempotency makes that safe.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 
@@ -64,6 +65,10 @@ def recover(c: Container) -> int:
     return count
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     from functions.asgi import AsgiApi, serve
 
@@ -74,13 +79,20 @@ def main() -> None:
     c = build_embedded(settings)
     set_container(c)
     app = AsgiApi(c.api)
+    # uvicorn stops gracefully on SIGINT / SIGTERM, then re-raises the signal to the handler it found:
+    # let that be one that unwinds through the `finally` below (SIGTERM's default would end the process
+    # on the spot, leaving local trainers running; Ctrl-C's would print a traceback).
+    signal.signal(signal.SIGINT, _exit_on_signal)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     log.info("embedded training platform on http://%s:%d (store: %s, bus: inline)", settings.host, settings.port, settings.sqlite_file)
     try:
         serve(app, settings.host, settings.port)
     finally:
-        # A graceful stop (SIGINT / SIGTERM) returns here: stop local trainers on the way out.
+        # Stop local trainers (their process groups), the commit and stream threads, the bus, the store.
+        log.info("stopping: local trainers, bus, store")
         app.close()
         c.shutdown()
+        c.bus.stop()
         c.store.close()
 
 
