@@ -40,7 +40,7 @@ import json
 import re
 import threading
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tests.fakes._server import FakeServer, Request, Response, now_rfc3339
 
@@ -388,37 +388,53 @@ class FakeKubernetesAPI(FakeServer):
     def _watch(self, request: Request, res: str, ns: str | None, terms: list, field_sel: str | None) -> Response:
         timeout = float(request.param("timeoutSeconds") or 5)
         since = request.param("resourceVersion")
-
-        def visible(r: str, obj: dict[str, Any]) -> bool:
-            return r == res and (ns is None or obj["metadata"].get("namespace") == ns) and selector_matches(terms, obj["metadata"].get("labels") or {}) and _field_matches(field_sel, obj)
+        visible = self._watch_filter(res, ns, terms, field_sel)
 
         def stream() -> Iterator[bytes]:
             import time as _time
 
             deadline = _time.monotonic() + timeout
             with self.lock:
-                if since in (None, "", "0"):
-                    initial = [("ADDED", copy.deepcopy(o)) for (r, _, _), o in sorted(self.store.items()) if visible(r, o)]
-                    cursor = self.resource_version
-                else:
-                    initial, cursor = [], int(since)
-            for kind, obj in initial:
-                yield (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+                initial, cursor = self._watch_start(since, visible)
+            yield from initial
             while not self._stopping.is_set():
                 with self._changed:
-                    latest = self.events[-1][0] if self.events else cursor
-                    pending = [(rv, t, o) for rv, t, r, o in self.events if rv > cursor and visible(r, o)]
-                    cursor = max(cursor, latest)
+                    pending, cursor = self._watch_pending(cursor, visible)
                     if not pending:
                         left = deadline - _time.monotonic()
                         if left <= 0:
                             return
                         self._changed.wait(min(left, 0.1))
                         continue
-                for _, kind, obj in pending:
-                    yield (json.dumps({"type": kind, "object": copy.deepcopy(obj)}) + "\n").encode()
+                yield from pending
 
         return Response(200, stream=stream())
+
+    # ---- watch parts (shared with tests/fakes/kubernetes_watch.py) --------------------------------
+    @staticmethod
+    def _watch_filter(res: str, ns: str | None, terms: list, field_sel: str | None) -> Callable[[str, dict[str, Any]], bool]:
+        def visible(r: str, obj: dict[str, Any]) -> bool:
+            return r == res and (ns is None or obj["metadata"].get("namespace") == ns) and selector_matches(terms, obj["metadata"].get("labels") or {}) and _field_matches(field_sel, obj)
+
+        return visible
+
+    @staticmethod
+    def _watch_line(kind: str, obj: dict[str, Any]) -> bytes:
+        return (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+
+    def _watch_start(self, since: str | None, visible: Callable[[str, dict[str, Any]], bool]) -> tuple[list[bytes], int]:
+        """Under the lock: the ADDED lines a watch from `since` begins with (all it may see, when it
+        names no resourceVersion) and the resourceVersion it then continues from."""
+        if since in (None, "", "0"):
+            lines = [self._watch_line("ADDED", copy.deepcopy(o)) for (r, _, _), o in sorted(self.store.items()) if visible(r, o)]
+            return lines, self.resource_version
+        return [], int(since)
+
+    def _watch_pending(self, cursor: int, visible: Callable[[str, dict[str, Any]], bool]) -> tuple[list[bytes], int]:
+        """Under the lock: the event lines after `cursor` the watch may see, and the new cursor."""
+        latest = self.events[-1][0] if self.events else cursor
+        pending = [self._watch_line(t, copy.deepcopy(o)) for rv, t, r, o in self.events if rv > cursor and visible(r, o)]
+        return pending, max(cursor, latest)
 
     # ---- internals -------------------------------------------------------------------------------
     def _invalid(self, res: str, body: dict[str, Any]) -> str | None:

@@ -18,8 +18,6 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import re
 import socket
 import time
@@ -28,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from tests.fakes._server import Request, Response
-from tests.fakes.kubernetes_api import FakeKubernetesAPI, _field_matches, selector_matches
+from tests.fakes.kubernetes_api import FakeKubernetesAPI
 
 DROP = object()  # a stream item: cut the connection here
 _LOG_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/log$")
@@ -108,42 +106,33 @@ class WatchableFakeKubernetesAPI(FakeKubernetesAPI):
             if expired:
                 if self.gone_as_http:
                     return Response(410, self._gone(str(since)))
-                return Response(200, stream=iter([(json.dumps({"type": "ERROR", "object": self._gone(str(since))}) + "\n").encode()]))
+                return Response(200, stream=iter([self._watch_line("ERROR", self._gone(str(since)))]))
 
-        def visible(r: str, obj: dict[str, Any]) -> bool:
-            return r == res and (ns is None or obj["metadata"].get("namespace") == ns) and selector_matches(terms, obj["metadata"].get("labels") or {}) and _field_matches(field_sel, obj)
+        visible = self._watch_filter(res, ns, terms, field_sel)
 
         def stream() -> Iterator[Any]:
             deadline = time.monotonic() + timeout
             with self._changed:
-                if since in (None, "", "0"):
-                    initial = [("ADDED", copy.deepcopy(o)) for (r, _, _), o in sorted(self.store.items()) if visible(r, o)]
-                    cursor = self.resource_version
-                else:
-                    initial, cursor = [], int(since)
-            for kind, obj in initial:
-                yield (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+                initial, cursor = self._watch_start(since, visible)
+            yield from initial
             while not self._stopping.is_set():
                 with self._changed:
                     if self._generation != gen:
                         yield DROP
                         return
                     left = deadline - time.monotonic()
-                    pending: list = []
+                    pending: list[bytes] = []
                     if not self._paused:
-                        latest = self.events[-1][0] if self.events else cursor
-                        pending = [(rv, t, o) for rv, t, r, o in self.events if rv > cursor and visible(r, o)]
-                        cursor = max(cursor, latest)
+                        pending, cursor = self._watch_pending(cursor, visible)
                     if not pending:
                         if left <= 0:
                             if bookmarks and not self._paused:
                                 mark = {"kind": RESOURCE_KINDS[res], "apiVersion": RESOURCE_VERSIONS[res], "metadata": {"resourceVersion": str(cursor)}}
-                                yield (json.dumps({"type": "BOOKMARK", "object": mark}) + "\n").encode()
+                                yield self._watch_line("BOOKMARK", mark)
                             return
                         self._changed.wait(min(left, POLL))
                         continue
-                for _, kind, obj in pending:
-                    yield (json.dumps({"type": kind, "object": copy.deepcopy(obj)}) + "\n").encode()
+                yield from pending
 
         return Response(200, stream=stream())
 
