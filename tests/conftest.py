@@ -84,10 +84,12 @@ class ServedApp:
 
 @pytest.fixture
 def serve():
-    served: list[ServedApp] = []
+    """`serve(app)`: a WSGI app under werkzeug; `serve(app, asgi=True)`: an ASGI app under uvicorn. Each is
+    stopped at the end of the test."""
+    served: list[ServedApp | ServedAsgi] = []
 
-    def _serve(app) -> ServedApp:
-        s = ServedApp(app)
+    def _serve(app, *, asgi: bool = False) -> ServedApp | ServedAsgi:
+        s = ServedAsgi(app) if asgi else ServedApp(app)
         served.append(s)
         return s
 
@@ -136,20 +138,6 @@ class ServedAsgi:
         close = getattr(self.app, "close", None)
         if close is not None:
             close()
-
-
-@pytest.fixture
-def serve_asgi():
-    served: list[ServedAsgi] = []
-
-    def _serve(app) -> ServedAsgi:
-        s = ServedAsgi(app)
-        served.append(s)
-        return s
-
-    yield _serve
-    for s in served:
-        s.close()
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def make_container(tmp_path: Path, **env: Any) -> tuple[RecordingBus, Container]
 
 
 @pytest.fixture(params=SERVERS, ids=SERVERS)
-def api(request: pytest.FixtureRequest, tmp_path: Path, serve, serve_asgi):
+def api(request: pytest.FixtureRequest, tmp_path: Path, serve):
     """`api(**env)` -> (url, bus, container): a fresh container, served by the server this run is for."""
 
     def _make(**env: Any):
@@ -68,7 +68,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path, serve, serve_asgi):
         if request.param == "asgi":
             from functions.asgi import AsgiApi
 
-            served = serve_asgi(AsgiApi(container.api))
+            served = serve(AsgiApi(container.api), asgi=True)
         else:
             served = serve(wsgi(container))
         return served.url, bus, container

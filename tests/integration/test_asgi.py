@@ -51,11 +51,11 @@ class Served:
 
 
 @pytest.fixture
-def asgi(tmp_path: Path, serve_asgi) -> Callable[..., Served]:
+def asgi(tmp_path: Path, serve) -> Callable[..., Served]:
     def _make(**env: Any) -> Served:
         bus, container = make_container(tmp_path, **env)
         app = AsgiApi(container.api)
-        served = serve_asgi(app)
+        served = serve(app, asgi=True)
         return Served(served.url, served.port, bus, container, app, served.server)
 
     return _make
