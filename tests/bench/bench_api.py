@@ -97,14 +97,19 @@ def fill_firestore(project: str, n: int, start_index: int) -> None:
     client.close()
 
 
+def post_load(url: str, seconds: int) -> dict:
+    """POST the benchmark body for `seconds` after a 2 s warm-up: req/s and latency."""
+    load(url, method="POST", body=BODY, headers=HEADERS, seconds=2)
+    return load(url, method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
+
+
 def trivial_reference(seconds: int, tmp: Path, *, asgi: bool = False) -> dict:
     port = free_port()
     source, flags = ("trivial_asgi.py", ["--asgi"]) if asgi else ("trivial.py", [])
     cmd = [PY, "-m", "functions_framework", *flags, f"--source={REPO / 'tests/bench' / source}", "--target=trivial", "--host=127.0.0.1", f"--port={port}"]
     proc = start(cmd, {}, port, tmp / f"trivial-{'asgi' if asgi else 'gunicorn'}.log", ready_path="/")
     try:
-        load(f"http://127.0.0.1:{port}/", method="POST", body=BODY, headers=HEADERS, seconds=2)
-        return load(f"http://127.0.0.1:{port}/", method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
+        return post_load(f"http://127.0.0.1:{port}/", seconds)
     finally:
         stop_group(proc)
 
@@ -117,8 +122,7 @@ def embedded(seconds: int, tmp: Path) -> dict:
     proc = start([PY, "-m", "functions.embedded"], env, port, tmp / "embedded.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=2)
-        results["post_train"] = load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
+        results["post_train"] = post_load(f"{url}/train", seconds)
         results["launch_drain_s"] = launch_drain(url)
     finally:
         stop_group(proc)
@@ -126,8 +130,7 @@ def embedded(seconds: int, tmp: Path) -> dict:
     env["SQLITE_PATH"] = str(tmp / "api-only.db")
     proc = start([PY, "-m", "tests.bench.embedded_api_only"], env, port, tmp / "embedded-api-only.log")
     try:
-        load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=2)
-        results["post_train_api_only"] = load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
+        results["post_train_api_only"] = post_load(f"{url}/train", seconds)
     finally:
         stop_group(proc)
     # First page with 100, then 10,000 jobs (a fresh database, filled directly).
@@ -169,8 +172,7 @@ def emulators(seconds: int, tmp: Path) -> dict:
     results: dict = {}
     try:
         firestore_host = _read_host(tmp / "stack.log", "firestore")
-        load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=2)
-        results["post_train"] = load(f"{url}/train", method="POST", body=BODY, headers=HEADERS, seconds=seconds).row()
+        results["post_train"] = post_load(f"{url}/train", seconds)
         # Wipe, then first page with 100 and 10,000 jobs.
         import urllib.request
 
