@@ -197,6 +197,15 @@ class SqliteJobStore:
     # ---- jobs ------------------------------------------------------------------------------------
     INSERT = "INSERT INTO jobs (id, created_at, status, backend, name, version, doc, external_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
+    # Compare-and-set of one job's row: written only if its version is still the one read.
+    CAS_UPDATE = "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ?, external_key = ? WHERE id = ? AND version = ?"
+
+    @staticmethod
+    def _cas_params(row: tuple, job_id: str, expected_version: int) -> tuple:
+        """CAS_UPDATE's parameters for a `_row` tuple (id, created_at, status, backend, name, version, doc,
+        external_key) written over the row of `job_id`."""
+        return (row[2], row[4], row[5], row[6], row[7], job_id, expected_version)
+
     @staticmethod
     def _row(job: Job) -> tuple:
         rec = to_record(job, _ts_out)
@@ -214,28 +223,10 @@ class SqliteJobStore:
             except sqlite3.IntegrityError:
                 raise Conflict(f"job {job.id} already exists") from None
             return IdempotentCreate(job, created=True)
-        with self._tx() as db:
-            if idempotency_key is not None:
-                row = db.execute(
-                    "SELECT job_id, request_hash FROM idempotency WHERE key = ?", (idempotency_key,)
-                ).fetchone()
-                if row is not None:
-                    if row[1] != (job.request_hash or ""):  # stored as "" when there is none
-                        raise Conflict("Idempotency-Key was already used with a different request body")
-                    existing = self._get(db, row[0])
-                    if existing is None:  # pragma: no cover - both rows are written in one transaction
-                        raise Conflict("Idempotency-Key refers to a job that no longer exists")
-                    return IdempotentCreate(existing, created=False)
-            job = job.replace(version=1)
-            try:
-                db.execute(self.INSERT, self._row(job))
-            except sqlite3.IntegrityError:
-                raise Conflict(f"job {job.id} already exists") from None
-            if idempotency_key is not None:
-                db.execute(
-                    "INSERT INTO idempotency VALUES (?, ?, ?)", (idempotency_key, job.id, job.request_hash or "")
-                )
-        return IdempotentCreate(job, created=True)
+        outcome = self.create_many([(job, idempotency_key)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def create_many(self, items: Sequence[tuple[Job, str | None]]) -> list[IdempotentCreate | Exception]:
         """Group commit: every new job (and its idempotency key) in one transaction, rows written with
@@ -282,12 +273,9 @@ class SqliteJobStore:
         except sqlite3.IntegrityError:
             # A job id that already exists (or repeats in the batch): nothing was committed; one at a
             # time, so only that item gets its Conflict.
-            out = []
-            for job, key in items:
-                try:
-                    out.append(self.create(job, key))
-                except Conflict as exc:
-                    out.append(exc)
+            if len(items) == 1:
+                return [Conflict(f"job {items[0][0].id} already exists")]
+            return [self.create_many([item])[0] for item in items]
         return out
 
     @staticmethod
@@ -339,10 +327,7 @@ class SqliteJobStore:
             new = new.replace(version=current.version + 1)
             row = self._row(new)
             with self._write_lock:
-                cur = conn.execute(
-                    "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ?, external_key = ? WHERE id = ? AND version = ?",
-                    (row[2], row[4], row[5], row[6], row[7], job_id, current.version),
-                )
+                cur = conn.execute(self.CAS_UPDATE, self._cas_params(row, job_id, current.version))
             if cur.rowcount == 1:
                 return new
         raise TransientError(f"job {job_id} kept changing: {CAS_ATTEMPTS} compare-and-set attempts lost")
@@ -388,10 +373,7 @@ class SqliteJobStore:
         if writes:
             try:
                 with self._tx() as db:
-                    cur = db.executemany(
-                        "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ?, external_key = ? WHERE id = ? AND version = ?",
-                        [(row[2], row[4], row[5], row[6], row[7], job_id, current.version) for job_id, current, _, row in writes],
-                    )
+                    cur = db.executemany(self.CAS_UPDATE, [self._cas_params(row, job_id, current.version) for job_id, current, _, row in writes])
                     if cur.rowcount != len(writes):
                         raise _LostRace  # someone wrote one of them meanwhile: nothing of this batch is kept
                 for job_id, _, new, _ in writes:
@@ -439,10 +421,7 @@ class SqliteJobStore:
             row = self._row(new)
             try:
                 with self._tx() as db:
-                    cur = db.execute(
-                        "UPDATE jobs SET status = ?, name = ?, version = ?, doc = ?, external_key = ? WHERE id = ? AND version = ?",
-                        (row[2], row[4], row[5], row[6], row[7], job_id, current.version),
-                    )
+                    cur = db.execute(self.CAS_UPDATE, self._cas_params(row, job_id, current.version))
                     if cur.rowcount != 1:
                         raise _LostRace
                     if log_rows:
