@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 try:
@@ -44,6 +45,37 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def canonical(value: Any) -> bytes:
+    """One spelling for one JSON value (request fingerprints): sorted keys, compact, UTF-8. Raises
+    UnicodeEncodeError for a string with a lone surrogate (orjson refuses it, and so does UTF-8)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # a >64-bit int, a lone surrogate: the standard library decides
+            pass
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_strict(raw: bytes) -> Any:
+    """Input from outside (request bodies) exactly as `json.loads` reads it, NaN / Infinity refused
+    (ValueError). orjson reads it ~5x faster and agrees on everything but integers of 19+ digits (it may
+    turn them into floats) and what it refuses (lone surrogate escapes, malformed input): those go to
+    `json`, which also words the errors."""
+    if orjson is not None and not _LONG_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except ValueError:
+            pass
+    return json.loads(raw, parse_constant=_reject_constant)
 
 
 def loads(raw: bytes | str) -> Any:
