@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.domain.job import REDACTED
+from shared.domain.redaction import redact_cut
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, PlatformError, TransientError
 
@@ -65,13 +65,6 @@ def rule_for(status: int | None) -> Rule:
     return SERVER  # a 1xx/3xx where an answer was expected: the server misbehaved; try again
 
 
-def redact(text: str, secrets: object = ()) -> str:
-    """`text` with every secret value (of 4 characters or more) replaced by `[redacted]`."""
-    for value in sorted({s for s in secrets if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True):  # type: ignore[attr-defined]
-        text = text.replace(value, REDACTED)
-    return text
-
-
 def error_for_status(
     status: int | None,
     message: str,
@@ -83,7 +76,7 @@ def error_for_status(
     """The error to raise for a failed call. `what` names the call ("create Job default/x"); `reason`
     overrides the table's (e.g. the server's own `Forbidden`/`PERMISSION_DENIED`)."""
     rule = rule_for(status)
-    text = redact(" ".join(message.split()), secrets)[:MAX_MESSAGE_CHARS]
+    text = redact_cut(" ".join(message.split()), secrets, MAX_MESSAGE_CHARS)
     code = f"HTTP {status}" if status else "no response"
     full = f"{what}: {code}: {text}" if text else f"{what}: {code}"
     if rule.transient:

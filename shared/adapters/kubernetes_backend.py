@@ -31,9 +31,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from shared.adapters.http_errors import error_for_status, redact
+from shared.adapters.http_errors import error_for_status
 from shared.domain import naming
 from shared.domain.job import REDACTED, Job
+from shared.domain.redaction import redact
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, PlatformError, TransientError
 from shared.ports import Submission

@@ -31,9 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from shared.adapters.http_errors import redact
 from shared.domain.events import EventLog, TrainingEvent
 from shared.domain.job import REDACTED, Job
+from shared.domain.redaction import redact, redact_cut
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, TransientError
 from shared.ports import Observation, Submission
@@ -46,6 +46,13 @@ POLL_SECONDS = 0.1
 # After the trainer exits, how long its pipes may stay open (held by a grandchild) before the group is killed.
 DRAIN_SECONDS = 2.0
 _EOF = object()
+
+
+def read_bound(secrets: tuple[str, ...]) -> int:
+    """Bytes a reader takes of one line: the kept characters (UTF-8: up to 4 bytes each) plus room for
+    the longest secret, so one that starts before the cut is read whole and redacted. The rest of a
+    longer line is read and dropped: one endless line can't fill the memory."""
+    return 4 * (MAX_LINE_CHARS + max((len(s) for s in secrets), default=0)) + 4
 
 
 class _UTC:
@@ -257,8 +264,8 @@ class LocalBackend:
     def _supervise(self, run: _Run) -> None:
         lines: queue.Queue = queue.Queue()
         readers = [
-            threading.Thread(target=self._read, args=(run.process.stdout, "stdout", lines), daemon=True),
-            threading.Thread(target=self._read, args=(run.process.stderr, "stderr", lines), daemon=True),
+            threading.Thread(target=self._read, args=(run.process.stdout, "stdout", lines, read_bound(run.secrets)), daemon=True),
+            threading.Thread(target=self._read, args=(run.process.stderr, "stderr", lines, read_bound(run.secrets)), daemon=True),
         ]
         counter = 0
         self._emit(self._event(run, counter, state="started", extra={"pid": run.pid, "command": run.command}))
@@ -297,11 +304,11 @@ class LocalBackend:
                 if item is _EOF:
                     open_streams -= 1
                     continue
-                stream, text, at = item
+                stream, text, continued, at = item
                 seq += 1
                 if not batch:
                     first_at = time.monotonic()
-                batch.append(EventLog(seq=seq, timestamp=at, stream=stream, message=redact(text, run.secrets)))
+                batch.append(EventLog(seq=seq, timestamp=at, stream=stream, message=redact_cut(text, run.secrets, MAX_LINE_CHARS, continued=continued)))
                 if len(batch) >= self.batch_lines or time.monotonic() - first_at >= self.batch_seconds:
                     flush()
             flush()
@@ -320,11 +327,19 @@ class LocalBackend:
         run.done.set()
         log.info("job %s: pid %d exited with %d", run.job_id, run.pid, run.exit_code)
 
-    def _read(self, pipe: Any, stream: str, out: queue.Queue) -> None:
+    def _read(self, pipe: Any, stream: str, out: queue.Queue, bound: int) -> None:
+        """Each line as (stream, text, continued, at): `continued` when the line went on past `bound`
+        bytes (what followed was dropped, and may hold the rest of a secret)."""
         try:
-            for raw in iter(pipe.readline, b""):
+            for raw in iter(lambda: pipe.readline(bound), b""):
+                continued = False
+                if not raw.endswith(b"\n"):
+                    while rest := pipe.readline(bound):  # the rest of an over-long line is dropped
+                        continued = True
+                        if rest.endswith(b"\n"):
+                            break
                 text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                out.put((stream, text[:MAX_LINE_CHARS], self.clock.now()))
+                out.put((stream, text, continued, self.clock.now()))
         finally:
             pipe.close()
             out.put(_EOF)
