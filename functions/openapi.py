@@ -78,6 +78,49 @@ class JobList(BaseModel):
     nextCursor: str | None
 
 
+class LogPage(BaseModel):
+    logs: list[LogLineModel]
+    nextAfter: int
+    status: JobStatus
+    final: bool
+
+
+class TimelineEventModel(BaseModel):
+    model_config = ConfigDict(title="TimelineEvent")
+    seq: int
+    at: str
+    kind: str
+    data: dict[str, Any]
+
+
+class EventList(BaseModel):
+    events: list[TimelineEventModel]
+    nextAfter: int | None
+
+
+class MetricPointModel(BaseModel):
+    """One `PROGRESS` point of a job's training curve (`GET /jobs/{id}/metrics`)."""
+
+    model_config = ConfigDict(title="MetricPoint")
+    seq: int
+    at: str = Field(description="When the trainer reported it (RFC 3339).")
+    event: str = Field(description="The trainer's event: step, eval, done, ...")
+    step: int | None = None
+    totalSteps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    evalLoss: float | None = None
+    learningRate: float | None = None
+    gradNorm: float | None = None
+    tokensPerSecond: float | None = None
+    etaSeconds: float | None = None
+
+
+class MetricList(BaseModel):
+    metrics: list[MetricPointModel]
+    nextAfter: int | None
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     defaultBackend: str
