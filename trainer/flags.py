@@ -12,10 +12,17 @@ Booleans: a flag whose default is off is a bare switch (`--packing`); a flag who
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FlagType = Literal["str", "int", "float", "bool", "choice", "list"]
+
+# Every integer flag fits a signed 64-bit integer (what torch, numpy and the JSON readers on the way
+# can hold); a flag's own range narrows it.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+SEED_MAX = 2**32 - 1  # numpy's seed range (transformers' set_seed seeds numpy too)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,14 @@ class Flag:
     # Metavar shown in --help and in error messages.
     metavar: str | None = None
     aliases: tuple[str, ...] = field(default=())
+    # Range of an int or float flag (ints default to the int64 range; floats must also be finite).
+    # `*_exclusive` leaves the bound itself out; `also` lists values allowed outside the range
+    # (max_steps' -1 = "run the epochs").
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_exclusive: bool = False
+    maximum_exclusive: bool = False
+    also: tuple[Any, ...] = ()
 
     @property
     def cli(self) -> str:
@@ -37,6 +52,42 @@ class Flag:
     @property
     def kebab(self) -> str:
         return f"--{self.name.replace('_', '-')}"
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """(minimum, maximum) of a number flag, the int64 range filled in for ints."""
+        low, high = self.minimum, self.maximum
+        if self.type == "int":
+            low = INT64_MIN if low is None else max(low, INT64_MIN)
+            high = INT64_MAX if high is None else min(high, INT64_MAX)
+        return low, high
+
+    def range_problem(self, value: int | float) -> str | None:
+        """Why a number is outside this flag's range (a phrase for "<flag> ..."), or None. The one
+        check both the api (`shared.domain.request`) and the trainer's parser apply."""
+        if self.type not in ("int", "float"):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if value in self.also and not isinstance(value, bool):
+            return None
+        low, high = self.bounds()
+        below = low is not None and (value <= low if self.minimum_exclusive else value < low)
+        above = high is not None and (value >= high if self.maximum_exclusive else value > high)
+        if not (below or above):
+            return None
+        parts = []
+        if low is not None:
+            parts.append(f"{'greater than' if self.minimum_exclusive else 'at least'} {_number(low)}")
+        if high is not None:
+            parts.append(f"{'less than' if self.maximum_exclusive else 'at most'} {_number(high)}")
+        allowed = " and ".join(parts)
+        if self.also:
+            allowed = f"{' or '.join(_number(v) for v in self.also)}, or {allowed}"
+        return f"must be {allowed}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**64 else repr(value)
 
 
 DATASET_FORMATS = ("auto", "messages", "prompt_completion", "text", "aml")
@@ -70,34 +121,34 @@ FLAGS: tuple[Flag, ...] = (
         required=True,
     ),
     Flag("dataset_format", "choice", "auto", "Row format; auto detects it from the first row.", choices=DATASET_FORMATS),
-    Flag("val_split_size", "float", 0.1, "Fraction of rows held out for evaluation (0 disables evaluation)."),
+    Flag("val_split_size", "float", 0.1, "Fraction of rows held out for evaluation (0 disables evaluation).", minimum=0, maximum=1, maximum_exclusive=True),
     Flag("output_dir", "str", "./outputs", "Where the adapter (or model), tokenizer and run_summary.json go."),
     Flag("upload_output_to", "str", None, "gs:// or s3:// prefix the output folder is uploaded to at the end."),
-    Flag("max_length", "int", 512, "Maximum sequence length in tokens."),
+    Flag("max_length", "int", 512, "Maximum sequence length in tokens.", minimum=1),
     Flag("packing", "bool", False, "Pack several short examples into one sequence."),
-    Flag("per_device_train_batch_size", "int", 1, "Training batch size per device."),
-    Flag("per_device_eval_batch_size", "int", 1, "Evaluation batch size per device."),
-    Flag("gradient_accumulation_steps", "int", 16, "Micro-batches accumulated per optimiser step."),
-    Flag("num_train_epochs", "float", 2.0, "Epochs over the training split."),
-    Flag("max_steps", "int", -1, "Stop after this many optimiser steps (-1: run the epochs)."),
-    Flag("learning_rate", "float", 2e-4, "Peak learning rate."),
+    Flag("per_device_train_batch_size", "int", 1, "Training batch size per device.", minimum=1),
+    Flag("per_device_eval_batch_size", "int", 1, "Evaluation batch size per device.", minimum=1),
+    Flag("gradient_accumulation_steps", "int", 16, "Micro-batches accumulated per optimiser step.", minimum=1),
+    Flag("num_train_epochs", "float", 2.0, "Epochs over the training split.", minimum=0),
+    Flag("max_steps", "int", -1, "Stop after this many optimiser steps (-1: run the epochs).", minimum=1, also=(-1,)),
+    Flag("learning_rate", "float", 2e-4, "Peak learning rate.", minimum=0, minimum_exclusive=True),
     Flag("lr_scheduler_type", "choice", "cosine", "Learning-rate schedule.", choices=LR_SCHEDULERS),
-    Flag("warmup_ratio", "float", 0.03, "Fraction of the steps used for warm-up."),
-    Flag("logging_steps", "int", 20, "Log (and print PROGRESS) every N optimiser steps."),
-    Flag("eval_steps", "int", 500, "Evaluate every N optimiser steps."),
-    Flag("save_steps", "int", 500, "Checkpoint every N optimiser steps."),
+    Flag("warmup_ratio", "float", 0.03, "Fraction of the steps used for warm-up.", minimum=0, maximum=1, maximum_exclusive=True),
+    Flag("logging_steps", "int", 20, "Log (and print PROGRESS) every N optimiser steps.", minimum=1),
+    Flag("eval_steps", "int", 500, "Evaluate every N optimiser steps.", minimum=1),
+    Flag("save_steps", "int", 500, "Checkpoint every N optimiser steps.", minimum=1),
     Flag("gradient_checkpointing", "bool", True, "Trade compute for memory (--no_gradient_checkpointing turns it off)."),
     Flag("bf16", "bool", False, "Train in bfloat16 (needs hardware support)."),
-    Flag("lora_rank", "int", 32, "LoRA rank r."),
-    Flag("lora_alpha", "int", 16, "LoRA alpha."),
-    Flag("lora_dropout", "float", 0.05, "LoRA dropout."),
+    Flag("lora_rank", "int", 32, "LoRA rank r.", minimum=1),
+    Flag("lora_alpha", "int", 16, "LoRA alpha.", minimum=1),
+    Flag("lora_dropout", "float", 0.05, "LoRA dropout.", minimum=0, maximum=1, maximum_exclusive=True),
     Flag(
         "lora_target_modules",
         "list",
         None,
         "Module names LoRA adapts (repeat the flag); default: all linear layers.",
     ),
-    Flag("seed", "int", 42, "Random seed."),
+    Flag("seed", "int", 42, "Random seed.", minimum=0, maximum=SEED_MAX),
     Flag(
         "resume_from_checkpoint",
         "str",
@@ -112,6 +163,38 @@ BY_NAME: dict[str, Flag] = {f.name: f for f in FLAGS}
 
 def get(name: str) -> Flag | None:
     return BY_NAME.get(name)
+
+
+def range_problems(values: dict[str, Any]) -> list[str]:
+    """`--<flag> must be ...` for each number flag whose value is out of its range: the parser refuses
+    these already; this is for values that did not come through it (a Namespace built in code)."""
+    problems = []
+    for flag in FLAGS:
+        value = values.get(flag.name)
+        if flag.type in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            problem = flag.range_problem(value)
+            if problem:
+                problems.append(f"{flag.cli} {problem}")
+    return problems
+
+
+def _bounded(flag: Flag):
+    """argparse type of a number flag: parses, then applies `Flag.range_problem` (exit 2 naming it)."""
+    convert = int if flag.type == "int" else float
+
+    def parse(text: str) -> int | float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {flag.type} value: {text!r}") from None
+        problem = flag.range_problem(value)
+        if problem:
+            shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+            raise argparse.ArgumentTypeError(f"{problem}, got {shown}")
+        return value
+
+    parse.__name__ = flag.type  # argparse names the type in its own messages
+    return parse
 
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
@@ -135,10 +218,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
             parser.add_argument(*names, dest=flag.name, action="append", default=flag.default, help=flag.help)
         else:
             kwargs: dict[str, Any] = {"dest": flag.name, "default": flag.default, "help": flag.help}
-            if flag.type == "int":
-                kwargs["type"] = int
-            elif flag.type == "float":
-                kwargs["type"] = float
+            if flag.type in ("int", "float"):
+                kwargs["type"] = _bounded(flag)
             elif flag.type == "choice":
                 kwargs["choices"] = flag.choices
             if flag.required:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -229,6 +228,18 @@ def _check_text(value: str, path: str, errors: list[FieldError], *, limit: int =
     return True
 
 
+def _in_range(flag: trainer_flags.Flag, value: int | float, path: str, errors: list[FieldError]) -> bool:
+    """The flag table's range (the one the trainer's parser applies too): int64 at most for every int."""
+    if isinstance(value, int) and flag.type == "float" and abs(value) > 2**1023:
+        problem: str | None = "must be a finite number"  # float() of it would overflow
+    else:
+        problem = flag.range_problem(value)
+    if problem:
+        errors.append(FieldError(path, problem))
+        return False
+    return True
+
+
 def _render_scalar(flag: trainer_flags.Flag, value: Any, path: str, errors: list[FieldError]) -> str | None:
     """Check one non-null, non-bool value against its flag's type; return its rendered text."""
     kind = "list" if flag.type == "list" else flag.type
@@ -236,13 +247,14 @@ def _render_scalar(flag: trainer_flags.Flag, value: Any, path: str, errors: list
         if isinstance(value, bool) or not isinstance(value, int):
             errors.append(FieldError(path, f"must be an integer, got {_type_name(value)}"))
             return None
+        if not _in_range(flag, value, path, errors):
+            return None
         return str(value)
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             errors.append(FieldError(path, f"must be a number, got {_type_name(value)}"))
             return None
-        if isinstance(value, float) and not math.isfinite(value):
-            errors.append(FieldError(path, "must be a finite number"))
+        if not _in_range(flag, value, path, errors):
             return None
         return repr(float(value)) if isinstance(value, float) else str(value)
     if not isinstance(value, str):
@@ -393,6 +405,8 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
     # Flags: trainer_args first, then top-level keys override them.
     merged: dict[str, tuple[Any, str]] = {}
     secret_env: dict[str, str] = {}
+    # Where the token was given, by JSON path: several places must agree (like model_id's aliases).
+    token_sources: dict[str, str] = {}
     for key, value in typed.trainer_args.items():
         path = f"trainer_args.{_key_name(key)}"
         if not isinstance(key, str) or not KEY_RE.match(key):
@@ -405,6 +419,7 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
                     errors.append(FieldError(path, f"must be a string, got {_type_name(value)}"))
                 else:
                     secret_env["HF_TOKEN"] = value
+                    token_sources[path] = value
             continue
         if key in MODEL_ALIASES:
             key = "model_id"
@@ -457,6 +472,12 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
             env[name] = value
     if typed.hf_token is not None:
         secret_env["HF_TOKEN"] = typed.hf_token
+        token_sources["hf_token"] = typed.hf_token
+    if "HF_TOKEN" in typed.env:
+        token_sources["env.HF_TOKEN"] = typed.env["HF_TOKEN"]
+    if len(set(token_sources.values())) > 1:
+        # Names only: the values are secrets.
+        errors.append(FieldError("hf_token", f"conflicting values in {', '.join(sorted(token_sources, key=len))}: give one"))
     for name, value in secret_env.items():
         if "\x00" in value or CONTROL_RE.search(value):
             errors.append(FieldError("hf_token", "must not contain control characters"))

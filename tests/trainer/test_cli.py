@@ -67,10 +67,6 @@ def test_unknown_flag_exits_2(capsys):
 @pytest.mark.parametrize(
     "argv, problem",
     [
-        pytest.param(["--val_split_size", "1.5"], "--val_split_size", id="val split"),
-        pytest.param(["--max_length", "0"], "--max_length must be positive", id="max length"),
-        pytest.param(["--learning_rate", "0"], "--learning_rate", id="lr"),
-        pytest.param(["--max_steps", "0"], "--max_steps", id="max steps"),
         pytest.param(["--method", "full", "--merge_adapter"], "--merge_adapter applies", id="merge full"),
         pytest.param(["--upload_output_to", "/local/dir"], "gs:// or s3://", id="upload local"),
         pytest.param(["--upload_output_to", "http://x/y"], "gs:// or s3://", id="upload http"),
@@ -81,6 +77,22 @@ def test_unknown_flag_exits_2(capsys):
 def test_check_args(argv, problem):
     problems = train.check_args(parse(*argv))
     assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "name, value, problem",
+    [
+        pytest.param("val_split_size", 1.5, "--val_split_size must be at least 0 and less than 1", id="val split"),
+        pytest.param("max_length", 0, "--max_length must be at least 1", id="max length"),
+        pytest.param("learning_rate", 0.0, "--learning_rate must be greater than 0", id="lr"),
+        pytest.param("max_steps", 0, "--max_steps must be -1, or at least 1", id="max steps"),
+    ],
+)
+def test_check_args_ranges(name, value, problem):
+    # A Namespace that did not come through the parser (which refuses these: tests/unit/test_flag_bounds.py).
+    args = parse()
+    setattr(args, name, value)
+    assert any(problem in p for p in train.check_args(args)), train.check_args(args)
 
 
 def test_check_args_accepts_defaults_and_hub_ids():

@@ -49,10 +49,15 @@ def test_any_json_is_accepted_or_rejected_cleanly(body) -> None:
 def flag_values():
     def strategy(flag: trainer_flags.Flag):
         text = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
+        low, high = flag.bounds()  # values inside the flag's own range (the rest are refused)
         if flag.type == "int":
-            return st.integers(-(10**9), 10**9)
+            inside = st.integers(max(low, -(10**9)), min(high, 10**9))
+            return st.sampled_from(flag.also) | inside if flag.also else inside
         if flag.type == "float":
-            return st.floats(allow_nan=False, allow_infinity=False, width=64) | st.integers(-1000, 1000)
+            floats = st.floats(low, high, exclude_min=flag.minimum_exclusive, exclude_max=flag.maximum_exclusive,
+                               allow_nan=False, allow_infinity=False, width=64)
+            ints = [v for v in range(-1000, 1001) if flag.range_problem(v) is None]
+            return floats | st.sampled_from(ints)
         if flag.type == "bool":
             return st.booleans()
         if flag.type == "choice":

@@ -102,10 +102,15 @@ def test_render(name: str, body: dict, expected: list[str]) -> None:
 
 
 def test_secrets_go_to_env_only() -> None:
-    req = normalise_request({**OLD_README_K8S, "hf_token": "hf_top"}, POLICY)
+    req = normalise_request({**OLD_README_K8S, "env": {}, "hf_token": "hf_top"}, POLICY)
     assert req.env == {"HF_TOKEN": "hf_top"}
     assert not any("hf_" in a for a in req.args)
     assert req.env_names == ("HF_TOKEN",)
+
+
+def test_hf_token_given_twice_alike_is_one_token() -> None:
+    req = normalise_request({**OLD_README_K8S, "hf_token": "hf_xxx"}, POLICY)
+    assert req.env == {"HF_TOKEN": "hf_xxx"}
 
 
 def test_same_body_same_hash_and_args() -> None:
@@ -143,6 +148,8 @@ ERROR_CASES = [
     ("newline in a value", {**K8S, "model_id": "a\nb"}, "model_id", "control characters"),
     ("NUL in a value", {**K8S, "model_id": "a\x00b"}, "model_id", "control characters"),
     ("conflicting model aliases", {**K8S, "model": "a", "model_id": "b"}, "model_id", "conflicting"),
+    ("hf_token differs from env.HF_TOKEN", {**K8S, "hf_token": "hf_a", "env": {"HF_TOKEN": "hf_b"}}, "hf_token", "conflicting values in hf_token, env.HF_TOKEN"),
+    ("trainer_args.hf_token differs", {**K8S, "trainer_args": {"hf_token": "hf_a"}, "env": {"HF_TOKEN": "hf_b"}}, "hf_token", "trainer_args.hf_token"),
     ("trainer_args not an object", {**K8S, "trainer_args": [1]}, "trainer_args", "dictionary"),
     ("env value not a string", {**K8S, "env": {"A": 1}}, "env.A", "string"),
     ("env name that changes the child", {**K8S, "env": {"LD_PRELOAD": "/x.so"}}, "env.LD_PRELOAD", "can't be set"),
