@@ -2,9 +2,14 @@
 
 `python -m functions.embedded` (what `make run` starts). Same code paths as the cloud, other adapters.
 The api is served over ASGI (uvicorn, `functions/asgi.py`) in this same process, next to the bus threads
-and the local trainer processes; the deployed function keeps functions-framework's server. On start,
-jobs a previous run stored but never launched (queued / submitting) are launched again; the launcher's
-idempotency makes that safe.
+and the local trainer processes; the deployed function keeps functions-framework's server.
+
+On start (`recover`): the runs of local jobs an earlier server started (submitted / running / cancelling)
+are adopted from their run folders — followed if alive, their true end reported if they ended while no
+server ran, `lost` if nothing is left — and jobs stored but never launched (queued / submitting) are
+launched again; the launcher's idempotency and the run folders make that safe (a run is never started
+twice). On stop (`stop`): no new launches, the trainers stopped, their exit events applied, and only then
+the bus and the store closed, so no final status is lost.
 """
 
 from __future__ import annotations
@@ -12,16 +17,41 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 
 from functions.wiring import Container, build_backends, event_publisher, set_container
 from shared.adapters.inline_bus import InlineBus
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.status import JobStatus
+from shared.errors import PlatformError
+from shared.launching import Launcher
+from shared.messages import Message
 from shared.service import OP_SUBMIT, iter_jobs, publish_launch
 from shared.settings import Settings
 
 log = logging.getLogger("embedded")
+
+# How long a clean stop waits for the exit events of the stopped trainers to be applied.
+DRAIN_SECONDS = 15.0
+
+
+class LaunchGate:
+    """The launcher's subscription, closed when the server stops. A launch message that arrives then is
+    acked unhandled: its job stays queued (or submitting) in the store and the next start launches it
+    (`recover`). Retrying it instead would spend its attempts against a server that is going away, and
+    dead-letter it (the job failed) if the stop took long."""
+
+    def __init__(self, launcher: Launcher):
+        self.launcher = launcher
+        self.closed = threading.Event()
+
+    def handle(self, message: Message) -> None:
+        if not self.closed.is_set():
+            self.launcher.handle(message)
+
+    def handle_batch(self, messages: list[Message]) -> list[BaseException | None]:
+        if self.closed.is_set():
+            return [None] * len(messages)
+        return self.launcher.handle_batch(messages)
 
 
 def build_embedded(settings: Settings, *, start: bool = True) -> Container:
@@ -29,7 +59,9 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
     bus = InlineBus(max_attempts=settings.launch_max_attempts, retry_base_seconds=settings.launch_retry_base_seconds)
 
     c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)))
-    bus.subscribe(settings.topic_train_requests, c.launcher.handle, dead_letter=c.launcher.dead_letter, batch_handler=c.launcher.handle_batch)
+    gate = LaunchGate(c.launcher)
+    c.launch_gate = gate  # type: ignore[attr-defined] - the embedded server's own part of its container; `stop` closes it
+    bus.subscribe(settings.topic_train_requests, gate.handle, dead_letter=c.launcher.dead_letter, batch_handler=gate.handle_batch)
     bus.subscribe(settings.topic_training_events, c.status_sync.handle)
     bus.subscribe(
         settings.topic_train_submissions,
@@ -40,13 +72,12 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
         bus.start()
         recover(c)
         if settings.reconcile_interval_seconds > 0:
-            threading.Thread(target=_reconcile_loop, args=(c, settings.reconcile_interval_seconds), name="reconcile", daemon=True).start()
+            threading.Thread(target=_reconcile_loop, args=(c, settings.reconcile_interval_seconds, gate.closed), name="reconcile", daemon=True).start()
     return c
 
 
-def _reconcile_loop(c: Container, interval: int) -> None:
-    while True:
-        time.sleep(interval)
+def _reconcile_loop(c: Container, interval: int, stopping: threading.Event) -> None:
+    while not stopping.wait(interval):
         try:
             c.reconciler.run_once()
         except Exception:  # noqa: BLE001 - the loop must survive one bad pass
@@ -54,7 +85,21 @@ def _reconcile_loop(c: Container, interval: int) -> None:
 
 
 def recover(c: Container) -> int:
-    """Re-launch jobs that were accepted but whose launch never completed (crash, restart)."""
+    """Adopt the runs an earlier server left (local jobs past their launch), then re-launch jobs that were
+    accepted but whose launch never completed (crash, restart). Returns how many were re-launched."""
+    adopted = 0
+    for status in (JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.CANCELLING):
+        for job in list(iter_jobs(c.store, status)):
+            adopt = getattr(c.backends.get(job.backend), "adopt", None)
+            if adopt is None or job.dry_run:
+                continue
+            try:
+                adopt(job)
+                adopted += 1
+            except PlatformError as exc:  # reconcile asks again later
+                log.warning("job %s: could not adopt its run: %s", job.id, exc)
+    if adopted:
+        log.warning("adopted the runs of %d job(s) started before the last stop", adopted)
     count = 0
     for status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
         for job in list(iter_jobs(c.store, status)):
@@ -88,12 +133,24 @@ def main() -> None:
     try:
         serve(app, settings.host, settings.port)
     finally:
-        # Stop local trainers (their process groups), the commit and stream threads, the bus, the store.
         log.info("stopping: local trainers, bus, store")
         app.close()
-        c.shutdown()
-        c.bus.stop()
-        c.store.close()
+        stop(c)
+
+
+def stop(c: Container, drain_seconds: float = DRAIN_SECONDS) -> None:
+    """Stop without losing a final status: close the launches, stop the local trainers (their process
+    groups; each one's exit event is published before `shutdown` returns), let status_sync apply those
+    events (the bus drained, bounded), and only then stop the bus and close the store."""
+    gate: LaunchGate | None = getattr(c, "launch_gate", None)
+    if gate is not None:
+        gate.closed.set()
+    c.shutdown()
+    drain = getattr(c.bus, "drain", None)
+    if drain is not None and not drain(timeout=drain_seconds):
+        log.warning("stopping: events still queued after %.0fs; reconcile settles those jobs on the next start", drain_seconds)
+    c.bus.stop()
+    c.store.close()
 
 
 if __name__ == "__main__":

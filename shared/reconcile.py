@@ -87,7 +87,10 @@ class Reconciler:
             report.relaunched.append(job.id)
             return
         backend = self.backends.get(job.backend)
-        observation = backend.observe(job) if backend is not None and job.external_id else None
+        # Asked even without an external id: every backend finds a job by its id (the name it derives
+        # from it, the local run folder), and a crash between the launch and its record leaves exactly
+        # such a job, which nothing else would ever finish.
+        observation = backend.observe(job) if backend is not None else None
         if observation is not None and observation.state:
             event = TrainingEvent(
                 job_id=job.id, source="reconcile", observed_at=now, state=observation.state,

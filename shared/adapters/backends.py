@@ -40,5 +40,7 @@ def build_backends(settings: Any, events: Callable[[dict[str, Any]], Any] | None
             script=settings.train_script,
             cwd=REPO_ROOT,
             events=events,
+            # Next to the store, so a restarted embedded server finds the runs its jobs refer to.
+            runs_dir=settings.sqlite_file.with_name(settings.sqlite_file.stem + "-runs"),
         )
     return backends

@@ -1,29 +1,40 @@
-"""Local backend: the trainer as a child process of this server, watched by a supervisor thread.
+"""Local backend: the trainer as a process of this machine, in a run folder that outlives the server.
 
-For development and the embedded default. `submit` starts `PYTHON_BIN TRAIN_SCRIPT_PATH <flags>` with
-the server's environment plus the job's secret variables (the only place they go), in the repo root,
-in a new session (`start_new_session=True`: its own process group), so cancel reaches whatever the
-trainer starts. The supervisor turns what the process does into `training-events` envelopes
-(`shared/domain/events.py`) and hands them to the `events` callable it was built with, the same path the
-cluster watcher and the Vertex log sink feed, so status_sync treats every backend alike:
-- `started` with the pid, as soon as the process runs;
+For development and the embedded default. `submit` starts a small supervisor (`local_runs.py`, in a
+session of its own) that runs `PYTHON_BIN TRAIN_SCRIPT_PATH <flags>` with the server's environment plus
+the job's secret variables (the only place they go), in the repo root. The supervisor keeps the run's
+record in `<runs dir>/<job id>/`: a lock it holds while it lives, the launch record, the output (secret
+values already redacted) and, at the end, the true exit code. So a trainer does not die with the server
+(`kill -9`, a crash), and a server started later knows, from the folder alone, whether the job's run is
+alive (adopt it), has ended (report how) or never started (start it), and never starts one twice.
+
+A follower thread per run turns the folder into `training-events` envelopes (`shared/domain/events.py`)
+and hands them to the `events` callable it was built with, the same path the cluster watcher and the
+Vertex log sink feed, so status_sync treats every backend alike:
+- `started` with the supervisor's pid (the job's external id);
 - log lines (`timestamp`, `stream`, `message`, increasing `seq`) in batches of up to `batch_lines`
-  lines or `batch_seconds`, whichever comes first; secret values are redacted from them;
-- `exited` with `exit_code` (a signal N is reported as 128 + N, so SIGTERM is 143, as on Kubernetes).
+  lines or `batch_seconds`, whichever comes first; a restarted server replays them from the start and
+  status_sync keeps only those past the job's cursor;
+- `exited` with `exit_code` (a signal N is reported as 128 + N, so SIGTERM is 143, as on Kubernetes), or
+  `lost` when the supervisor died without an exit record (what it left of the trainer is killed first).
+Event ids derive from the run and the content, so a replay is recognised as one.
 
-Cancel: SIGTERM to the group, SIGKILL after `grace_seconds` if anything is left. `stop_all()` does that
-to every job at once (the embedded server calls it when it stops). A job id already started in this
-process is adopted, never started twice.
+Cancel: SIGTERM to the supervisor, which forwards it to the trainer's process group; SIGKILL to that
+group after `grace_seconds`. `stop_all()` does that to every job at once and refuses new launches (the
+embedded server calls it when it stops). `adopt(job)` takes over a run an earlier server started.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import queue
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,9 +42,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import shared
+from shared.adapters.local_runs import DRAIN_SECONDS, MAX_LINE_CHARS, RunDir, exit_code_of, read_bound  # noqa: F401 - re-exported
 from shared.domain.events import EventLog, TrainingEvent
 from shared.domain.job import REDACTED, Job
-from shared.domain.redaction import redact, redact_cut
+from shared.domain.redaction import redact
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, TransientError
 from shared.ports import Observation, Submission
@@ -41,18 +54,11 @@ from shared.ports import Observation, Submission
 log = logging.getLogger(__name__)
 
 SOURCE = "local"
-MAX_LINE_CHARS = 16_384
 POLL_SECONDS = 0.1
-# After the trainer exits, how long its pipes may stay open (held by a grandchild) before the group is killed.
-DRAIN_SECONDS = 2.0
-_EOF = object()
-
-
-def read_bound(secrets: tuple[str, ...]) -> int:
-    """Bytes a reader takes of one line: the kept characters (UTF-8: up to 4 bytes each) plus room for
-    the longest secret, so one that starts before the cut is read whole and redacted. The rest of a
-    longer line is read and dropped: one endless line can't fill the memory."""
-    return 4 * (MAX_LINE_CHARS + max((len(s) for s in secrets), default=0)) + 4
+# How long a run's supervisor may take to write its launch record once it holds the lock.
+LAUNCH_RECORD_SECONDS = 5.0
+# The supervisor runs from the folder above the `shared` package, whatever the trainer's cwd is.
+_PACKAGE_ROOT = Path(shared.__file__).resolve().parent.parent
 
 
 class _UTC:
@@ -63,24 +69,26 @@ class _UTC:
 @dataclass
 class _Run:
     job_id: str
-    process: subprocess.Popen
+    folder: RunDir
+    pid: int  # the supervisor's
     command: str
-    secrets: tuple[str, ...]
-    started_at: float
+    process: subprocess.Popen | None = None  # None: adopted from an earlier server (not our child)
+    started_at: datetime | None = None
     cancel_requested: bool = False
-    killer: threading.Timer | None = None
-    supervisor: threading.Thread | None = None
+    killed: bool = False  # the supervisor itself had to be killed: no exit record will come
+    killers: list[threading.Timer] = field(default_factory=list)
+    follower: threading.Thread | None = None
     done: threading.Event = field(default_factory=threading.Event)
     exit_code: int | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    def finished(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is not None
+        return not self.folder.alive()
 
 
-def exit_code_of(returncode: int) -> int:
-    """Popen's `-N` for "killed by signal N" becomes the shell's and Kubernetes' `128 + N`."""
-    return 128 - returncode if returncode < 0 else returncode
+def _at(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
 
 
 class LocalBackend:
@@ -94,6 +102,7 @@ class LocalBackend:
         cwd: str | Path,
         events: Callable[[dict[str, Any]], Any] | None = None,
         base_env: Mapping[str, str] | None = None,
+        runs_dir: str | Path | None = None,
         grace_seconds: float = 10.0,
         batch_lines: int = 200,
         batch_seconds: float = 0.2,
@@ -104,12 +113,17 @@ class LocalBackend:
         self.cwd = Path(cwd)
         self.events = events
         self.base_env = dict(os.environ if base_env is None else base_env)
+        if runs_dir is None:
+            # Without a runs dir of its own (tests, one-offs) nothing is adopted across restarts.
+            runs_dir = tempfile.mkdtemp(prefix="local-runs-")
+        self.runs_dir = Path(runs_dir)
         self.grace_seconds = grace_seconds
         self.batch_lines = batch_lines
         self.batch_seconds = batch_seconds
         self.clock = clock or _UTC()
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self._closing = False
         if events is None:
             log.warning("local backend built without an events callable: its jobs' logs and exit codes go nowhere")
 
@@ -120,82 +134,80 @@ class LocalBackend:
             if run is not None:
                 log.info("job %s: already started here (pid %s): adopted", job.id, run.pid)
                 return Submission(external_id=str(run.pid), command=run.command)
-            missing = sorted(set(job.env_names) - set(env))
-            if missing:
-                raise PermanentError(
-                    f"the values of {', '.join(missing)} are no longer available (the launch was retried without them): submit the job again",
-                    reason="SecretValuesUnavailable",
-                    failure_class=FailureClass.INFRA.value,
-                )
-            if not self.script.is_file():
-                raise PermanentError(
-                    f"the trainer script {self.script} does not exist (TRAIN_SCRIPT_PATH)",
-                    reason="TrainerNotFound",
-                    failure_class=FailureClass.INFRA.value,
-                )
-            argv = [self.python_bin, str(self.script), *job.args]
-            # Each line of a multi-line secret too: a trainer printing it shows it line by line.
-            secrets = tuple(p for v in env.values() if v for p in (v, *v.splitlines()) if p)
-            command = self.display_command(argv, env)
-            child_env = {**self.base_env, **env}
-            try:
-                process = subprocess.Popen(
-                    argv,
-                    cwd=str(self.cwd),
-                    env=child_env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-                raise PermanentError(
-                    f"could not start {argv[0]}: {exc.strerror or exc}", reason="TrainerNotStartable", failure_class=FailureClass.INFRA.value
-                ) from exc
-            except OSError as exc:  # EAGAIN, ENOMEM: the machine is busy; try again later
-                raise TransientError(f"could not start the trainer: {exc}") from exc
-            run = _Run(job_id=job.id, process=process, command=command, secrets=secrets, started_at=time.monotonic())
+            if self._closing:
+                raise TransientError("the server is stopping: the job is launched when it starts again")
+            folder = RunDir(self.runs_dir, job.id)
+            lock_fd = folder.try_lock()
+            if lock_fd is None:  # an earlier server's run, alive: follow it, never start another
+                run = self._attach(folder, "alive")
+            else:
+                try:
+                    state = "exited" if folder.exit() is not None else "dead" if folder.launch() is not None else "none"
+                    if state == "none":
+                        run = self._start(job, env, folder, lock_fd)
+                    else:  # it ran already (and ended while no server watched): report that end
+                        run = self._attach(folder, state)
+                finally:
+                    os.close(lock_fd)  # the supervisor has its own copy; without one, the run is free again
             self._runs[job.id] = run
-            run.supervisor = threading.Thread(target=self._supervise, args=(run,), name=f"local-{job.id[:8]}", daemon=True)
-            run.supervisor.start()
-        log.info("job %s: started pid %d: %s", job.id, process.pid, command)
-        return Submission(external_id=str(process.pid), command=command)
+        if run.process is None:
+            log.warning("job %s: adopted the run of an earlier server (pid %d)", job.id, run.pid)
+        return Submission(external_id=str(run.pid), command=run.command)
 
     def cancel(self, job: Job) -> bool | None:
         """SIGTERM to the trainer's process group now, SIGKILL after the grace period. True: signalled
         (the `exited` event follows); None: it had already exited (its events tell the end); False: no
-        such process here (never started, or started by an earlier server process)."""
-        with self._lock:
-            run = self._runs.get(job.id)
+        run of this job exists (never started, or its record is gone)."""
+        run = self._tracked(job.id)
         if run is None:
-            log.info("job %s: not running here: nothing to cancel", job.id)
+            log.info("job %s: no run: nothing to cancel", job.id)
             return False
-        if run.done.is_set():
+        if run.done.is_set() or run.finished():
             return None
         self._terminate(run)
         return True
 
     def observe(self, job: Job) -> Observation:
-        """For reconcile: `running`, `exited` (with its code), or `lost` — no such process in this
-        server (it was started by an earlier server process, which stopped its trainers on the way out)."""
+        """For reconcile, from the run folder: `running`, `exited` (with its true code, even if it ended
+        while no server watched), or `lost` — never started here, or ended without an exit record."""
         with self._lock:
             run = self._runs.get(job.id)
-        if run is None:
-            return Observation("lost")
-        if run.done.is_set():
+        if run is not None and not run.done.is_set():
+            return Observation("running")
+        if run is not None and run.exit_code is not None:
             return Observation("exited", exit_code=run.exit_code)
-        return Observation("running")
+        folder = RunDir(self.runs_dir, job.id)
+        state = folder.state()
+        if state == "alive":
+            return Observation("running")
+        record = folder.exit() if state == "exited" else None
+        if record is not None:
+            return Observation("exited", exit_code=record.exit_code, message=record.message)
+        return Observation("lost", message="no live process and no exit record for this job")
 
     # ---- lifecycle -----------------------------------------------------------------------------
+    def adopt(self, job: Job) -> bool:
+        """Take over the job's run from an earlier server (on start): follow it if it is alive, report
+        its end if it ended meanwhile, `lost` if nothing of it is left. False: no run folder at all."""
+        run = self._tracked(job.id)
+        if run is None:
+            self._emit(TrainingEvent(job_id=job.id, source=SOURCE, observed_at=self.clock.now(), event_id=f"local-{job.id}-none-lost",
+                                     state="lost", message="the job has no run on this machine"))
+            return False
+        if job.cancel_requested and not run.done.is_set():
+            self._terminate(run)
+        return True
+
     def stop_all(self, grace_seconds: float | None = None) -> None:
-        """Terminate every running trainer (SIGTERM, SIGKILL after the grace period) and wait for them."""
+        """Refuse new launches, terminate every running trainer (SIGTERM, SIGKILL after the grace
+        period) and wait until each one's exit event has been handed to `events`."""
         grace = self.grace_seconds if grace_seconds is None else grace_seconds
         with self._lock:
+            self._closing = True
             runs = [r for r in self._runs.values() if not r.done.is_set()]
         for run in runs:
             self._terminate(run, grace)
-        deadline = time.monotonic() + grace + 5
+        deadline = time.monotonic() + grace + 2 * DRAIN_SECONDS + 5
         for run in runs:
             run.done.wait(max(0.0, deadline - time.monotonic()))
 
@@ -205,7 +217,7 @@ class LocalBackend:
         return run is not None and not run.done.is_set()
 
     def wait(self, job_id: str, timeout: float | None = None) -> int | None:
-        """Block until the job's process has exited and its last event was sent; its exit code."""
+        """Block until the job's run has ended and its last event was sent; its exit code."""
         with self._lock:
             run = self._runs.get(job_id)
         if run is None:
@@ -218,129 +230,227 @@ class LocalBackend:
             run = self._runs.get(job_id)
         return run.pid if run else None
 
+    def run_folder(self, job_id: str) -> Path:
+        return RunDir(self.runs_dir, job_id).path
+
     @staticmethod
     def display_command(argv: list[str], env: Mapping[str, str]) -> str:
         """The command line as shown to users: secret variables by name only, values redacted."""
         prefix = [f"{name}={REDACTED}" for name in sorted(env)]
         return redact(" ".join([*prefix, shlex.join(argv)]), env.values())
 
-    # ---- internals -----------------------------------------------------------------------------
+    # ---- starting and attaching ----------------------------------------------------------------
+    def _start(self, job: Job, env: dict[str, str], folder: RunDir, lock_fd: int) -> _Run:
+        missing = sorted(set(job.env_names) - set(env))
+        if missing:
+            raise PermanentError(
+                f"the values of {', '.join(missing)} are no longer available (the launch was retried without them): submit the job again",
+                reason="SecretValuesUnavailable",
+                failure_class=FailureClass.INFRA.value,
+            )
+        if not self.script.is_file():
+            raise PermanentError(
+                f"the trainer script {self.script} does not exist (TRAIN_SCRIPT_PATH)",
+                reason="TrainerNotFound",
+                failure_class=FailureClass.INFRA.value,
+            )
+        child_env = {**self.base_env, **env}
+        if shutil.which(self.python_bin, path=child_env.get("PATH", os.defpath)) is None:
+            raise PermanentError(
+                f"could not start {self.python_bin}: no such executable (PYTHON_BIN)", reason="TrainerNotStartable", failure_class=FailureClass.INFRA.value
+            )
+        argv = [self.python_bin, str(self.script), *job.args]
+        command = self.display_command(argv, env)
+        for stale in (folder.output, folder.path / "launch.json", folder.path / "exit.json"):
+            stale.unlink(missing_ok=True)  # an attempt that died before its trainer started
+        supervisor = [
+            sys.executable, "-E", "-m", "shared.adapters.local_runs", "--runs-dir", str(self.runs_dir), "--job-id", job.id,
+            "--lock-fd", str(lock_fd), "--cwd", str(self.cwd), "--command", command, "--grace", str(self.grace_seconds),
+            "--secret-names", ",".join(sorted(env)), "--", *argv,
+        ]
+        # The supervisor's own complaints (never the trainer's output) go to a file of the run.
+        with open(folder.path / "supervisor.log", "ab") as errors:
+            try:
+                process = subprocess.Popen(
+                    supervisor, cwd=str(_PACKAGE_ROOT), env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=errors, start_new_session=True, close_fds=True, pass_fds=(lock_fd,),
+                )
+            except OSError as exc:  # EAGAIN, ENOMEM: the machine is busy; try again later
+                raise TransientError(f"could not start the trainer's supervisor: {exc}") from exc
+        run = _Run(job_id=job.id, folder=folder, pid=process.pid, command=command, process=process, started_at=self.clock.now())
+        self._follow(run)
+        log.info("job %s: started pid %d: %s", job.id, process.pid, command)
+        return run
+
+    def _attach(self, folder: RunDir, state: str) -> _Run:
+        """A run this server did not start: alive (follow it), exited (replay it) or dead (report lost)."""
+        record = folder.launch()
+        deadline = time.monotonic() + LAUNCH_RECORD_SECONDS
+        while record is None and state == "alive" and time.monotonic() < deadline:
+            time.sleep(0.02)  # its supervisor is just starting the trainer
+            record = folder.launch()
+        if record is None and state == "alive":
+            raise TransientError(f"job {folder.job_id}: its run holds the lock but wrote no launch record yet")
+        pid = record.pid if record else 0
+        run = _Run(job_id=folder.job_id, folder=folder, pid=pid, command=record.command if record else "", started_at=_at(record.started_at) if record else None)
+        self._follow(run)
+        return run
+
+    def _tracked(self, job_id: str) -> _Run | None:
+        """The job's run, attached from its folder if this server does not follow it yet."""
+        with self._lock:
+            run = self._runs.get(job_id)
+            if run is not None:
+                return run
+            folder = RunDir(self.runs_dir, job_id)
+            state = folder.state()
+            if state == "none":
+                return None
+            run = self._attach(folder, state)
+            self._runs[job_id] = run
+            return run
+
+    # ---- stopping ------------------------------------------------------------------------------
     def _terminate(self, run: _Run, grace: float | None = None) -> None:
         if run.done.is_set():
             return
         run.cancel_requested = True
-        self._signal(run, signal.SIGTERM)
-        if run.killer is None:
-            run.killer = threading.Timer(self.grace_seconds if grace is None else grace, self._signal, args=(run, signal.SIGKILL))
-            run.killer.daemon = True
-            run.killer.start()
+        self._signal_supervisor(run, signal.SIGTERM)
+        if not run.killers:
+            grace = self.grace_seconds if grace is None else grace
+            # The supervisor kills the group itself after its own grace; these also hold when the grace
+            # asked for here is shorter, and when the supervisor is stuck.
+            for after, action in ((grace, self._kill_trainer), (grace + 2 * DRAIN_SECONDS + 1, self._kill_supervisor)):
+                timer = threading.Timer(after, action, args=(run,))
+                timer.daemon = True
+                run.killers.append(timer)
+                timer.start()
 
-    @staticmethod
-    def _signal(run: _Run, sig: signal.Signals) -> None:
-        # The child leads its own group (start_new_session), so its pid is the group id; the group can
-        # outlive the leader (a grandchild), hence killpg even after the leader exited.
-        try:
-            os.killpg(run.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def _signal_supervisor(self, run: _Run, sig: signal.Signals) -> None:
+        if run.process is not None:
+            if run.process.poll() is None:
+                run.process.send_signal(sig)
+        elif run.pid and run.folder.alive():
+            try:
+                os.kill(run.pid, sig)  # it holds the run's lock: the pid is still that supervisor's
+            except ProcessLookupError:
+                pass
 
+    def _kill_trainer(self, run: _Run) -> None:
+        if not run.done.is_set():
+            run.folder.kill_trainer_group(signal.SIGKILL)
+
+    def _kill_supervisor(self, run: _Run) -> None:
+        if run.done.is_set() or run.finished():
+            return
+        log.error("job %s: the supervisor (pid %d) did not end after the grace period: killed", run.job_id, run.pid)
+        run.killed = True
+        self._signal_supervisor(run, signal.SIGKILL)
+        run.folder.kill_trainer_group(signal.SIGKILL)
+
+    # ---- following -----------------------------------------------------------------------------
     def _emit(self, event: TrainingEvent) -> None:
         if self.events is None:
             return
         try:
             self.events(event.to_message())
-        except Exception:  # noqa: BLE001 - the supervisor must keep draining the pipes whatever happens
+        except Exception:  # noqa: BLE001 - the follower must keep going whatever happens
             log.exception("job %s: could not publish a %s event", event.job_id, event.state or "log")
 
-    def _event(self, run: _Run, n: int, **fields: Any) -> TrainingEvent:
-        return TrainingEvent(
-            job_id=run.job_id,
-            source=SOURCE,
-            observed_at=self.clock.now(),
-            event_id=f"local-{run.job_id}-{run.pid}-{n}",
-            **fields,
-        )
+    def _follow(self, run: _Run) -> None:
+        run.follower = threading.Thread(target=self._run_follower, args=(run,), name=f"local-{run.job_id[:8]}", daemon=True)
+        run.follower.start()
 
-    def _supervise(self, run: _Run) -> None:
-        lines: queue.Queue = queue.Queue()
-        readers = [
-            threading.Thread(target=self._read, args=(run.process.stdout, "stdout", lines, read_bound(run.secrets)), daemon=True),
-            threading.Thread(target=self._read, args=(run.process.stderr, "stderr", lines, read_bound(run.secrets)), daemon=True),
-        ]
-        counter = 0
-        self._emit(self._event(run, counter, state="started", extra={"pid": run.pid, "command": run.command}))
-        for reader in readers:
-            reader.start()
-        seq = 0
+    def _run_follower(self, run: _Run) -> None:
+        try:
+            self._replay(run)
+        except Exception:  # noqa: BLE001 - whatever happened, the run's end must still be told
+            log.exception("job %s: follower failed", run.job_id)
+        if run.process is not None:
+            run.process.wait()
+        self._finish(run)
+
+    def _replay(self, run: _Run) -> None:
+        base = f"local-{run.job_id}-{run.pid}"
+        if run.pid:
+            self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=run.started_at or self.clock.now(), event_id=f"{base}-started",
+                                     state="started", extra={"pid": run.pid, "command": run.command}))
         batch: list[EventLog] = []
         first_at = 0.0
-        open_streams = len(readers)
+        pending = b""
+        f = None
 
         def flush() -> None:
-            nonlocal batch, counter
+            nonlocal batch
             if batch:
-                counter += 1
-                self._emit(self._event(run, counter, logs=tuple(batch)))
+                self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=self.clock.now(),
+                                         event_id=f"{base}-logs-{batch[0].seq}-{batch[-1].seq}", logs=tuple(batch)))
                 batch = []
 
-        exited_at: float | None = None
-        try:
-            while open_streams:
-                now = time.monotonic()
-                if exited_at is None and run.process.poll() is not None:
-                    exited_at = now
-                if exited_at is not None and now - exited_at > DRAIN_SECONDS:
-                    # The trainer is gone but something it started still holds the pipes: end it too.
-                    self._signal(run, signal.SIGKILL)
-                    if now - exited_at > 2 * DRAIN_SECONDS:
-                        break
-                timeout = POLL_SECONDS if not batch else min(POLL_SECONDS, max(0.0, first_at + self.batch_seconds - now))
+        def pump() -> bool:
+            nonlocal f, pending, first_at
+            if f is None:
                 try:
-                    item = lines.get(timeout=timeout)
-                except queue.Empty:
-                    if batch and time.monotonic() - first_at >= self.batch_seconds:
-                        flush()
-                    continue
-                if item is _EOF:
-                    open_streams -= 1
-                    continue
-                stream, text, continued, at = item
-                seq += 1
+                    f = open(run.folder.output, "rb")
+                except FileNotFoundError:
+                    return False
+            chunk = f.read(1 << 16)
+            if not chunk:
+                return False
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                try:
+                    item = json.loads(raw)
+                    line = EventLog(seq=int(item["seq"]), timestamp=_at(item["t"]) or self.clock.now(), stream=str(item["stream"]), message=str(item["message"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn line (the machine died mid-write): the rest is still good
                 if not batch:
                     first_at = time.monotonic()
-                batch.append(EventLog(seq=seq, timestamp=at, stream=stream, message=redact_cut(text, run.secrets, MAX_LINE_CHARS, continued=continued)))
-                if len(batch) >= self.batch_lines or time.monotonic() - first_at >= self.batch_seconds:
+                batch.append(line)
+                if len(batch) >= self.batch_lines:
                     flush()
-            flush()
-            returncode = run.process.wait()
-        except Exception:  # noqa: BLE001
-            log.exception("job %s: supervisor failed", run.job_id)
-            returncode = run.process.wait()
-        run.exit_code = exit_code_of(returncode)
-        fields: dict[str, Any] = {"state": "exited", "exit_code": run.exit_code}
-        if returncode < 0:
-            fields["message"] = f"terminated by {signal.Signals(-returncode).name}"
-        if run.cancel_requested:
-            fields["reason"] = "CancelRequested"
-        counter += 1
-        self._emit(self._event(run, counter, extra={"pid": run.pid}, **fields))
-        run.done.set()
-        log.info("job %s: pid %d exited with %d", run.job_id, run.pid, run.exit_code)
+            return True
 
-    def _read(self, pipe: Any, stream: str, out: queue.Queue, bound: int) -> None:
-        """Each line as (stream, text, continued, at): `continued` when the line went on past `bound`
-        bytes (what followed was dropped, and may hold the rest of a secret)."""
         try:
-            for raw in iter(lambda: pipe.readline(bound), b""):
-                continued = False
-                if not raw.endswith(b"\n"):
-                    while rest := pipe.readline(bound):  # the rest of an over-long line is dropped
-                        continued = True
-                        if rest.endswith(b"\n"):
-                            break
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                out.put((stream, text, continued, self.clock.now()))
+            while True:
+                finished = run.finished()  # before reading: once it has ended, one more read gets the rest
+                got = pump()
+                if batch and time.monotonic() - first_at >= self.batch_seconds:
+                    flush()
+                if finished:
+                    while pump():
+                        pass
+                    flush()
+                    return
+                if not got:
+                    time.sleep(POLL_SECONDS if not batch else min(POLL_SECONDS, max(0.0, first_at + self.batch_seconds - time.monotonic())))
         finally:
-            pipe.close()
-            out.put(_EOF)
+            if f is not None:
+                f.close()
 
+    def _finish(self, run: _Run) -> None:
+        for timer in run.killers:
+            timer.cancel()
+        record = run.folder.exit()
+        base = f"local-{run.job_id}-{run.pid}"
+        fields: dict[str, Any]
+        if record is not None:
+            run.exit_code = record.exit_code
+            fields = {"state": "exited", "exit_code": record.exit_code}
+            if record.message:
+                fields["message"] = record.message
+            if run.cancel_requested or record.terminated:
+                fields["reason"] = "CancelRequested"
+            observed = self.clock.now() if run.process is not None else (_at(record.finished_at) or self.clock.now())
+        else:
+            # The supervisor is gone without saying how the trainer ended: stop what is left of it.
+            run.folder.kill_trainer_group(signal.SIGKILL)
+            observed = self.clock.now()
+            if run.killed:
+                run.exit_code = 137
+                fields = {"state": "exited", "exit_code": 137, "message": "terminated by SIGKILL", "reason": "CancelRequested"}
+            else:
+                fields = {"state": "lost", "message": "the run's supervisor ended without an exit record"}
+        self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=observed, event_id=f"{base}-end", extra={"pid": run.pid}, **fields))
+        run.done.set()
+        log.info("job %s: run %d ended: %s", run.job_id, run.pid, fields.get("exit_code", fields["state"]))

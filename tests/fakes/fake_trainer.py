@@ -9,11 +9,15 @@ Takes any flags (they are echoed as one `ARGS [...]` line). Behaviour from the e
 - `FAKE_TRAINER_CHILD_PIDFILE`: start a grandchild (`sleep 60`) in the same process group and write its
   pid there, to check that cancel reaches the whole group;
 - `FAKE_TRAINER_IGNORE_TERM=1`: ignore SIGTERM (so only SIGKILL ends it);
-- `FAKE_TRAINER_EXIT` (default 0): the exit code.
+- `FAKE_TRAINER_EXIT` (default 0): the exit code; an `--output_dir` whose last part ends in `-exitN`
+  exits with N instead (so one server can run jobs that end differently);
+- `FAKE_TRAINER_MARKER_DIR`: on start, create `<dir>/<last part of --output_dir>.<pid>`, so a test counts
+  the starts of each job (and finds their pids) whatever the server did in between.
 """
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +28,12 @@ def main() -> int:
     env = os.environ
     if env.get("FAKE_TRAINER_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    output = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--output_dir=")), "")
+    key = os.path.basename(output.rstrip("/")) or "job"
+    markers = env.get("FAKE_TRAINER_MARKER_DIR")
+    if markers:
+        with open(os.path.join(markers, f"{key}.{os.getpid()}"), "x"):
+            pass
     print("ARGS " + json.dumps(sys.argv[1:]), flush=True)
     for name in filter(None, env.get("FAKE_TRAINER_ECHO_ENV", "").split(",")):
         print(f"{name}={env.get(name, '')}", flush=True)
@@ -41,7 +51,8 @@ def main() -> int:
     if sleep:
         print("READY", flush=True)
         time.sleep(sleep)
-    return int(env.get("FAKE_TRAINER_EXIT", "0"))
+    chosen = re.search(r"-exit(\d+)$", key)
+    return int(chosen.group(1)) if chosen else int(env.get("FAKE_TRAINER_EXIT", "0"))
 
 
 if __name__ == "__main__":

@@ -52,11 +52,12 @@ def local_job(job_id: str = JOB_ID, **body):
     return job_from({**BODY, **body}, job_id, RequestPolicy(local_roots=POLICY_ROOTS, local_base=str(REPO_ROOT)))
 
 
-def make_backend(events: Events, *, grace: float = 5.0, batch_lines: int = 200, **env: str) -> LocalBackend:
+def make_backend(events: Events, *, grace: float = 5.0, batch_lines: int = 200, runs_dir: str | os.PathLike | None = None, **env: str) -> LocalBackend:
+    """Without `runs_dir`, a fresh folder of its own (the same job id runs again in the next test)."""
     base_env = {"PATH": os.environ.get("PATH", ""), **env}
     return LocalBackend(
         python_bin=sys.executable, script=FAKE_TRAINER, cwd=REPO_ROOT, events=events, base_env=base_env,
-        grace_seconds=grace, batch_lines=batch_lines, batch_seconds=0.2,
+        grace_seconds=grace, batch_lines=batch_lines, batch_seconds=0.2, runs_dir=runs_dir,
     )
 
 
