@@ -59,6 +59,48 @@ def read_lines(uri: str) -> Iterator[str]:
         raise StorageError(f"{uri}: cannot read ({type(e).__name__}: {e})") from e
 
 
+def _uri(uri: str, path: str) -> str:
+    """A path fsspec listed, as a URI of the same scheme as `uri`."""
+    return f"{scheme(uri)}://{path}" if is_remote(uri) else path
+
+
+def list_folder(uri: str) -> list[str] | None:
+    """Every file under `uri` (recursively, sorted) when it is a folder or a prefix; None when it is a
+    file; StorageError when it is neither."""
+    try:
+        fs, path = _fs(uri)
+        if fs.isfile(path.rstrip("/")) and not uri.endswith("/"):
+            return None
+        if not fs.isdir(path):
+            raise StorageError(f"{uri}: no such file or folder")
+        return sorted(_uri(uri, p) for p in fs.find(path.rstrip("/")))
+    except FileNotFoundError as e:
+        raise StorageError(f"{uri}: no such file or folder") from e
+    except (PermissionError, OSError) as e:
+        raise StorageError(f"{uri}: cannot read ({type(e).__name__}: {e})") from e
+
+
+def open_binary(uri: str):
+    """An open binary file (a context manager) at `uri`; StorageError when it can't be opened."""
+    try:
+        fs, path = _fs(uri)
+        return fs.open(path, "rb")
+    except FileNotFoundError as e:
+        raise StorageError(f"{uri}: no such file") from e
+    except (PermissionError, OSError) as e:
+        raise StorageError(f"{uri}: cannot read ({type(e).__name__}: {e})") from e
+
+
+def read_text(uri: str) -> str:
+    """The whole text file at `uri`, which must be UTF-8."""
+    with open_binary(uri) as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StorageError(f"{uri}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
 def join(base: str, *parts: str) -> str:
     if is_remote(base):
         return posixpath.join(base.rstrip("/"), *parts)
@@ -88,15 +130,22 @@ def upload_dir(local_dir: str | os.PathLike, dest: str, last: tuple[str, ...] = 
     return len(files)
 
 
-def download_dir(src: str, local_dir: str | os.PathLike) -> None:
+def download_dir(src: str, local_dir: str | os.PathLike, skip: re.Pattern | None = None) -> int:
+    """Copy every file under `src` into `local_dir` (those whose relative path matches `skip` left
+    out); returns the number of files copied."""
     fs, root = _fs(src)
     local_dir = Path(local_dir)
     root = root.rstrip("/")
+    n = 0
     for path in fs.find(root):
         rel = path[len(root) :].lstrip("/")
+        if skip is not None and skip.search(rel):
+            continue
+        n += 1
         target = local_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get_file(path, str(target))
+    return n
 
 
 def complete_checkpoints(base: str) -> list[tuple[int, str]]:

@@ -21,9 +21,10 @@ VENV_BIN = Path(sys.executable).parent
 CAPITALS = [
     ("france", "paris"), ("england", "london"), ("germany", "berlin"), ("italy", "rome"),
     ("japan", "tokyo"), ("spain", "madrid"), ("egypt", "cairo"), ("peru", "lima"),
+    ("greece", "athens"), ("norway", "oslo"), ("cuba", "havana"), ("kenya", "nairobi"),
 ]
 
-# Settings under which the tiny model overfits 8 rows in a few dozen steps (see trainer/tiny_model.py).
+# Settings under which the tiny model overfits 12 rows in a few dozen steps (see trainer/tiny_model.py).
 FAST = [
     "--method", "lora", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
     "--learning_rate", "1e-2", "--lr_scheduler_type", "constant", "--warmup_ratio", "0",
