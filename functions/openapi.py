@@ -121,6 +121,13 @@ class MetricList(BaseModel):
     nextAfter: int | None
 
 
+class ManifestModel(BaseModel):
+    model_config = ConfigDict(title="Manifest")
+    backend: str
+    dryRun: bool
+    objects: list[dict[str, Any]] = Field(description="Every object created (or, on a dry run, that would be); secret values redacted.")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     defaultBackend: str
@@ -161,7 +168,7 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    models = [TrainRequestBody, ErrorBody, JobEnvelope, JobDetailEnvelope, JobList, Health]
+    models = [TrainRequestBody, ErrorBody, JobEnvelope, JobDetailEnvelope, JobList, Health, EventList, MetricList, ManifestModel]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,128}$"}}
@@ -215,6 +222,24 @@ def openapi_document() -> dict[str, Any]:
                         _query("logs_limit", {"type": "integer", "minimum": 1, "maximum": 5000}),
                     ],
                     "responses": {"200": _json_response("JobDetailEnvelope", "The job with a page of its logs."), **ERR, "404": _json_response("ErrorBody", "No such job.")},
+                }
+            },
+            "/jobs/{id}/events": {
+                "get": {
+                    "parameters": [job_id, _query("after", {"type": "integer", "minimum": 0}), _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+                    "responses": {"200": _json_response("EventList", "The job's timeline, oldest first."), **ERR, "404": _json_response("ErrorBody", "No such job.")},
+                }
+            },
+            "/jobs/{id}/metrics": {
+                "get": {
+                    "parameters": [job_id, _query("after", {"type": "integer", "minimum": 0}), _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000})],
+                    "responses": {"200": _json_response("MetricList", "Every PROGRESS point of the job, oldest first (nextAfter: the next page's after)."), **ERR, "404": _json_response("ErrorBody", "No such job.")},
+                }
+            },
+            "/jobs/{id}/manifest": {
+                "get": {
+                    "parameters": [job_id],
+                    "responses": {"200": _json_response("ManifestModel", "What the launcher created or would create."), **ERR, "404": _json_response("ErrorBody", "No such job.")},
                 }
             },
         },

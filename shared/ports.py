@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.domain.job import Job, LogLine
+from shared.domain.metrics import MetricPoint
 
 
 class Clock(Protocol):
@@ -111,6 +112,9 @@ class JobStore(Protocol):
 
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         """Lines with seq > after, in order."""
+
+    def get_metrics(self, job_id: str, after: int = 0, limit: int = 1000) -> list["MetricPoint"]:
+        """The job's metric points (its `PROGRESS` lines, each with its log line's seq) with seq > after."""
 
     def append_event(self, job_id: str, event: TimelineEvent) -> None: ...
 

@@ -157,10 +157,10 @@ def test_tiny_local_job_through_the_client_and_trainctl(tmp_path: Path, capfd: p
 def test_client_models_errors_and_paging(curve_server: Server, tmp_path: Path) -> None:
     with Client(curve_server.url, retries=1, backoff_seconds=0.01) as client:
         with pytest.raises(Exception) as bad:
-            client.submit({"backend": "local", "output_dir": str(tmp_path / "o"), "max_stepz": 3})
+            client.submit({**curve_job(tmp_path, 1), "max_stepz": 3, "learning_rate": "fast"})
         err = bad.value
         assert getattr(err, "status", None) == 400
-        assert {"dataset_file", "max_stepz"} <= {e.field for e in err.errors}  # the api's field errors, typed
+        assert {"max_stepz", "learning_rate"} <= {e.field for e in err.errors}  # the api's field errors, typed
         ids = [client.submit(curve_job(tmp_path, 2)).id for _ in range(3)]
         listed = [j.id for j in client.jobs(page_size=1)]  # one job a page: the iterator follows the cursors
         assert listed == ids[::-1]
@@ -240,10 +240,10 @@ def test_trainctl_commands_and_exit_codes(curve_server: Server, tmp_path: Path, 
     assert trainctl([*url, "watch", long]) == 3
     capsys.readouterr()
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"backend": "local", "output_dir": str(tmp_path / "o"), "max_stepz": 1}))
+    bad.write_text(json.dumps({**curve_job(tmp_path, 1), "max_stepz": 1, "learning_rate": "fast"}))
     assert trainctl([*url, "submit", str(bad)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert any(line.startswith("max_stepz: ") for line in err) and any(line.startswith("dataset_file: ") for line in err)
+    assert any(line.startswith("max_stepz: ") for line in err) and any(line.startswith("learning_rate: ") for line in err)
     assert trainctl([*url, "get", "no-such-job"]) == 2
     assert trainctl(["--url", f"http://127.0.0.1:{free_port()}", "jobs"]) == 4  # nobody there
 
@@ -265,9 +265,9 @@ def test_watch_in_a_real_terminal_shows_the_bar_advancing(curve_server: Server, 
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-            for line in screen.splitlines():
-                if line.startswith("[") and "/30" in line:
-                    steps.append(int(line.split("]")[1].split("/")[0]))
+            bars = [line for line in screen.splitlines() if line.startswith("[") and "/30" in line]
+            if bars:  # the newest bar on the screen
+                steps.append(int(bars[-1].split("]")[1].split("/")[0]))
             if "EXIT=" in screen:
                 break
             time.sleep(0.2)
