@@ -102,10 +102,38 @@ class Canvas:
                 err += dx
                 y0 += sy
 
+    def text(self, x: int, y: int, text: str, color: tuple[int, int, int], scale: int = 2) -> None:
+        """Write `text` with its top-left corner at (x, y); characters the font lacks are skipped."""
+        for i, ch in enumerate(text):
+            bits = FONT.get(ch.lower())
+            if bits is None:
+                continue
+            for k, bit in enumerate(bits):
+                if bit == "1":
+                    row, col = divmod(k, 3)
+                    for dy in range(scale):
+                        for dx in range(scale):
+                            self.set(x + i * 4 * scale + col * scale + dx, y + row * scale + dy, color)
+
     def marker(self, x: int, y: int, color: tuple[int, int, int], r: int = 2) -> None:
         for dx in range(-r, r + 1):
             for dy in range(-r, r + 1):
                 self.set(x + dx, y + dy, color)
+
+
+# A 3x5 pixel font for the labels (digits and the few letters the chart writes), drawn at 2x.
+FONT = {
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
+    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001001001001",
+    "8": "111101111101111", "9": "111101111001111", ".": "000000000000010", "-": "000000111000000",
+    "+": "000010111010000", "e": "000111111100111", "l": "110010010010111", "o": "000111101101111",
+    "s": "000111110011111", "t": "010111010010011", "p": "000111101111100", "v": "000101101101010",
+    "a": "000011101101011", " ": "000000000000000", "(": "010100100100010", ")": "010001001001010",
+}
+
+
+def text_width(text: str, scale: int = 2) -> int:
+    return len(text) * 4 * scale
 
 
 AXIS = (60, 60, 60)
@@ -116,7 +144,7 @@ def png_chart(series: Sequence[Series], path: str | Path, *, width: int = 800, h
     """Draw the curves into a PNG at `path`; returns the number of points drawn per series."""
     drawn = [s for s in series if s.points]
     canvas = Canvas(width, height)
-    left, right, top, bottom = 50, width - 20, 20, height - 40
+    left, right, top, bottom = 90, width - 20, 30, height - 40
     for i in range(5):  # horizontal grid lines
         y = top + round(i * (bottom - top) / 4)
         canvas.line((left, y), (right, y), GRID)
@@ -131,6 +159,17 @@ def png_chart(series: Sequence[Series], path: str | Path, *, width: int = 800, h
             y = bottom - round((p[1] - y0) / (y1 - y0) * (bottom - top))
             return x, y
 
+        for i in range(5):  # y labels on the grid lines, x range under the axis
+            label = f"{y1 - i * (y1 - y0) / 4:.4g}"
+            canvas.text(left - 8 - text_width(label), top + round(i * (bottom - top) / 4) - 5, label, AXIS)
+        canvas.text(left, bottom + 10, f"{x0:g}", AXIS)
+        canvas.text(right - text_width(f"{x1:g}"), bottom + 10, f"{x1:g}", AXIS)
+        canvas.text((left + right - text_width("step")) // 2, bottom + 10, "step", AXIS)
+        legend_x = left + 10
+        for s in drawn:
+            canvas.marker(legend_x, 14, s.color, r=3)
+            canvas.text(legend_x + 10, 9, s.name, s.color)
+            legend_x += text_width(s.name) + 40
         for s in drawn:
             pts = [at(p) for p in s.points if all(math.isfinite(v) for v in p)]
             for a, b in zip(pts, pts[1:]):

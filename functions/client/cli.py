@@ -298,6 +298,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `trainctl logs ID | head`: the reader is gone, and that is fine
+        sys.stdout = None  # type: ignore[assignment]  # no flush of the dead pipe at exit
+        return EXIT_OK
     finally:
         client.close()
 
