@@ -84,7 +84,9 @@ class Container:
             clock=self.clock,
         )
         self.api = Api(settings=self.settings, service=self.service, store=self.store, bus_kind=self.bus.kind)
-        self.launcher = Launcher(store=self.store, backends=self.backends, clock=self.clock)
+        self.launcher = Launcher(
+            store=self.store, backends=self.backends, clock=self.clock, bus=self.bus, requests_topic=self.settings.topic_train_requests
+        )
         self.status_sync = StatusSync(store=self.store, max_log_chars=self.settings.max_log_chars, clock=self.clock)
         self.reconciler = Reconciler(
             store=self.store,

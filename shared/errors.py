@@ -18,6 +18,13 @@ class TransientError(PlatformError):
     """A failure that may succeed if retried (5xx, timeouts, 429, a lost connection)."""
 
 
+class StoreUnavailable(TransientError):
+    """The job store can't be read or written right now: its disk is full, an I/O error, the database
+    can't be opened (SQLite), or the service is unavailable, past its deadline or out of quota
+    (Firestore). The call that raised it stored nothing. The api answers 503 with `Retry-After`; the
+    launcher retries the launch until the store takes it (never `failed` for a storage hiccup)."""
+
+
 class PermanentError(PlatformError):
     """A failure that retrying will not fix (400/403/422, an invalid spec)."""
 

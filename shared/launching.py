@@ -6,7 +6,11 @@ Exactly once, with at-least-once delivery:
   and the backend adopts what an earlier attempt created (every backend name derives from the job id);
 - `TransientError` propagates (the message is redelivered with backoff); `PermanentError` marks the job
   `failed` with its reason and class, and the message is acked;
-- a message for an unknown job is acked and logged.
+- a message for an unknown job is acked and logged;
+- a store that can't be written (`StoreUnavailable`: a full disk) is transient like any other, and it never
+  fails a job: out of retries, the launch is published again instead of dead-lettered into
+  `failed / LaunchFailed` (the dead-letter write would fail too), so it goes on being retried and the job
+  is launched as soon as the store takes writes again.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from typing import Any, Callable, Mapping, Sequence
 from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
-from shared.errors import PermanentError
+from shared.errors import PermanentError, StoreUnavailable
 from shared.messages import Message
-from shared.ports import Backend, JobStore
+from shared.ports import Backend, Bus, JobStore
 from shared.service import OP_CANCEL, OP_SUBMIT, SystemClock, mark_failed
 
 log = logging.getLogger(__name__)
@@ -54,10 +58,22 @@ def _submitted(submission: Any, now: Any):
 
 
 class Launcher:
-    def __init__(self, *, store: JobStore, backends: Mapping[BackendKind, Backend], clock: Any | None = None):
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        backends: Mapping[BackendKind, Backend],
+        clock: Any | None = None,
+        bus: Bus | None = None,
+        requests_topic: str | None = None,
+    ):
+        """`bus` / `requests_topic`: where a launch the store could not record is published again (the
+        inline bus's dead letters); without them such a launch waits for reconcile."""
         self.store = store
         self.backends = dict(backends)
         self.clock = clock or SystemClock()
+        self.bus = bus
+        self.requests_topic = requests_topic
 
     def handle(self, message: Message) -> None:
         data = message.data if isinstance(message.data, dict) else {}
@@ -91,7 +107,11 @@ class Launcher:
             except Exception as exc:  # noqa: BLE001 - the bus decides: retry or dead-letter
                 outcomes[i] = exc
         if submits:
-            for job_id, exc in self._submit_many(submits)[1].items():
+            try:
+                retry = self._submit_many(submits)[1]
+            except Exception as exc:  # noqa: BLE001 - the store failed them all (claim or record): retry each
+                retry = {job_id: exc for job_id in submits}
+            for job_id, exc in retry.items():
                 outcomes[index[job_id]] = exc
         return outcomes
 
@@ -165,11 +185,29 @@ class Launcher:
         return self.store.update(job_id, done)
 
     def dead_letter(self, message: Message, exc: BaseException) -> None:
-        """Out of retries: the job fails with the reason instead of waiting forever."""
+        """Out of retries: the job fails with the reason instead of waiting forever, unless the store
+        was the reason or can't record the failure: a storage hiccup is never a failed job, so the
+        launch is published again and retried until the store takes it."""
         data = message.data if isinstance(message.data, dict) else {}
         job_id = data.get("job_id")
-        if isinstance(job_id, str):
-            self.store.update(
-                job_id,
-                mark_failed("LaunchFailed", f"launch failed after {message.delivery_attempt} attempts: {exc}", FailureClass.INFRA, self.clock.now()),
-            )
+        if not isinstance(job_id, str):
+            return
+        if not isinstance(exc, StoreUnavailable):
+            try:
+                self.store.update(
+                    job_id,
+                    mark_failed("LaunchFailed", f"launch failed after {message.delivery_attempt} attempts: {exc}", FailureClass.INFRA, self.clock.now()),
+                )
+                return
+            except StoreUnavailable as write_failed:
+                exc = write_failed
+        self._relaunch(message, job_id, exc)
+
+    def _relaunch(self, message: Message, job_id: str, exc: BaseException) -> None:
+        if self.bus is None or self.requests_topic is None:
+            log.error("launch of job %s not recorded (%s): it stays as stored until reconcile publishes it again", job_id, exc)
+            return
+        log.warning("launch of job %s not recorded after %d attempts (%s): published again", job_id, message.delivery_attempt, exc)
+        # The same data (the env's secret values travel only in this message), in the job's order.
+        attributes = {**message.attributes, "relaunch": "store-unavailable"}
+        self.bus.publish(self.requests_topic, message.data, attributes=attributes, ordering_key=message.ordering_key or job_id)

@@ -28,7 +28,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
 from shared.domain.job import Job, LogLine, clip_tail, iso
-from shared.errors import Conflict, FieldError, TransientError, ValidationFailed
+from shared.errors import Conflict, FieldError, StoreUnavailable, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
 
 LINES_PER_CHUNK = 1000
@@ -37,14 +37,19 @@ MAX_WRITES_PER_TX = 450  # Firestore allows 500 writes per commit
 MAX_CAS_ATTEMPTS = 20
 CACHE_SIZE = 2000
 
-_TRANSIENT = (
+# Firestore itself can't take the call right now (unavailable, past its deadline, out of quota: 429 is
+# RESOURCE_EXHAUSTED over HTTP): the store is unavailable, as a full disk is for SQLite.
+_UNAVAILABLE = (
     gexc.ServiceUnavailable,
     gexc.DeadlineExceeded,
-    gexc.InternalServerError,
+    gexc.ResourceExhausted,
     gexc.TooManyRequests,
+)
+# Worth retrying, but about this call (a transaction aborted by contention, a server-side fault).
+_TRANSIENT = (
+    gexc.InternalServerError,
     gexc.Aborted,
     gexc.Unknown,
-    gexc.ResourceExhausted,
 )
 
 
@@ -82,6 +87,8 @@ class FirestoreJobStore:
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _wrap(self, exc: Exception) -> Exception:
+        if isinstance(exc, _UNAVAILABLE):
+            return StoreUnavailable(f"Firestore unavailable: {exc.__class__.__name__}: {exc}")
         if isinstance(exc, _TRANSIENT):
             return TransientError(f"Firestore unavailable: {exc.__class__.__name__}: {exc}")
         return exc

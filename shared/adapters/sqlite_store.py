@@ -6,10 +6,16 @@ events); a write that lost the race reads again. Mutations may therefore run mor
 Firestore transaction): they are pure. Writers in this process take turns on a lock held only for the
 write itself. Log lines and timeline events live in their own tables keyed by (job, seq), so a job with
 100k lines costs nothing to list.
+
+Storage failures (a full disk, an I/O error, a file that can't be opened, a lock held past the busy
+timeout) are `StoreUnavailable`, raised from every public method: the caller stored nothing and may retry.
+A failed commit never leaves a thread's connection inside its transaction, so writes work again as soon
+as the disk does, without a restart. `ping` is a real committed write (the health check).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -17,12 +23,12 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from shared import jsonutil
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
 from shared.domain.job import Job, LogLine, clip_tail
-from shared.errors import Conflict, FieldError, TransientError, ValidationFailed
+from shared.errors import Conflict, FieldError, StoreUnavailable, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,10 @@ CREATE TABLE IF NOT EXISTS rejections (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rejections_batch ON rejections (batch_id, idx);
+CREATE TABLE IF NOT EXISTS health_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -90,6 +100,41 @@ WAL_RESET_PAGES = 20_000
 
 class _LostRace(Exception):
     pass
+
+
+# SQLite result codes (the primary code: the extended code's low byte) that say the storage can't be used
+# right now, not that the statement is wrong: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL,
+# SQLITE_CANTOPEN. The texts are SQLite's own messages for them, for errors raised without a code.
+_UNAVAILABLE_CODES = frozenset({5, 6, 10, 13, 14})
+_UNAVAILABLE_TEXTS = ("database or disk is full", "disk i/o error", "unable to open database file", "database is locked")
+
+
+def _storage_failure(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _UNAVAILABLE_CODES:
+        return True
+    text = str(exc).lower()
+    return any(t in text for t in _UNAVAILABLE_TEXTS)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _store_errors(method: F) -> F:
+    """Wrap SQLite's storage failures once, here, into `StoreUnavailable` (chained); other SQLite errors
+    (a bug in a statement, a corrupt file) propagate as they are."""
+
+    @functools.wraps(method)
+    def wrapper(self: "SqliteJobStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not _storage_failure(exc):
+                raise
+            self._end_transaction()
+            raise StoreUnavailable(f"SQLite store unavailable: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 class SqliteJobStore:
@@ -177,11 +222,29 @@ class SqliteJobStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
                 conn.execute("COMMIT")
+            except BaseException:
+                # A COMMIT that failed (a full disk, SQLITE_BUSY) may leave the transaction open, or SQLite
+                # may have rolled it back itself: end it either way, or this thread's connection would be
+                # "within a transaction" for good and refuse every later BEGIN.
+                self._end_transaction()
+                raise
+
+    def _end_transaction(self) -> None:
+        """Roll back whatever this thread's connection left open; if even that fails, drop the connection
+        (the next call opens a fresh one)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback on %s failed (%s): reopening the connection", self.path, exc)
+            self._local.conn = None
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing a broken connection
+                pass
 
     def close(self) -> None:
         """Close this thread's connection; stop the background checkpoints (after a last one)."""
@@ -212,6 +275,7 @@ class SqliteJobStore:
         doc = jsonutil.dumps(rec).decode()
         return (job.id, rec["createdAt"], job.status.value, job.backend.value, job.name, job.version, doc, rec["externalKey"])
 
+    @_store_errors
     def create(self, job: Job, idempotency_key: str | None = None) -> IdempotentCreate:
         if idempotency_key is None:
             job = job.replace(version=1)
@@ -228,6 +292,7 @@ class SqliteJobStore:
             raise outcome
         return outcome
 
+    @_store_errors
     def create_many(self, items: Sequence[tuple[Job, str | None]]) -> list[IdempotentCreate | Exception]:
         """Group commit: every new job (and its idempotency key) in one transaction, rows written with
         `executemany`. Each SQLite commit rewrites every page it touched (a job row touches ~7 B-trees), so
@@ -275,17 +340,27 @@ class SqliteJobStore:
             # time, so only that item gets its Conflict.
             if len(items) == 1:
                 return [Conflict(f"job {items[0][0].id} already exists")]
-            return [self.create_many([item])[0] for item in items]
+            return [self._create_one(item) for item in items]
         return out
+
+    def _create_one(self, item: tuple[Job, str | None]) -> IdempotentCreate | Exception:
+        # One at a time, some items may be committed before the disk fills: each item gets its own
+        # outcome, so a stored job is never reported as not stored.
+        try:
+            return self.create_many([item])[0]
+        except StoreUnavailable as exc:
+            return exc
 
     @staticmethod
     def _get(db: sqlite3.Connection, job_id: str) -> Job | None:
         row = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else from_record(jsonutil.loads(row[0]), _ts_in)
 
+    @_store_errors
     def get(self, job_id: str) -> Job | None:
         return self._get(self._conn(), job_id)
 
+    @_store_errors
     def list(self, query: JobQuery) -> Page:
         where, params = [], []
         for column, value in (("status", query.status), ("backend", query.backend), ("name", query.name)):
@@ -312,6 +387,7 @@ class SqliteJobStore:
         next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > query.limit else None
         return Page(jobs, next_cursor)
 
+    @_store_errors
     def update(self, job_id: str, mutate: Mutation) -> Job | None:
         """Optimistic compare-and-set: read, mutate, then one `UPDATE ... WHERE version = ?`; a write that
         lost the race re-reads and mutates again. The write lock is held for that one statement only, so
@@ -332,6 +408,7 @@ class SqliteJobStore:
                 return new
         raise TransientError(f"job {job_id} kept changing: {CAS_ATTEMPTS} compare-and-set attempts lost")
 
+    @_store_errors
     def update_many(self, mutations: Mapping[str, Mutation], *, known: Mapping[str, Job] | None = None) -> dict[str, Job | None]:
         """`update` for several jobs: one read of them all (none for those in `known`, taken as current)
         and one `executemany` for every write, in one transaction; if any write lost its race (a job
@@ -384,11 +461,13 @@ class SqliteJobStore:
         return {job_id: out[job_id] for job_id in ids}
 
     # ---- logs and events -------------------------------------------------------------------------
+    @_store_errors
     def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
         lines = list(lines)
         job = self.apply(job_id, lambda current: (current, lines), max_tail_chars)
         return job.log_count if job is not None else 0
 
+    @_store_errors
     def apply(self, job_id: str, decide: LogMutation, max_tail_chars: int) -> Job | None:
         """Like `update`, optimistic: the job's row is written first with `WHERE version = ?`, and its log
         lines and events in the same transaction; a lost race rolls back and decides again."""
@@ -433,6 +512,7 @@ class SqliteJobStore:
             return new
         raise TransientError(f"job {job_id} kept changing: {CAS_ATTEMPTS} compare-and-set attempts lost")
 
+    @_store_errors
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         rows = self._conn().execute(
             "SELECT seq, ts, stream, message FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -440,9 +520,11 @@ class SqliteJobStore:
         ).fetchall()
         return [LogLine(seq=r[0], timestamp=_ts_in(r[1]), stream=r[2], message=r[3]) for r in rows]
 
+    @_store_errors
     def append_event(self, job_id: str, event: TimelineEvent) -> None:
         self.apply(job_id, lambda current: (None, (), (event,)), max_tail_chars=-1)
 
+    @_store_errors
     def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]:
         rows = self._conn().execute(
             "SELECT seq, at, kind, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -450,12 +532,14 @@ class SqliteJobStore:
         ).fetchall()
         return [TimelineEvent(seq=r[0], at=_ts_in(r[1]), kind=r[2], data=json.loads(r[3])) for r in rows]
 
+    @_store_errors
     def find_by_external_key(self, backend: str, key: str) -> Job | None:
         row = self._conn().execute(
             "SELECT doc FROM jobs WHERE backend = ? AND external_key = ? LIMIT 1", (backend, key)
         ).fetchone()
         return None if row is None else from_record(jsonutil.loads(row[0]), _ts_in)
 
+    @_store_errors
     def record_rejection(self, rejection: Rejection) -> bool:
         doc = {"error": rejection.error, "errors": rejection.errors, "at": _ts_out(rejection.at), "messageId": rejection.message_id}
         with self._tx() as db:
@@ -465,6 +549,7 @@ class SqliteJobStore:
             )
             return cur.rowcount == 1
 
+    @_store_errors
     def list_rejections(self, batch_id: str, limit: int = 1000) -> list[Rejection]:
         rows = self._conn().execute(
             "SELECT key, batch_id, idx, doc FROM rejections WHERE batch_id = ? ORDER BY idx, key LIMIT ?", (batch_id, limit)
@@ -475,5 +560,11 @@ class SqliteJobStore:
             out.append(Rejection(key=key, batch_id=bid, index=idx, error=d["error"], errors=d["errors"], at=_ts_in(d["at"]), message_id=d.get("messageId", "")))
         return out
 
+    @_store_errors
     def ping(self) -> None:
-        self._conn().execute("SELECT 1").fetchone()
+        """The health check: a real committed write of one tiny row, overwritten each time. A `SELECT 1`
+        answers on a full disk, and a write rolled back never reaches the disk."""
+        conn = self._conn()
+        at = _ts_out(datetime.now(timezone.utc))
+        with self._write_lock:
+            conn.execute("INSERT INTO health_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at", (at,))
