@@ -7,6 +7,8 @@ so a redelivered message never creates a second job. `batch_id` (attribute, defa
 stored as the job label `batch_id`. An invalid item creates no job: it is recorded (same field errors a
 400 carries) and published to `train-submissions-rejected`; the others go on. A message that is not
 JSON at all is recorded, then raised as `PoisonMessage` so Pub/Sub retries it and dead-letters it.
+Items are read as `POST /train` reads its body (`jsonutil.loads_strict`): a key repeated in one object
+rejects that item, naming the key by its path in the item.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import jsonutil
 from shared.errors import Conflict, FieldError, PlatformError, ValidationFailed
 from shared.messages import Message
 from shared.ports import Bus, JobStore, Rejection
@@ -45,30 +48,52 @@ def _clean_attribute(value: str | None) -> str | None:
     return value or None
 
 
-def parse_items(raw: bytes) -> list[tuple[Any, str | None]]:
-    """Items of a message: (body, None) or (None, why it can't be read). Raises ValueError when
-    nothing in it is JSON."""
+# An item: (body, None), or (None, errors saying why it can't be read).
+Item = tuple[Any, "list[FieldError] | None"]
+
+
+def _repeated_keys(locations: list[tuple[str | int, ...]]) -> list[FieldError]:
+    return [FieldError(jsonutil.json_path(loc), "is given more than once") for loc in locations]
+
+
+def parse_items(raw: bytes) -> list[Item]:
+    """Items of a message. Raises ValueError when nothing in it is JSON."""
     text = raw.decode("utf-8")
     stripped = text.strip()
     if not stripped:
         raise ValueError("the message is empty")
+    data = stripped.encode()
     try:
-        value = json.loads(stripped)
-    except ValueError:
+        value = jsonutil.loads_strict(data)
+    except jsonutil.DuplicateKeyError as exc:
+        if not data.startswith(b"["):
+            return [(None, _repeated_keys(exc.locations))]
+        # An array: only the items with a repeated key are refused, each naming it within the item.
+        by_item: dict[int, list[tuple[str | int, ...]]] = {}
+        for loc in exc.locations:
+            by_item.setdefault(int(loc[0]), []).append(loc[1:])
+        items = json.loads(data)  # valid JSON (the last repeated key wins); those items are dropped
+        return [(None, _repeated_keys(by_item[i])) if i in by_item else (item, None) for i, item in enumerate(items)]
+    except (ValueError, RecursionError):
         value = None
     else:
         if isinstance(value, list):
             return [(item, None) for item in value]
         return [(value, None)]
-    items: list[tuple[Any, str | None]] = []
+    items: list[Item] = []
+    json_lines = 0
     for n, line in enumerate(stripped.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            items.append((json.loads(line), None))
-        except ValueError as exc:
-            items.append((None, f"line {n} is not valid JSON: {exc}"))
-    if all(why is not None for _, why in items):
+            items.append((jsonutil.loads_strict(line.encode()), None))
+        except jsonutil.DuplicateKeyError as exc:
+            items.append((None, _repeated_keys(exc.locations)))
+        except (ValueError, RecursionError) as exc:
+            items.append((None, [FieldError("body", f"line {n} is not valid JSON: {exc}")]))
+            continue
+        json_lines += 1
+    if not json_lines:
         raise ValueError("the message is neither JSON nor JSONL")
     return items
 
@@ -98,7 +123,7 @@ class BatchSubmitter:
         for index, (body, unreadable) in enumerate(items):
             key = f"{base_key}#{index}"
             if unreadable is not None:
-                self._reject(key, batch_id, index, message.id, [FieldError("body", unreadable)])
+                self._reject(key, batch_id, index, message.id, unreadable)
                 result.rejected.append(index)
                 continue
             try:
