@@ -24,7 +24,7 @@ from shared import jsonutil
 from shared.domain.job import Backend, Job, iso
 from shared.domain.status import JobStatus
 from shared.domain.request import NormalisedRequest
-from shared.errors import Conflict, FieldError, NotFound, PlatformError, TransientError, ValidationFailed
+from shared.errors import Conflict, FieldError, NotFound, PlatformError, StoreUnavailable, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, JobStore
 from shared.service import PublishFailed, Submitted, TrainingService, iter_jobs
 from shared.settings import Settings
@@ -40,6 +40,8 @@ DEFAULT_LOG_PAGE = 1000
 MAX_JSON_DEPTH = 64
 MAX_SUBMISSION_JOBS = 10_000
 IDEMPOTENCY_KEY_MAX = 255
+# A full disk or an unavailable database is not fixed within the second: ask clients to wait a little.
+STORE_RETRY_AFTER = "5"
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -204,6 +206,13 @@ class Api:
             return _json(409, {"error": str(exc)})
         if isinstance(exc, NotFound):
             return _json(404, {"error": str(exc)})
+        if isinstance(exc, StoreUnavailable):
+            log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
+            return _json(
+                503,
+                {"error": "The job store is unavailable right now (nothing was stored or changed); retry shortly.", "errors": []},
+                {"Retry-After": STORE_RETRY_AFTER},
+            )
         if isinstance(exc, TransientError):
             log.warning("transient failure on %s %s: %s", request.method, request.path, exc)
             return _json(503, {"error": "The service is temporarily unavailable; retry shortly."}, {"Retry-After": "1"})
@@ -294,6 +303,8 @@ class Api:
             try:
                 check()
                 checks[name] = "ok"
+            except StoreUnavailable as exc:  # our own message: says why (a full disk), names no secret
+                checks[name] = f"error: {exc.__class__.__name__}: {exc}"
             except Exception as exc:  # noqa: BLE001
                 checks[name] = f"error: {exc.__class__.__name__}"
         errors = self.settings.config_errors
