@@ -6,6 +6,8 @@ Layout (collection names carry an optional prefix, so tests and tenants can shar
   the lines as one JSON string of `[timestamp, stream, message]`),
   so a burst of 10k lines is a handful of document writes and a job with 100k lines costs nothing to list.
 - `jobs/{jobId}/events/{seq:012d}`: the timeline.
+- `jobs/{jobId}/metrics/{firstSeq:012d}`: chunks of the job's metric points (its `PROGRESS` lines, seq =
+  the line's), written in the commit that appends their lines.
 - `idempotency/{sha256(key)}`: `{jobId, requestHash}` written in the same transaction as the job.
 
 Every state write is a compare-and-set: the job document is written with the precondition that its
@@ -28,6 +30,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
 from shared.domain.job import Job, LogLine, clip_tail, iso
+from shared.domain.metrics import MetricPoint, metric_points
 from shared.errors import Conflict, FieldError, StoreUnavailable, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
 
@@ -61,6 +64,16 @@ def _chunk_doc(chunk: list[LogLine]) -> dict[str, Any]:
         "last": chunk[-1].seq,
         "count": len(chunk),
         "data": json.dumps([[iso(l.timestamp), l.stream, l.message] for l in chunk], ensure_ascii=False, separators=(",", ":")),
+    }
+
+
+def _metric_chunk_doc(points: list[MetricPoint]) -> dict[str, Any]:
+    """Consecutive metric points, as one JSON string like the log chunks."""
+    return {
+        "first": points[0].seq,
+        "last": points[-1].seq,
+        "count": len(points),
+        "data": json.dumps([p.to_api() for p in points], separators=(",", ":")),
     }
 
 
@@ -211,8 +224,9 @@ class FirestoreJobStore:
     def append_logs(self, job_id: str, lines: Iterable[LogLine], max_tail_chars: int) -> int:
         lines = list(lines)
         count = 0
-        # One transaction per group of chunks keeps each commit under Firestore's write limit.
-        group_size = LINES_PER_CHUNK * (MAX_WRITES_PER_TX - 1)
+        # One transaction per group of chunks keeps each commit under Firestore's write limit: a group's
+        # lines take at most as many metric chunks as log chunks, and one write is the job's.
+        group_size = LINES_PER_CHUNK * ((MAX_WRITES_PER_TX - 1) // 2)
         for start in range(0, max(len(lines), 1), group_size):
             group = lines[start : start + group_size]
             job = self.apply(job_id, lambda current, group=group: (current, group), max_tail_chars)
@@ -254,6 +268,10 @@ class FirestoreJobStore:
                     ]
                     for chunk in self._chunks(numbered):
                         batch.set(logs.document(f"{chunk[0].seq:012d}"), _chunk_doc(chunk))
+                    points = metric_points(numbered)
+                    for start in range(0, len(points), LINES_PER_CHUNK):  # never more chunks than the lines'
+                        part = points[start : start + LINES_PER_CHUNK]
+                        batch.set(ref.collection("metrics").document(f"{part[0].seq:012d}"), _metric_chunk_doc(part))
                     new = new.replace(log_count=first + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
                 if new == current:
                     return current
@@ -304,6 +322,20 @@ class FirestoreJobStore:
                     out.append(LogLine(seq=seq, timestamp=_ts_in(ts), stream=stream, message=message))
                     if len(out) >= limit:
                         return out
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+        return out
+
+    def get_metrics(self, job_id: str, after: int = 0, limit: int = 1000) -> list[MetricPoint]:
+        q = self.jobs.document(job_id).collection("metrics").where(filter=FieldFilter("last", ">", after)).order_by("last")
+        out: list[MetricPoint] = []
+        try:
+            for snap in q.stream():
+                for doc in json.loads(snap.to_dict()["data"]):
+                    if doc["seq"] > after:
+                        out.append(MetricPoint.from_api(doc))
+                        if len(out) >= limit:
+                            return out
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
         return out

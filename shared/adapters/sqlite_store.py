@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from shared import jsonutil
 from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
 from shared.domain.job import Job, LogLine, clip_tail
+from shared.domain.metrics import MetricPoint, metric_points
 from shared.errors import Conflict, FieldError, StoreUnavailable, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
 
@@ -59,6 +60,12 @@ CREATE TABLE IF NOT EXISTS logs (
     ts TEXT NOT NULL,
     stream TEXT NOT NULL,
     message TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metrics (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    doc TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejections (
@@ -479,6 +486,7 @@ class SqliteJobStore:
             new, lines, events = _unpack(decide(current))
             new = new or current
             log_rows: list[tuple] = []
+            metric_rows: list[tuple] = []
             event_rows: list[tuple] = []
             if lines:
                 start = current.log_count
@@ -487,6 +495,7 @@ class SqliteJobStore:
                     for i, line in enumerate(lines)
                 ]
                 log_rows = [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in numbered]
+                metric_rows = [(job_id, p.seq, jsonutil.dumps(p.to_api()).decode()) for p in metric_points(numbered)]
                 new = new.replace(log_count=start + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
             if events:
                 first = current.event_count
@@ -505,6 +514,8 @@ class SqliteJobStore:
                         raise _LostRace
                     if log_rows:
                         db.executemany("INSERT INTO logs VALUES (?, ?, ?, ?, ?)", log_rows)
+                    if metric_rows:
+                        db.executemany("INSERT INTO metrics VALUES (?, ?, ?)", metric_rows)
                     if event_rows:
                         db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", event_rows)
             except _LostRace:
@@ -519,6 +530,13 @@ class SqliteJobStore:
             (job_id, after, limit),
         ).fetchall()
         return [LogLine(seq=r[0], timestamp=_ts_in(r[1]), stream=r[2], message=r[3]) for r in rows]
+
+    @_store_errors
+    def get_metrics(self, job_id: str, after: int = 0, limit: int = 1000) -> list[MetricPoint]:
+        rows = self._conn().execute(
+            "SELECT doc FROM metrics WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)
+        ).fetchall()
+        return [MetricPoint.from_api(jsonutil.loads(r[0])) for r in rows]
 
     @_store_errors
     def append_event(self, job_id: str, event: TimelineEvent) -> None:
