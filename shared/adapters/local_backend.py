@@ -372,9 +372,19 @@ class LocalBackend:
 
     def _replay(self, run: _Run) -> None:
         base = f"local-{run.job_id}-{run.pid}"
-        if run.pid:
-            self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=run.started_at or self.clock.now(), event_id=f"{base}-started",
+        announced = False
+
+        def announce() -> None:
+            # `started` once the trainer runs (its supervisor wrote the launch record), not before:
+            # `running` means the trainer runs.
+            nonlocal announced
+            if announced or run.folder.launch() is None:
+                return
+            announced = True
+            started = run.started_at if run.process is None else None
+            self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=started or self.clock.now(), event_id=f"{base}-started",
                                      state="started", extra={"pid": run.pid, "command": run.command}))
+
         batch: list[EventLog] = []
         first_at = 0.0
         pending = b""
@@ -414,6 +424,7 @@ class LocalBackend:
         try:
             while True:
                 finished = run.finished()  # before reading: once it has ended, one more read gets the rest
+                announce()
                 got = pump()
                 if batch and time.monotonic() - first_at >= self.batch_seconds:
                     flush()
@@ -446,9 +457,17 @@ class LocalBackend:
             # The supervisor is gone without saying how the trainer ended: stop what is left of it.
             run.folder.kill_trainer_group(signal.SIGKILL)
             observed = self.clock.now()
+            returncode = run.process.returncode if run.process is not None else None
             if run.killed:
                 run.exit_code = 137
                 fields = {"state": "exited", "exit_code": 137, "message": "terminated by SIGKILL", "reason": "CancelRequested"}
+            elif returncode is not None and returncode < 0:
+                # Our own child, stopped by a signal before it could record anything (before it ran the
+                # trainer): that signal is how the run ended.
+                run.exit_code = exit_code_of(returncode)
+                fields = {"state": "exited", "exit_code": run.exit_code, "message": f"terminated by {signal.Signals(-returncode).name} before the trainer started"}
+                if run.cancel_requested:
+                    fields["reason"] = "CancelRequested"
             else:
                 fields = {"state": "lost", "message": "the run's supervisor ended without an exit record"}
         self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=observed, event_id=f"{base}-end", extra={"pid": run.pid}, **fields))

@@ -9,6 +9,8 @@ Takes any flags (they are echoed as one `ARGS [...]` line). Behaviour from the e
 - `FAKE_TRAINER_CHILD_PIDFILE`: start a grandchild (`sleep 60`) in the same process group and write its
   pid there, to check that cancel reaches the whole group;
 - `FAKE_TRAINER_IGNORE_TERM=1`: ignore SIGTERM (so only SIGKILL ends it);
+- `FAKE_TRAINER_TERM_LINES`: on SIGTERM, print that many lines, then exit 143 (a trainer saving its state
+  on the way out, which leaves the server a burst of events to apply while it stops);
 - `FAKE_TRAINER_EXIT` (default 0): the exit code; an `--output_dir` whose last part ends in `-exitN`
   exits with N instead (so one server can run jobs that end differently);
 - `FAKE_TRAINER_MARKER_DIR`: on start, create `<dir>/<last part of --output_dir>.<pid>`, so a test counts
@@ -28,6 +30,16 @@ def main() -> int:
     env = os.environ
     if env.get("FAKE_TRAINER_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    term_lines = int(env.get("FAKE_TRAINER_TERM_LINES", "0"))
+    if term_lines:
+
+        def on_term(signum: int, frame: object) -> None:
+            for i in range(term_lines):
+                print(f"saving {i}", flush=False)
+            sys.stdout.flush()
+            os._exit(143)
+
+        signal.signal(signal.SIGTERM, on_term)
     output = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--output_dir=")), "")
     key = os.path.basename(output.rstrip("/")) or "job"
     markers = env.get("FAKE_TRAINER_MARKER_DIR")

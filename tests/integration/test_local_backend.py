@@ -158,6 +158,7 @@ def test_a_job_already_running_is_adopted_not_started_twice():
     first = backend.submit(job, env)
     second = backend.submit(job, env)
     assert first.external_id == second.external_id
+    _wait_for_line(events, "READY")  # `started` comes once the trainer runs
     assert events.states().count("started") == 1
     backend.stop_all(grace_seconds=2)
 
@@ -174,6 +175,7 @@ def test_through_the_launcher_ten_deliveries_start_one_process(tmp_path):
     stored = store.get(job.id)
     assert stored.status is JobStatus.SUBMITTED and stored.external_id == str(backend.pid_of(job.id))
     assert "[redacted]" in stored.command and "hf_local_secret_42" not in stored.command
+    _wait_for_line(events, "READY")
     assert events.states().count("started") == 1
     backend.stop_all(grace_seconds=2)
     assert b"hf_local_secret_42" not in b"".join(p.read_bytes() for p in tmp_path.glob("jobs.db*"))
