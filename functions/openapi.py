@@ -47,7 +47,8 @@ class JobSummary(BaseModel):
     args: list[str]
     modelId: str | None
     outputDir: str
-    datasetFile: str
+    datasetFile: str = Field(description="The (first) dataset source.")
+    datasetFiles: list[str] = Field(default_factory=list, description="Every dataset source, in order.")
     uploadOutputTo: str | None
     env: dict[str, str] = Field(description="Names of the secret variables; values are always redacted.")
     labels: dict[str, str]

@@ -91,6 +91,7 @@ def _number(value: float) -> str:
 
 
 DATASET_FORMATS = ("auto", "messages", "prompt_completion", "text", "aml")
+DATASET_FILE_FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "arrow")
 METHODS = ("qlora", "lora", "full")
 LR_SCHEDULERS = (
     "linear",
@@ -111,15 +112,22 @@ FLAGS: tuple[Flag, ...] = (
         "model_id",
         "str",
         "meta-llama/Llama-3.2-3B-Instruct",
-        "Base model: a hub id or a local folder (a local folder needs no HF_TOKEN).",
+        "Base model: a hub id, a local folder (needs no HF_TOKEN), or a gs:// / s3:// folder (downloaded once "
+        "into a local cache).",
     ),
+    Flag("model_revision", "str", None, "A branch, tag or commit of the hub repository --model_id names."),
+    Flag("trust_remote_code", "bool", False, "Run the model repository's own Python code (off unless asked for)."),
     Flag(
         "dataset_file",
-        "str",
+        "list",
         None,
-        "JSONL training data: a local path, gs:// or s3:// URI.",
+        "Training data: a file, or a folder / prefix of shards, local, gs:// or s3://; repeat the flag for "
+        "several sources (concatenated in order).",
         required=True,
     ),
+    Flag("dataset_file_format", "choice", "auto",
+         "File format of every source; auto goes by the extension (a save_to_disk folder is arrow).",
+         choices=DATASET_FILE_FORMATS),
     Flag("dataset_format", "choice", "auto", "Row format; auto detects it from the first row.", choices=DATASET_FORMATS),
     Flag("val_split_size", "float", 0.1, "Fraction of rows held out for evaluation (0 disables evaluation).", minimum=0, maximum=1, maximum_exclusive=True),
     Flag("output_dir", "str", "./outputs", "Where the adapter (or model), tokenizer and run_summary.json go."),
@@ -156,6 +164,9 @@ FLAGS: tuple[Flag, ...] = (
         "A checkpoint folder, or 'auto' for the newest complete one (local or under upload_output_to).",
     ),
     Flag("merge_adapter", "bool", False, "Also save the base model merged with the adapter (in bf16, never 4-bit)."),
+    Flag("drop_long_examples", "bool", False, "Drop rows longer than --max_length instead of truncating them."),
+    Flag("dry_run", "bool", False,
+         "Check the data and print the preflight report (tokenizer only, no model weights), then exit 0."),
 )
 
 BY_NAME: dict[str, Flag] = {f.name: f for f in FLAGS}
@@ -215,7 +226,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
                 no_names.append(f"--no-{flag.name.replace('_', '-')}")
             parser.add_argument(*no_names, dest=flag.name, action="store_false", help=argparse.SUPPRESS)
         elif flag.type == "list":
-            parser.add_argument(*names, dest=flag.name, action="append", default=flag.default, help=flag.help)
+            parser.add_argument(*names, dest=flag.name, action="append", default=flag.default, help=flag.help,
+                                required=flag.required)
         else:
             kwargs: dict[str, Any] = {"dest": flag.name, "default": flag.default, "help": flag.help}
             if flag.type in ("int", "float"):

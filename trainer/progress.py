@@ -20,7 +20,7 @@ import time
 from typing import Any, TextIO
 
 PREFIX = "PROGRESS "
-EVENTS = ("started", "step", "eval", "checkpoint", "upload", "done", "error")
+EVENTS = ("dataset", "started", "step", "eval", "checkpoint", "upload", "done", "error")
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `trainer.*` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer import data, flags, progress, storage  # noqa: E402  (after the sys.path fix above)
+from trainer import data, flags, preflight, progress, storage  # noqa: E402  (after the sys.path fix above)
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -59,15 +60,20 @@ def check_args(args) -> list[str]:
         problems.append("--merge_adapter applies to --method lora or qlora only (full fine-tuning saves the model)")
     if args.upload_output_to and not storage.is_remote(args.upload_output_to):
         problems.append("--upload_output_to must be a gs:// or s3:// URI")
-    if "://" in args.dataset_file and not storage.is_remote(args.dataset_file):
-        problems.append("--dataset_file must be a local path, gs:// or s3:// URI")
+    for uri in args.dataset_file or []:
+        if "://" in uri and not storage.is_remote(uri):
+            problems.append(f"--dataset_file {uri}: must be a local path, gs:// or s3:// URI")
     resume = args.resume_from_checkpoint
     if resume and resume != "auto" and not storage.is_remote(resume) and not Path(resume).is_dir():
         problems.append(f"--resume_from_checkpoint {resume}: no such folder (or use 'auto')")
     model = args.model_id
+    if "://" in model and not storage.is_remote(model):
+        problems.append(f"--model_id {model}: a hub id, a local folder, or a gs:// / s3:// folder")
     looks_local = model.startswith(("/", "./", "../", "~")) or os.path.isdir(model)
     if looks_local and not Path(model).expanduser().joinpath("config.json").is_file():
         problems.append(f"--model_id {model}: a local model folder needs a config.json")
+    if args.model_revision and (looks_local or storage.is_remote(model)):
+        problems.append("--model_revision applies to a hub repository, not to a folder")
     return problems
 
 
@@ -184,11 +190,57 @@ def resolve_resume(args) -> str | None:
     return uri
 
 
-def load_model(args, machine: Machine, *, quantize: bool, dtype=None):
+# Files a dry run leaves behind when it fetches a remote model folder: it needs the tokenizer and config.
+WEIGHT_FILES = re.compile(r"\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack|onnx)$")
+
+
+def model_cache_root() -> Path:
+    """Where gs:// / s3:// model folders are cached (TRAINER_MODEL_CACHE; a pod's scratch disk by default)."""
+    return Path(os.environ.get("TRAINER_MODEL_CACHE") or Path.home() / ".cache" / "trainer" / "models")
+
+
+def fetch_model(uri: str, *, weights: bool = True) -> str:
+    """A gs:// / s3:// model folder as a local folder: downloaded once (whole, or without weights for a
+    dry run), then reused. A download lands in a temporary folder renamed into place at the end, so an
+    interrupted one is never mistaken for a model."""
+    import hashlib
+    import shutil
+
+    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16] + "-" + Path(uri.rstrip("/")).name
+    root = model_cache_root()
+    full = root / key
+    if full.is_dir():
+        return str(full)
+    target = full if weights else root / f"{key}.noweights"
+    if target.is_dir():
+        return str(target)
+    partial = root / f"{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    n = storage.download_dir(uri, partial, skip=None if weights else WEIGHT_FILES)
+    if n == 0 or not (partial / "config.json").is_file():
+        shutil.rmtree(partial, ignore_errors=True)
+        raise BadInput(f"--model_id {uri}: no model folder there (a model folder has a config.json)")
+    try:
+        partial.rename(target)
+    except OSError:  # another process finished the same download first: use theirs
+        shutil.rmtree(partial, ignore_errors=True)
+    return str(target)
+
+
+def hub_kwargs(args) -> dict[str, Any]:
+    """What the tokenizer and the model are both loaded with."""
+    kwargs: dict[str, Any] = {"token": hf_token(), "trust_remote_code": bool(args.trust_remote_code)}
+    if args.model_revision:
+        kwargs["revision"] = args.model_revision
+    return kwargs
+
+
+def load_model(args, machine: Machine, *, quantize: bool, dtype=None, model_path: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    kwargs: dict[str, Any] = {"token": hf_token()}
+    kwargs: dict[str, Any] = hub_kwargs(args)
     compute = torch.bfloat16 if (machine.cuda and machine.bf16) else torch.float32
     if quantize:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -201,7 +253,7 @@ def load_model(args, machine: Machine, *, quantize: bool, dtype=None):
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))} if machine.cuda else {"": "cpu"}
     else:
         kwargs["dtype"] = dtype or (torch.bfloat16 if args.bf16 and args.method != "full" else torch.float32)
-    return AutoModelForCausalLM.from_pretrained(args.model_id, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(model_path or args.model_id, **kwargs)
 
 
 def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption):
@@ -286,11 +338,15 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
     problems = check_args(args)
     if problems:
         raise BadInput("; ".join(problems))
-    dataset = data.load(args.dataset_file, args.dataset_format)  # the whole file, before any model
-    train_rows, val_rows = data.split(dataset.examples, args.val_split_size, args.seed)
+    # Every source, whole, before any model: a bad row costs seconds, not a GPU start-up.
+    loaded = data.load_sources(args.dataset_file, args.dataset_file_format, args.dataset_format)
+    dataset = loaded.dataset
+    train_idx, val_idx = data.split(list(range(len(dataset.examples))), args.val_split_size, args.seed)
+    _check_train_rows(len(train_idx), "")
 
     machine = probe_machine(args.method)
-    problems = check_machine(args, machine)
+    # A dry run validates the job, usually somewhere other than the machine it will run on.
+    problems = [] if args.dry_run else check_machine(args, machine)
     if problems:
         raise BadInput("; ".join(problems))
 
@@ -306,21 +362,30 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
     transformers.utils.logging.disable_progress_bar()
     set_seed(args.seed)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    resume = resolve_resume(args)
+    resume = None if args.dry_run else resolve_resume(args)
 
+    model_path = args.model_id
+    if storage.is_remote(args.model_id):
+        model_path = fetch_model(args.model_id, weights=not args.dry_run)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model_id, token=hf_token())
+        tokenizer = AutoTokenizer.from_pretrained(model_path, **hub_kwargs(args))
         if dataset.format == "messages" and not tokenizer.chat_template:
             raise BadInput(f"{args.model_id} has no chat template, so 'messages' rows cannot be rendered: "
                            "use a chat model or prompt/completion rows")
-        model = load_model(args, machine, quantize=args.method == "qlora")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        prepared = preflight.prepare(loaded, train_idx, val_idx, tokenizer, max_length=args.max_length,
+                                     drop_long=args.drop_long_examples, packing=args.packing)
+        report_preflight(args, reporter, prepared.report)
+        _check_train_rows(len(prepared.train), " after dropping long rows")
+        if args.dry_run:
+            return EXIT_OK
+        model = load_model(args, machine, quantize=args.method == "qlora", model_path=model_path)
     except OSError as e:
         problem = hub_access_problem(e, args.model_id)
         if problem:
             raise BadInput(problem) from e
         raise
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     loaded_in_4bit = bool(getattr(model, "is_loaded_in_4bit", False))
     if args.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
@@ -336,9 +401,10 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
 
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(args, machine, has_eval=bool(val_rows)),
-        train_dataset=hf_datasets.Dataset.from_list(train_rows),
-        eval_dataset=hf_datasets.Dataset.from_list(val_rows) if val_rows else None,
+        args=sft_config(args, machine, has_eval=bool(prepared.eval)),
+        # Already tokenized by the preflight (input_ids + labels): TRL trains exactly what it reported.
+        train_dataset=hf_datasets.Dataset.from_list(prepared.train),
+        eval_dataset=hf_datasets.Dataset.from_list(prepared.eval) if prepared.eval else None,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=make_callbacks(args, reporter, preemption),
@@ -360,7 +426,7 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
         return EXIT_PREEMPTED
 
     eval_loss = None
-    if val_rows:
+    if prepared.eval:
         last_eval = next((e for e in reversed(state.log_history) if "eval_loss" in e), None)
         if last_eval is not None and last_eval["step"] == state.global_step:
             eval_loss = last_eval["eval_loss"]  # the loop just evaluated this very model
@@ -373,15 +439,15 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
     merged_dir = None
     if args.merge_adapter:
         del trainer, model
-        merged_dir = merge_adapter(args, machine, tokenizer)
+        merged_dir = merge_adapter(args, machine, tokenizer, model_path)
 
     losses = [{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e]
     summary = {
         "status": "succeeded",
         "args": vars(args),
         "method": args.method,
-        "dataset": {"uri": args.dataset_file, "format": dataset.format, "rows": len(dataset.examples),
-                    "train_rows": len(train_rows), "eval_rows": len(val_rows)},
+        "dataset": dataset_summary(args, prepared.report),
+        "preflight": prepared.report,
         "resumed_from": resume,
         "steps": state.global_step,
         "total_steps": state.max_steps,
@@ -413,7 +479,31 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
     return EXIT_OK
 
 
-def merge_adapter(args, machine: Machine, tokenizer) -> str:
+def _check_train_rows(n: int, when: str) -> None:
+    if n < data.MIN_TRAIN_ROWS:
+        raise BadInput(f"{n} training rows{when}: at least {data.MIN_TRAIN_ROWS} are needed (add rows, "
+                       "or lower --val_split_size)")
+
+
+def dataset_summary(args, report: dict) -> dict:
+    """run_summary.json's `dataset`: the old keys (uri is the first source) plus every source."""
+    return {"uri": args.dataset_file[0], "uris": list(args.dataset_file), "format": report["format"],
+            "rows": report["rows"], "train_rows": report["train_rows"], "eval_rows": report["eval_rows"]}
+
+
+def report_preflight(args, reporter: progress.Reporter, report: dict) -> None:
+    """The preflight report: one `dataset` PROGRESS line (the job's progress and timeline) and a readable
+    account on stderr. A dry run writes it to run_summary.json now; a training run writes it there with
+    the rest of the summary at the end (the file's presence keeps meaning "the run finished")."""
+    reporter.emit("dataset", dry_run=bool(args.dry_run), **preflight.event_fields(report))
+    print(preflight.describe(report), file=sys.stderr, flush=True)
+    if args.dry_run:
+        summary = {"status": "dry_run", "args": vars(args), "method": args.method,
+                   "dataset": dataset_summary(args, report), "preflight": report}
+        Path(args.output_dir, SUMMARY_FILE).write_text(json.dumps(progress.sanitize(summary), indent=2) + "\n")
+
+
+def merge_adapter(args, machine: Machine, tokenizer, model_path: str | None = None) -> str:
     """Merge the saved adapter into the base model reloaded unquantised in bf16 (never into 4-bit)."""
     import gc
 
@@ -421,7 +511,7 @@ def merge_adapter(args, machine: Machine, tokenizer) -> str:
     from peft import PeftModel
 
     gc.collect()
-    base = load_model(args, machine, quantize=False, dtype=torch.bfloat16)
+    base = load_model(args, machine, quantize=False, dtype=torch.bfloat16, model_path=model_path)
     merged = PeftModel.from_pretrained(base, args.output_dir).merge_and_unload()
     out = Path(args.output_dir, MERGED_DIR)
     merged.save_pretrained(out)

@@ -125,6 +125,8 @@ class Job:
             "modelId": self.model_id,
             "outputDir": self.output_dir,
             "datasetFile": self.dataset_file,
+            # Every source when a job has several (`datasetFile` keeps the old shape: the first one).
+            "datasetFiles": [a.split("=", 1)[1] for a in self.args if a.startswith("--dataset_file=")] or [self.dataset_file],
             "uploadOutputTo": self.upload_output_to,
             "env": {name: REDACTED for name in self.env_names},
             "labels": dict(self.labels),

@@ -100,7 +100,10 @@ class TrainRequestBody(BaseModel):
         None, description="Where the job runs; default from DEFAULT_TRAINING_BACKEND."
     )
     job_name: StrictStr | None = Field(None, description="Human-readable name; defaults to the job id.", max_length=MAX_NAME_CHARS)
-    dataset_file: StrictStr = Field(description="JSONL data: gs:// or s3:// for Kubernetes, gs:// for Vertex, a path for local.")
+    dataset_file: StrictStr | list[StrictStr] = Field(
+        description="Training data: a file or a folder / prefix of shards (JSONL, JSON, CSV, Parquet, save_to_disk), or a list "
+        "of them (concatenated in order); gs:// or s3:// for Kubernetes, gs:// for Vertex, a path (or gs:// / s3://) for local."
+    )
     output_dir: StrictStr = Field(description="Output folder inside the container / VM / local roots.")
     model_id: StrictStr | None = Field(None, description="Base model (aliases: model, model_name).")
     model: StrictStr | None = Field(None, description="Alias of model_id.")
@@ -132,7 +135,7 @@ class RequestPolicy:
 class NormalisedRequest:
     backend: Backend
     job_name: str | None
-    dataset_file: str
+    dataset_file: str  # the first source (the job summary's `datasetFile`, as before)
     output_dir: str
     model_id: str | None
     upload_output_to: str | None
@@ -142,6 +145,7 @@ class NormalisedRequest:
     env: dict[str, str]  # secret: only ever travels inside the launch message
     labels: dict[str, str]
     request_hash: str
+    dataset_files: tuple[str, ...] = ()  # every source, in order
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -314,7 +318,16 @@ def render_flag(name: str, value: Any, path: str, errors: list[FieldError]) -> l
 def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
     out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        parts = err.get("loc", ())
+        if parts and parts[0] == "dataset_file" and err.get("type") != "missing":
+            # A union (one source or a list): pydantic reports each branch; name the item, or the field once.
+            index = next((p for p in parts[1:] if isinstance(p, int)), None)
+            if index is not None:
+                out.append(FieldError(f"dataset_file[{index}]", "must be a string"))
+            else:
+                out.append(FieldError("dataset_file", "must be a string or a list of strings"))
+            continue
+        loc = ".".join(str(p) for p in parts) or "body"
         msg = err.get("msg", "is invalid")
         if err.get("type") == "missing":
             msg = "is required"
@@ -338,24 +351,26 @@ def _inside(path: str, roots: tuple[str, ...]) -> bool:
 
 
 def _check_location(
-    backend: Backend, field_name: str, value: str, policy: RequestPolicy, errors: list[FieldError]
+    backend: Backend, field_name: str, value: str, policy: RequestPolicy, errors: list[FieldError], path: str | None = None
 ) -> str:
-    """Backend rules for dataset_file / output_dir; returns the value the trainer gets."""
+    """Backend rules for dataset_file / output_dir; returns the value the trainer gets. Errors name `path`
+    (`dataset_file[1]` for one of several sources), or the field."""
+    where = path or field_name
     if backend is Backend.KUBERNETES and field_name == "dataset_file":
         if not value.startswith(("gs://", "s3://")):
-            errors.append(FieldError(field_name, "must be a gs:// or s3:// URI for the kubernetes backend"))
+            errors.append(FieldError(where, "must be a gs:// or s3:// URI for the kubernetes backend"))
         return value
     if backend is Backend.VERTEX and field_name == "dataset_file":
         if not value.startswith("gs://"):
-            errors.append(FieldError(field_name, "must be a gs:// URI for the vertex backend"))
+            errors.append(FieldError(where, "must be a gs:// URI for the vertex backend"))
         return value
     if backend is Backend.LOCAL:
         if value.startswith(("gs://", "s3://")):
             if field_name == "output_dir":
-                errors.append(FieldError(field_name, "must be a local folder; use upload_output_to for gs:// or s3://"))
+                errors.append(FieldError(where, "must be a local folder; use upload_output_to for gs:// or s3://"))
             return value
         if "://" in value:
-            errors.append(FieldError(field_name, "must be a local path, gs:// or s3:// URI"))
+            errors.append(FieldError(where, "must be a local path, gs:// or s3:// URI"))
             return value
         resolved = _resolve_local(value, policy.local_base)
         if policy.resolve_links is not None:
@@ -363,7 +378,7 @@ def _check_location(
             resolved = policy.resolve_links(resolved)
         if not _inside(resolved, policy.local_roots):
             roots = ", ".join(policy.local_roots) or "(none configured)"
-            errors.append(FieldError(field_name, f"must resolve inside the local backend's allowed roots: {roots}"))
+            errors.append(FieldError(where, f"must resolve inside the local backend's allowed roots: {roots}"))
         return resolved
     return value
 
@@ -446,6 +461,16 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
             if not _check_text(value, path, errors):
                 continue
             value = _check_location(backend, key, value, policy, errors)
+        elif key == "dataset_file" and isinstance(value, list):
+            # Several sources: each one passes the same location rules, named by its index.
+            if not value:
+                errors.append(FieldError(path, "must name at least one source"))
+                continue
+            value = [
+                _check_location(backend, key, item, policy, errors, f"{path}[{i}]")
+                if isinstance(item, str) and _check_text(item, f"{path}[{i}]", errors) else item
+                for i, item in enumerate(value)
+            ]
         if key == "upload_output_to" and isinstance(value, str) and not value.startswith(("gs://", "s3://")):
             errors.append(FieldError(path, "must be a gs:// or s3:// URI"))
             continue
@@ -506,10 +531,14 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
         unique = [e for e in errors if not ((e.field, e.message) in seen or seen.add((e.field, e.message)))]
         raise ValidationFailed(unique)
 
+    sources = flag_values["dataset_file"]
+    dataset_files = tuple(sources) if isinstance(sources, list) else (sources,)
+    flag_values["dataset_file"] = list(dataset_files)  # a repeatable flag: the trainer reads a list
     return NormalisedRequest(
         backend=backend,
         job_name=typed.job_name,
-        dataset_file=flag_values["dataset_file"],
+        dataset_file=dataset_files[0],
+        dataset_files=dataset_files,
         output_dir=flag_values["output_dir"],
         model_id=flag_values.get("model_id"),
         upload_output_to=flag_values.get("upload_output_to"),

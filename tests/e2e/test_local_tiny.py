@@ -81,7 +81,7 @@ def test_local_tiny_job_runs_to_succeeded_with_progress_and_logs(platform, tiny:
     logs = requests.get(f"{url}/jobs/{job_id}/logs", params={"limit": 5000}).json()["logs"]
     assert [l["seq"] for l in logs] == list(range(1, len(logs) + 1)) and len(logs) == done["logCount"]
     progress = [json.loads(l["message"][len("PROGRESS "):]) for l in logs if l["message"].startswith("PROGRESS ")]
-    assert [p["event"] for p in progress][0] == "started" and progress[-1]["event"] == "done"
+    assert [p["event"] for p in progress][:2] == ["dataset", "started"] and progress[-1]["event"] == "done"
     assert sum(1 for p in progress if p["event"] == "step") >= 6
     assert (tmp / "out" / "run_summary.json").exists() and (tmp / "out" / "adapter_config.json").exists()
     timeline = [e["data"]["to"] for e in requests.get(f"{url}/jobs/{job_id}/events").json()["events"] if e["kind"] == "status"]
