@@ -42,22 +42,6 @@ MAX_SUBMISSION_JOBS = 10_000
 IDEMPOTENCY_KEY_MAX = 255
 # A full disk or an unavailable database is not fixed within the second: ask clients to wait a little.
 STORE_RETRY_AFTER = "5"
-# Log and event cursors (`after`, `logs_after`, `Last-Event-ID`): sequence numbers, well inside the store's
-# 64-bit integers and exact in a JSON number.
-MAX_SEQ = 2**53
-
-
-def bounded_int(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
-    """An integer query argument or header: `default` when absent or empty, else lo..hi or a 400 naming it."""
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationFailed([FieldError(name, "must be an integer")]) from None
-    if not lo <= value <= hi:
-        raise ValidationFailed([FieldError(name, f"must be between {lo} and {hi}")])
-    return value
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -165,6 +149,8 @@ class Api:
         self.store = store
         self.bus_kind = bus_kind
         self.tokens = tuple(t.encode() for t in settings.tokens)
+        # API_TOKENS set but unusable: every route but /health is refused, never served unauthenticated.
+        self.auth_problem = settings.auth_problem
         self.cors_origins = frozenset(settings.cors_origin_list)
         self.health_checks = health_checks or {}
         self.follow_poll_seconds = follow_poll_seconds
@@ -236,14 +222,10 @@ class Api:
         return _json(500, {"error": "Internal error."})
 
     def _cors(self, request: Request, resp: Response) -> None:
-        if not self.cors_origins:
-            return
-        # Whether an answer carries Access-Control-Allow-Origin depends on the request's Origin, so every
-        # answer says so (errors and refused origins too): a cache must not hand one origin's copy to another.
-        resp.headers["Vary"] = "Origin"
         origin = request.headers.get("Origin")
         if origin and origin in self.cors_origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Vary"] = "Origin"
             resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
             resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             resp.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed, Retry-After"
@@ -263,6 +245,12 @@ class Api:
         return ok
 
     def _check_token(self, request: Request) -> None:
+        if self.auth_problem is not None:
+            raise HttpError(
+                503,
+                {"error": "Authentication is misconfigured: every route but /health is refused until API_TOKENS is fixed.",
+                 "errors": [{"field": "API_TOKENS", "message": self.auth_problem}]},
+            )
         if not self._authorised(request):
             raise HttpError(401, {"error": "Missing or invalid bearer token."}, {"WWW-Authenticate": "Bearer"})
 
@@ -350,6 +338,7 @@ class Api:
             "store": self.store.kind,
             "bus": self.bus_kind,
             "checks": checks,
+            "auth": {"enabled": self.settings.api_tokens is not None, "problem": self.auth_problem},
             "configErrors": errors,
         }
         # Bad configuration is reported (degraded) but answers 200; a dependency that is down answers 503.
@@ -378,7 +367,16 @@ class Api:
         return _json(202, {"job": result.job.to_summary()}, headers)
 
     def _int_arg(self, request: Request, name: str, default: int, lo: int, hi: int) -> int:
-        return bounded_int(request.args.get(name), name, default, lo, hi)
+        raw = request.args.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValidationFailed([FieldError(name, "must be an integer")]) from None
+        if not lo <= value <= hi:
+            raise ValidationFailed([FieldError(name, f"must be between {lo} and {hi}")])
+        return value
 
     def list_jobs(self, request: Request) -> Response:
         limit = self._int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -408,7 +406,7 @@ class Api:
         job = self.store.get(job_id)
         if job is None:
             raise _error(404, f"Job {job_id} not found.")
-        after = self._int_arg(request, "logs_after", 0, 0, MAX_SEQ)
+        after = self._int_arg(request, "logs_after", 0, 0, 2**53)
         limit = self._int_arg(request, "logs_limit", DEFAULT_LOG_PAGE, 1, MAX_LOG_PAGE)
         lines = self.store.get_logs(job_id, after=after, limit=limit)
         body = job.to_summary()
@@ -428,7 +426,7 @@ class Api:
 
     def job_events(self, request: Request, job_id: str) -> Response:
         self._job_or_404(job_id)
-        after = self._int_arg(request, "after", 0, 0, MAX_SEQ)
+        after = self._int_arg(request, "after", 0, 0, 2**53)
         limit = self._int_arg(request, "limit", 100, 1, 1000)
         events = self.store.list_events(job_id, after=after, limit=limit)
         body = [{"seq": e.seq, "at": iso(e.at), "kind": e.kind, "data": e.data} for e in events]
@@ -438,7 +436,7 @@ class Api:
         """Logs by cursor (`after` = last seq seen), the last `tail` lines, or `follow=true` as SSE."""
         job = self._job_or_404(job_id)
         limit = self._int_arg(request, "limit", DEFAULT_LOG_PAGE, 1, MAX_LOG_PAGE)
-        after = self._int_arg(request, "after", 0, 0, MAX_SEQ)
+        after = self._int_arg(request, "after", 0, 0, 2**53)
         tail = request.args.get("tail")
         if tail is not None:
             n = self._int_arg(request, "tail", 100, 0, MAX_LOG_PAGE)
@@ -452,9 +450,12 @@ class Api:
                 "status": job.status.value,
                 "final": job.is_final(),
             })
-        # A reconnecting EventSource resumes from the last id it saw: a cursor like `after`, bound alike
-        # (an id past 2**63 would overflow the store's integer and end the stream with a 500).
-        after = bounded_int(request.headers.get("Last-Event-ID"), "Last-Event-ID", after, 0, MAX_SEQ)
+        last_id = request.headers.get("Last-Event-ID")
+        if last_id is not None:
+            try:
+                after = max(0, int(last_id))
+            except ValueError:
+                raise ValidationFailed([FieldError("Last-Event-ID", "must be the id of a log event")]) from None
         return Response(
             200, self._follow(job_id, after), {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, "text/event-stream"
         )

@@ -121,6 +121,10 @@ def main() -> None:
     settings = Settings()
     for problem in settings.config_errors:
         log.error("configuration error: %s", problem)
+    if settings.auth_problem is not None:
+        # Never serve with authentication silently off (or guessable): refuse to start.
+        log.error("not starting: %s", settings.auth_problem)
+        raise SystemExit(2)
     c = build_embedded(settings)
     set_container(c)
     app = AsgiApi(c.api)

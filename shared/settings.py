@@ -27,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_TOLERATIONS = '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]'
 DEFAULT_RESOURCE_LIMITS = '{"nvidia.com/gpu": 1}'
+# Shorter bearer tokens are refused at start-up: a guessable token is as good as none.
+MIN_TOKEN_CHARS = 16
 
 
 def _env(*names: str) -> AliasChoices:
@@ -158,7 +160,9 @@ class Settings(BaseSettings):
     api_tokens: str | None = Field(
         None,
         validation_alias="API_TOKENS",
-        description="Comma-separated bearer tokens; when set every route but `/health` needs one.",
+        description="Comma-separated bearer tokens; when set every route but `/health` needs one. Each must be at least "
+        f"{MIN_TOKEN_CHARS} characters; a value naming no token (`,`, blanks) or a shorter token is a start-up error "
+        "(the embedded server exits; the deployed api refuses every route but `/health`), never auth turned off.",
         repr=False,
     )
     cors_origins: str | None = Field(
@@ -189,12 +193,14 @@ class Settings(BaseSettings):
 
     _errors: list[str] = PrivateAttr(default_factory=list)
     _json: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _auth_problem: str | None = PrivateAttr(default=None)
 
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any, info: Any) -> Any:
         # The old service treated an empty variable as unset; keep that.
-        if isinstance(value, str) and value.strip() == "" and info.field_name not in ("collection_prefix",):
+        # Not API_TOKENS: a blank value there is a mistake to report (auth_problem), not "auth off".
+        if isinstance(value, str) and value.strip() == "" and info.field_name not in ("collection_prefix", "api_tokens"):
             field = cls.model_fields[info.field_name]
             return field.default
         return value
@@ -221,6 +227,9 @@ class Settings(BaseSettings):
                 self._json[name] = None
                 continue
             self._json[name] = value
+        self._auth_problem = _token_problem(self.api_tokens)
+        if self._auth_problem is not None:
+            self._errors.append(self._auth_problem)
 
     # ---- derived values --------------------------------------------------------------------------
     @property
@@ -229,6 +238,11 @@ class Settings(BaseSettings):
 
     def json_value(self, name: str) -> Any:
         return self._json.get(name)
+
+    @property
+    def auth_problem(self) -> str | None:
+        """Why API_TOKENS can't be used (None when it is unset or fine). Never shows a token."""
+        return self._auth_problem
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -278,6 +292,22 @@ class Settings(BaseSettings):
             local_roots=self.local_roots,
             local_base=str(REPO_ROOT),
         )
+
+
+def _token_problem(raw: str | None) -> str | None:
+    """A set API_TOKENS must name at least one token, each long enough; otherwise auth would silently be
+    off (`","`, blanks) or guessable. Unset is the one way to run without auth."""
+    if raw is None:
+        return None
+    tokens = [t.strip() for t in raw.split(",") if t.strip()]
+    if not tokens:
+        return "API_TOKENS is set but names no token (only commas or blanks); unset it to run without authentication"
+    short = [i for i, t in enumerate(tokens, 1) if len(t) < MIN_TOKEN_CHARS]
+    if short:
+        which = ", ".join(str(i) for i in short)
+        noun, verb = ("token", "is") if len(short) == 1 else ("tokens", "are")
+        return f"API_TOKENS: {noun} {which} of {len(tokens)} {verb} shorter than {MIN_TOKEN_CHARS} characters"
+    return None
 
 
 def settings_markdown() -> str:

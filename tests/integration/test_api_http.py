@@ -173,15 +173,15 @@ def test_publish_failure_is_503_and_job_failed(api) -> None:
 
 
 def test_tokens_guard_every_route_but_health(api) -> None:
-    url, _, _ = api(API_TOKENS="tok-one,tok-two")
+    url, _, _ = api(API_TOKENS="tok-one-0123456789,tok-two-0123456789")
     assert requests.get(f"{url}/health").status_code == 200
     for method, path in [("get", "/jobs"), ("post", "/train"), ("get", "/jobs/x"), ("get", "/openapi.json")]:
         r = getattr(requests, method)(f"{url}{path}")
         assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
         r = getattr(requests, method)(f"{url}{path}", headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401
-    assert requests.get(f"{url}/jobs", headers={"Authorization": "Bearer tok-two"}).status_code == 200
-    r = requests.post(f"{url}/train", json=K8S_EXAMPLE, headers={"Authorization": "Bearer tok-one"})
+    assert requests.get(f"{url}/jobs", headers={"Authorization": "Bearer tok-two-0123456789"}).status_code == 200
+    r = requests.post(f"{url}/train", json=K8S_EXAMPLE, headers={"Authorization": "Bearer tok-one-0123456789"})
     assert r.status_code == 202
 
 

@@ -172,14 +172,14 @@ def test_repeated_query_argument_gives_its_first_value(asgi) -> None:
 
 
 def test_header_names_are_case_insensitive(asgi) -> None:
-    s = asgi(API_TOKENS="tok-1")
+    s = asgi(API_TOKENS="tok-1-0123456789abcdef")
     body = json.dumps({"dataset_file": "gs://b/d.jsonl", "output_dir": "/o"})
     answers = []
     for name in ("idempotency-key", "IDEMPOTENCY-KEY", "Idempotency-Key"):
         conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
         try:
             # http.client sends header names exactly as given.
-            conn.request("POST", "/train", body=body, headers={name: "key-1", "authorization": "Bearer tok-1", "content-type": "application/json"})
+            conn.request("POST", "/train", body=body, headers={name: "key-1", "authorization": "Bearer tok-1-0123456789abcdef", "content-type": "application/json"})
             r = conn.getresponse()
             answers.append((r.status, r.getheader("Idempotent-Replayed"), json.loads(r.read())["job"]["id"]))
         finally:
@@ -188,7 +188,7 @@ def test_header_names_are_case_insensitive(asgi) -> None:
     assert answers == [(202, None, job_id), (202, "true", job_id), (202, "true", job_id)]
     assert len(s.bus.messages) == 1 and [j.id for j in s.stored()] == [job_id]
     assert s.stored()[0].idempotency_key == "key-1"
-    assert requests.get(f"{s.url}/jobs", headers={"AUTHORIZATION": "Bearer tok-1"}).status_code == 200
+    assert requests.get(f"{s.url}/jobs", headers={"AUTHORIZATION": "Bearer tok-1-0123456789abcdef"}).status_code == 200
     assert requests.get(f"{s.url}/jobs", headers={"authorization": "Bearer nope"}).status_code == 401
 
 

@@ -86,10 +86,10 @@ def test_bad_json_is_a_clear_error(clean_env: pytest.MonkeyPatch, name: str, val
 
 
 def test_tokens_and_origins(clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("API_TOKENS", " tok-SECRET-1 , tok-SECRET-2,,")
+    clean_env.setenv("API_TOKENS", " tok-SECRET-1-abcdefgh , tok-SECRET-2-abcdefgh,,")
     clean_env.setenv("CORS_ORIGINS", "https://studio.example.com")
     s = Settings()
-    assert s.tokens == ("tok-SECRET-1", "tok-SECRET-2")
+    assert s.tokens == ("tok-SECRET-1-abcdefgh", "tok-SECRET-2-abcdefgh")
     assert s.cors_origin_list == ("https://studio.example.com",)
     assert "tok-SECRET" not in repr(s)
 
