@@ -42,6 +42,22 @@ MAX_SUBMISSION_JOBS = 10_000
 IDEMPOTENCY_KEY_MAX = 255
 # A full disk or an unavailable database is not fixed within the second: ask clients to wait a little.
 STORE_RETRY_AFTER = "5"
+# Log and event cursors (`after`, `logs_after`, `Last-Event-ID`): sequence numbers, well inside the store's
+# 64-bit integers and exact in a JSON number.
+MAX_SEQ = 2**53
+
+
+def bounded_int(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer query argument or header: `default` when absent or empty, else lo..hi or a 400 naming it."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed([FieldError(name, "must be an integer")]) from None
+    if not lo <= value <= hi:
+        raise ValidationFailed([FieldError(name, f"must be between {lo} and {hi}")])
+    return value
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -222,10 +238,14 @@ class Api:
         return _json(500, {"error": "Internal error."})
 
     def _cors(self, request: Request, resp: Response) -> None:
+        if not self.cors_origins:
+            return
+        # Whether an answer carries Access-Control-Allow-Origin depends on the request's Origin, so every
+        # answer says so (errors and refused origins too): a cache must not hand one origin's copy to another.
+        resp.headers["Vary"] = "Origin"
         origin = request.headers.get("Origin")
         if origin and origin in self.cors_origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
-            resp.headers["Vary"] = "Origin"
             resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
             resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             resp.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed, Retry-After"
@@ -367,16 +387,7 @@ class Api:
         return _json(202, {"job": result.job.to_summary()}, headers)
 
     def _int_arg(self, request: Request, name: str, default: int, lo: int, hi: int) -> int:
-        raw = request.args.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValidationFailed([FieldError(name, "must be an integer")]) from None
-        if not lo <= value <= hi:
-            raise ValidationFailed([FieldError(name, f"must be between {lo} and {hi}")])
-        return value
+        return bounded_int(request.args.get(name), name, default, lo, hi)
 
     def list_jobs(self, request: Request) -> Response:
         limit = self._int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -406,7 +417,7 @@ class Api:
         job = self.store.get(job_id)
         if job is None:
             raise _error(404, f"Job {job_id} not found.")
-        after = self._int_arg(request, "logs_after", 0, 0, 2**53)
+        after = self._int_arg(request, "logs_after", 0, 0, MAX_SEQ)
         limit = self._int_arg(request, "logs_limit", DEFAULT_LOG_PAGE, 1, MAX_LOG_PAGE)
         lines = self.store.get_logs(job_id, after=after, limit=limit)
         body = job.to_summary()
@@ -426,7 +437,7 @@ class Api:
 
     def job_events(self, request: Request, job_id: str) -> Response:
         self._job_or_404(job_id)
-        after = self._int_arg(request, "after", 0, 0, 2**53)
+        after = self._int_arg(request, "after", 0, 0, MAX_SEQ)
         limit = self._int_arg(request, "limit", 100, 1, 1000)
         events = self.store.list_events(job_id, after=after, limit=limit)
         body = [{"seq": e.seq, "at": iso(e.at), "kind": e.kind, "data": e.data} for e in events]
@@ -436,7 +447,7 @@ class Api:
         """Logs by cursor (`after` = last seq seen), the last `tail` lines, or `follow=true` as SSE."""
         job = self._job_or_404(job_id)
         limit = self._int_arg(request, "limit", DEFAULT_LOG_PAGE, 1, MAX_LOG_PAGE)
-        after = self._int_arg(request, "after", 0, 0, 2**53)
+        after = self._int_arg(request, "after", 0, 0, MAX_SEQ)
         tail = request.args.get("tail")
         if tail is not None:
             n = self._int_arg(request, "tail", 100, 0, MAX_LOG_PAGE)
@@ -450,12 +461,9 @@ class Api:
                 "status": job.status.value,
                 "final": job.is_final(),
             })
-        last_id = request.headers.get("Last-Event-ID")
-        if last_id is not None:
-            try:
-                after = max(0, int(last_id))
-            except ValueError:
-                raise ValidationFailed([FieldError("Last-Event-ID", "must be the id of a log event")]) from None
+        # A reconnecting EventSource resumes from the last id it saw: a cursor like `after`, bound alike
+        # (an id past 2**63 would overflow the store's integer and end the stream with a 500).
+        after = bounded_int(request.headers.get("Last-Event-ID"), "Last-Event-ID", after, 0, MAX_SEQ)
         return Response(
             200, self._follow(job_id, after), {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, "text/event-stream"
         )
