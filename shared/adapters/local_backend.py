@@ -87,6 +87,17 @@ class _Run:
         return not self.folder.alive()
 
 
+def _last_line(path: Path, limit: int = 500) -> str:
+    """The supervisor's last complaint (its stderr never holds the trainer's output, so no secret)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""
+
+
 def _at(epoch: float | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
 
@@ -469,7 +480,11 @@ class LocalBackend:
                 if run.cancel_requested:
                     fields["reason"] = "CancelRequested"
             else:
-                fields = {"state": "lost", "message": "the run's supervisor ended without an exit record"}
+                message = "the run's supervisor ended without an exit record"
+                if run.folder.launch() is None:
+                    message = "the run's supervisor ended before it started the trainer"
+                said = _last_line(run.folder.path / "supervisor.log")
+                fields = {"state": "lost", "message": f"{message}: {said}" if said else message}
         self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=observed, event_id=f"{base}-end", extra={"pid": run.pid}, **fields))
         run.done.set()
         log.info("job %s: run %d ended: %s", run.job_id, run.pid, fields.get("exit_code", fields["state"]))

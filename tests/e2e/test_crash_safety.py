@@ -107,6 +107,9 @@ def test_kill_9_during_a_burst(tmp_path: Path) -> None:
 LOCAL_JOBS = 120
 KILL_AFTER = (40, 80)  # answers before each `kill -9`
 CLIENTS = 8
+# Requests per second, all clients together: slow enough that launches keep up and trainers run when
+# the server is killed, fast enough that requests are in flight then too.
+LOCAL_RATE = 25.0
 
 
 def local_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -159,8 +162,7 @@ class Burst:
                         self.answered[i] = r.json()["job"]["id"]
                     else:
                         self.todo.append(i)  # unanswered: sent again (to the next server)
-                        if not stop.is_set():
-                            time.sleep(0.05)
+                stop.wait(CLIENTS / LOCAL_RATE)
 
         threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
         for t in threads:
@@ -195,6 +197,7 @@ def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     burst = Burst(tmp_path, LOCAL_JOBS)
     alive_at_kill: list[int] = []
+    answered_at_kill: list[int] = []
     proc = start(tmp_path, port, **env)
     try:
         for limit in (*KILL_AFTER, LOCAL_JOBS):
@@ -206,6 +209,8 @@ def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
             while sum(_alive(int(p.suffix[1:])) for p in markers.iterdir()) < 8:  # while launches are in flight and trainers run
                 assert time.monotonic() < deadline, "no trainer ever started"
                 time.sleep(0.01)
+            with burst.lock:
+                answered_at_kill.append(len(burst.answered))
             os.killpg(os.getpgid(proc.pid), signal.SIGKILL)  # the server: its trainers run in sessions of their own
             proc.wait(10)
             burst.release()
@@ -239,7 +244,7 @@ def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
         finally:
             stop_group(proc)
     orphans = [int(p.suffix[1:]) for p in markers.iterdir() if _alive(int(p.suffix[1:]))]
-    print(f"\nlocal crash safety: {LOCAL_JOBS} jobs, {len(KILL_AFTER)} kills (trainers alive at each: {alive_at_kill}), "
+    print(f"\nlocal crash safety: {LOCAL_JOBS} jobs, {len(KILL_AFTER)} kills (after {answered_at_kill} answers, trainers alive: {alive_at_kill}), "
           f"{len(double)} double launches, {len(missing)} never launched, {len(wrong)} wrong final states, {len(orphans)} orphan trainers, "
           f"{time.monotonic() - began:.0f}s")
     assert stopped == 128 + signal.SIGTERM

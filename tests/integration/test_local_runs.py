@@ -205,3 +205,15 @@ def test_the_supervisor_keeps_no_secret_in_its_records(dirs) -> None:
     assert "HF_TOKEN=[redacted]" in folder.output.read_text()
     assert all(b"hf_local_secret_42" not in p.read_bytes() for p in folder.path.iterdir() if p.is_file())
     assert isinstance(backend, LocalBackend) and json.loads((folder.path / "exit.json").read_text())["exit_code"] == 0
+
+
+def test_a_supervisor_that_could_not_run_says_why(dirs) -> None:
+    runs, _ = dirs
+    events = Events()
+    # A cwd that does not exist: the supervisor can't start the trainer and leaves an exit record saying so.
+    backend = LocalBackend(python_bin=sys.executable, script=FAKE_TRAINER, cwd="/nonexistent-cwd", events=events,
+                           base_env={"PATH": os.environ.get("PATH", "")}, runs_dir=runs)
+    job, env = local_job()
+    backend.submit(job, env)
+    assert backend.wait(job.id, 10) == 127
+    assert events.states() == ["exited"] and "could not start" in events.messages[-1]["message"]
