@@ -4,11 +4,15 @@ functions-framework process, wired with push subscriptions (`make run-emulators`
 `Emulator` is also what the test fixtures and benchmarks use to start the real emulators: each runs in
 its own process group on a free port, is polled until ready, and is stopped by killing the group (the
 gcloud wrapper starts a JVM that would otherwise outlive us).
+
+The subscriptions are created with the settings `infra/` deploys them with (ordering, ack deadlines,
+retry, dead-lettering), read from the same file Terraform reads: `create_subscriptions`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -19,8 +23,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The one description of our subscriptions: infra/terraform/platform/pubsub.tf reads it too.
+PUBSUB_SUBSCRIPTIONS = REPO_ROOT / "infra" / "terraform" / "platform" / "pubsub_subscriptions.json"
 
 
 def free_port() -> int:
@@ -46,27 +53,60 @@ def wait_http(url: str, timeout: float, expect: str | None = None, proc: subproc
     raise TimeoutError(f"{url} not ready after {timeout}s: {last}")
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies waiting for a reaper don't count)."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():  # not Linux: signal 0 (counts zombies, so this may wait to the bound)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()  # after "(comm)": state ppid pgrp ...
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
+    """Stop `proc`'s whole process group (SIGTERM, then SIGKILL after `grace`) and wait until no process
+    of it is left: the emulators' JVMs are children of the gcloud wrapper, in the same group."""
     try:
         pgid = os.getpgid(proc.pid)
     except ProcessLookupError:
+        pgid = proc.pid  # the leader is gone (reaped); its group (started as a new session) may live on
+    if pgid == os.getpgrp():  # not started in a group of its own: never signal our own group
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5.0)
         return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    if proc.poll() is None:
         try:
-            os.killpg(pgid, sig)
+            os.killpg(pgid, signal.SIGTERM)
         except ProcessLookupError:
-            return
+            pass
         try:
-            proc.wait(timeout=wait)
-            # The JVM child may still be alive in the group: make sure the whole group is gone.
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            continue
-        return
+            pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)  # whatever of the group is left (the JVM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + 10.0
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @dataclass
@@ -123,13 +163,8 @@ class Emulator:
         self.stop()
 
 
-FUNCTIONS = (
-    # (target, topic it is pushed from or None for HTTP)
-    ("api", None),
-    ("launcher", "train-requests"),
-    ("status_sync", "training-events"),
-    ("submit", "train-submissions"),
-)
+# Each function as its own process; which topic pushes to which is pubsub_subscriptions.json's "push".
+FUNCTIONS = ("api", "launcher", "status_sync", "submit")
 
 
 def start_function(target: str, port: int, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
@@ -154,17 +189,86 @@ def start_function(target: str, port: int, env: dict[str, str], log_dir: Path) -
     return proc
 
 
-def run_stack(api_port: int, project: str) -> None:
-    # The functions and emulators run in their own process groups: on SIGTERM (a supervisor, `timeout`,
-    # a benchmark stopping us) unwind through `finally` so they are stopped too, not orphaned.
-    def _terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+def _seconds(duration: str) -> int:
+    """A Terraform / Pub/Sub duration ("10s", "604800s") in whole seconds."""
+    if not duration.endswith("s"):
+        raise ValueError(f"duration {duration!r} must be in seconds, like '10s'")
+    return int(float(duration[:-1]))
 
-    signal.signal(signal.SIGTERM, _terminate)
-    log_dir = REPO_ROOT / ".data" / "stack"
+
+def load_subscriptions(path: Path = PUBSUB_SUBSCRIPTIONS) -> dict[str, Any]:
+    """The subscriptions and their settings as infra/ deploys them (see that file's description)."""
+    return json.loads(path.read_text())
+
+
+def create_subscriptions(bus: Any, settings: Any, endpoints: dict[str, str], spec: dict[str, Any] | None = None) -> dict[str, str]:
+    """Create our topics and every subscription on them as `infra/terraform/platform/pubsub.tf` does, from
+    the same file: a push subscription per consumed topic to the function's endpoint in `endpoints`
+    (function name -> base URL; a function not in it gets none), a pull subscription on each dead-letter
+    topic (the emulator, like Pub/Sub, drops what a topic with no subscription receives) and the pull
+    subscriptions for readers (rejected submissions). Topic names come from the TOPIC_* settings.
+    Returns subscription name -> topic name."""
+    spec = spec or load_subscriptions()
+    topic = lambda key: getattr(settings, f"topic_{key}")  # noqa: E731 - a key of local.topics
+    dead_suffix = spec["dead_letter"]["topic_suffix"]
+    retention = _seconds(spec["message_retention_duration"])
+    created: dict[str, str] = {}
+    bus.ensure_topics([topic(k) for k in spec["push"]] + [topic(k) + dead_suffix for k in spec["push"]] + [topic(k) for k in spec["pull"]])
+    for key in spec["push"]:
+        name = topic(key) + dead_suffix
+        bus.ensure_pull_subscription(name, name, ack_deadline_seconds=spec["dead_letter"]["ack_deadline_seconds"], retention_seconds=retention)
+        created[name] = name
+    for key, sub in spec["pull"].items():
+        name = topic(key) + sub["name_suffix"]
+        bus.ensure_pull_subscription(topic(key), name, ack_deadline_seconds=sub["ack_deadline_seconds"], retention_seconds=retention)
+        created[name] = topic(key)
+    for key, sub in spec["push"].items():
+        if sub["function"] not in endpoints:
+            continue
+        name = f"{topic(key)}-{sub['function'].replace('_', '-')}"  # as pubsub.tf names it
+        # The push URL names the topic so the CloudEvent's source does too.
+        endpoint = f"{endpoints[sub['function']].rstrip('/')}/projects/{bus.project_id}/topics/{topic(key)}"
+        bus.ensure_push_subscription(
+            topic(key),
+            name,
+            endpoint,
+            dead_letter_topic=topic(key) + dead_suffix,
+            max_attempts=spec["max_delivery_attempts"],
+            ack_deadline_seconds=sub["ack_deadline_seconds"],
+            enable_message_ordering=sub["enable_message_ordering"],
+            minimum_backoff_seconds=_seconds(spec["retry_policy"]["minimum_backoff"]),
+            maximum_backoff_seconds=_seconds(spec["retry_policy"]["maximum_backoff"]),
+        )
+        created[name] = topic(key)
+    return created
+
+
+def run_stack(api_port: int, project: str, log_dir: Path | None = None) -> None:
+    from shared.settings import Settings
+
+    settings = Settings(GOOGLE_CLOUD_PROJECT=project)
+    log_dir = Path(log_dir or settings.stack_log_dir)
+    if not log_dir.is_absolute():
+        log_dir = REPO_ROOT / log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
     emulators = [Emulator("pubsub", project, log_path=log_dir / "pubsub.log"), Emulator("firestore", project, log_path=log_dir / "firestore.log")]
+
+    # The functions and emulators run in their own process groups: on SIGTERM (a supervisor, `timeout`,
+    # a benchmark stopping us) unwind through `finally` so they are stopped too, not orphaned. The first
+    # signal starts that; any later one (`timeout` signals make's whole group, and make passes it on
+    # again) must not interrupt the cleanup, or the emulators' JVMs are left running.
+    stopping = False
+
+    def _terminate(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         for emu in emulators:
             emu.start()
@@ -179,35 +283,30 @@ def run_stack(api_port: int, project: str) -> None:
         }
         os.environ.update({k: env[k] for k in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")})
         from shared.adapters.pubsub_bus import PubSubBus
-        from shared.settings import Settings
 
-        settings = Settings(GOOGLE_CLOUD_PROJECT=project)
         bus = PubSubBus(project)
-        topics = [settings.topic_train_requests, settings.topic_training_events, settings.topic_train_submissions]
-        bus.ensure_topics(topics + [f"{t}-dead-letter" for t in topics] + [settings.topic_train_submissions_rejected])
         ports = {}
-        for target, topic in FUNCTIONS:
+        for target in FUNCTIONS:
             port = api_port if target == "api" else free_port()
             ports[target] = port
             procs.append(start_function(target, port, env, log_dir))
         for port in ports.values():
             _wait_port(port)
-        for target, topic in FUNCTIONS:
-            if topic is None:
-                continue
-            # The push URL names the topic so the CloudEvent's source does too.
-            endpoint = f"http://127.0.0.1:{ports[target]}/projects/{project}/topics/{topic}"
-            bus.ensure_push_subscription(topic, f"{target}-push", endpoint, dead_letter_topic=f"{topic}-dead-letter")
+        create_subscriptions(bus, settings, {target: f"http://127.0.0.1:{port}" for target, port in ports.items() if target != "api"})
         print(f"api on http://127.0.0.1:{api_port} (logs in {log_dir}); Ctrl-C stops everything", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
+        stopping = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for p in procs:
             stop_group(p)
         for emu in emulators:
             emu.stop()
+        print("stopped", flush=True)
 
 
 def _wait_port(port: int, timeout: float = 60) -> None:
@@ -224,8 +323,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "4000")))
     parser.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "local-project"))
+    parser.add_argument("--log-dir", type=Path, default=None, help="Where the logs go (default: STACK_LOG_DIR, .data/stack).")
     args = parser.parse_args()
-    run_stack(args.port, args.project)
+    run_stack(args.port, args.project, args.log_dir)
 
 
 if __name__ == "__main__":

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         validation_alias="TOPIC_TRAIN_SUBMISSIONS_REJECTED",
         description="Topic rejected batch items are published to.",
     )
+    stack_log_dir: str = Field(
+        ".data/stack",
+        validation_alias="STACK_LOG_DIR",
+        description="`make run-emulators`: folder of the emulators' and functions' logs, relative to the repo root "
+        "(`--log-dir` overrides it).",
+    )
     api_tokens: str | None = Field(
         None,
         validation_alias="API_TOKENS",

@@ -69,23 +69,51 @@ class PubSubBus:
             except gexc.AlreadyExists:
                 pass
 
-    def ensure_push_subscription(self, topic: str, subscription: str, push_endpoint: str, *, dead_letter_topic: str | None = None, max_attempts: int = 5) -> None:
-        """Push subscription with ordering, a retry policy and a dead-letter topic (emulator topology)."""
-        subscriber = pubsub_v1.SubscriberClient()
-        sub_path = subscriber.subscription_path(self.project_id, subscription)
+    def ensure_push_subscription(
+        self,
+        topic: str,
+        subscription: str,
+        push_endpoint: str,
+        *,
+        dead_letter_topic: str | None = None,
+        max_attempts: int = 5,
+        ack_deadline_seconds: int = 60,
+        enable_message_ordering: bool = True,
+        minimum_backoff_seconds: int = 1,
+        maximum_backoff_seconds: int = 60,
+    ) -> None:
+        """Push subscription with a retry policy and optionally ordering and a dead-letter topic (emulator
+        topology; `functions.local_stack.create_subscriptions` gives each the settings infra/ gives it).
+        The emulator stops pushing an ordered subscription once it dead-letters a message."""
+        sub_path = pubsub_v1.SubscriberClient.subscription_path(self.project_id, subscription)
         request: dict[str, Any] = {
             "name": sub_path,
             "topic": self.topic_path(topic),
             "push_config": {"push_endpoint": push_endpoint},
-            "ack_deadline_seconds": 60,
-            "enable_message_ordering": True,
-            "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 60}},
+            "ack_deadline_seconds": ack_deadline_seconds,
+            "enable_message_ordering": enable_message_ordering,
+            "retry_policy": {"minimum_backoff": {"seconds": minimum_backoff_seconds}, "maximum_backoff": {"seconds": maximum_backoff_seconds}},
         }
         if dead_letter_topic:
             request["dead_letter_policy"] = {
                 "dead_letter_topic": self.topic_path(dead_letter_topic),
                 "max_delivery_attempts": max_attempts,
             }
+        self._create_subscription(request)
+
+    def ensure_pull_subscription(self, topic: str, subscription: str, *, ack_deadline_seconds: int = 60, retention_seconds: int = 604800) -> None:
+        """A pull subscription (dead-letter topics: a topic with no subscription drops what it gets)."""
+        self._create_subscription(
+            {
+                "name": pubsub_v1.SubscriberClient.subscription_path(self.project_id, subscription),
+                "topic": self.topic_path(topic),
+                "ack_deadline_seconds": ack_deadline_seconds,
+                "message_retention_duration": {"seconds": retention_seconds},
+            }
+        )
+
+    def _create_subscription(self, request: dict[str, Any]) -> None:
+        subscriber = pubsub_v1.SubscriberClient()
         try:
             subscriber.create_subscription(request=request)
         except gexc.AlreadyExists:

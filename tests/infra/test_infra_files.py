@@ -115,3 +115,92 @@ def test_watcher_rbac_watches_jobs_pods_logs_events() -> None:
     for res in ["jobs", "pods", "pods/log", "events"]:
         assert {"get", "list", "watch"} <= rules[res], res
     assert all(not ({"create", "delete", "patch", "update"} & verbs) for verbs in rules.values())
+
+
+# ---- Pub/Sub subscriptions: one description for Terraform and the local stack ----------------------
+
+
+def _subscriptions() -> dict:
+    return json.loads((ROOT / "infra/terraform/platform/pubsub_subscriptions.json").read_text())
+
+
+def _function_timeouts() -> dict[str, int]:
+    import re
+
+    text = (ROOT / "infra/terraform/platform/functions.tf").read_text()
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"\n    (\w+) = \{[^}]*?\n      timeout\s*=\s*(\d+)", text)}
+
+
+def test_terraform_reads_the_subscriptions_file_and_hard_codes_none_of_it() -> None:
+    pubsub_tf = (ROOT / "infra/terraform/platform/pubsub.tf").read_text()
+    assert 'jsondecode(file("${path.module}/pubsub_subscriptions.json"))' in pubsub_tf
+    for setting in ["enable_message_ordering", "ack_deadline_seconds", "max_delivery_attempts", "minimum_backoff", "maximum_backoff",
+                    "message_retention_duration"]:
+        for line in pubsub_tf.splitlines():
+            if line.strip().startswith(f"{setting} "):
+                value = line.split("=", 1)[1]
+                assert "local.pubsub" in value or "each.value." in value, line
+    main_tf = (ROOT / "infra/terraform/platform/main.tf").read_text()
+    assert "dead_lettered = keys(local.push_subscriptions)" in main_tf
+    variables = (ROOT / "infra/terraform/platform/variables.tf").read_text()
+    for var in ["pubsub_max_delivery_attempts", "pubsub_minimum_backoff", "pubsub_maximum_backoff"]:
+        block = variables.split(f'variable "{var}"', 1)[1].split("}", 1)[0]
+        assert "default     = null" in block, var  # the file holds the default
+
+
+def test_subscriptions_file_matches_the_code_and_the_functions() -> None:
+    from shared.settings import Settings
+
+    spec = _subscriptions()
+    settings = Settings()
+    main_tf = (ROOT / "infra/terraform/platform/main.tf").read_text()
+    timeouts = _function_timeouts()
+    assert set(timeouts) >= {"launcher", "status_sync", "submit"}, timeouts
+    for key, sub in {**spec["push"], **spec["pull"]}.items():
+        name = getattr(settings, f"topic_{key}")  # a TOPIC_* setting ...
+        assert f'{key} = "{name}"' in " ".join(main_tf.split()), key  # ... and a key of local.topics
+    for key, sub in spec["push"].items():
+        # Pub/Sub redelivers what is not answered within the ack deadline: never before the function's timeout.
+        assert sub["ack_deadline_seconds"] >= timeouts[sub["function"]], key
+        assert 10 <= sub["ack_deadline_seconds"] <= 600, key
+    # Only the events of one job need their order; an ordered subscription with a dead-letter policy
+    # stops pushing on the emulator once it dead-letters.
+    assert [k for k, s in spec["push"].items() if s["enable_message_ordering"]] == ["training_events"]
+    assert 5 <= spec["max_delivery_attempts"] <= 100
+
+
+def test_local_stack_creates_what_terraform_creates() -> None:
+    """`create_subscriptions` (make run-emulators) against a recording bus: the same names and settings."""
+    from functions.local_stack import create_subscriptions
+    from shared.settings import Settings
+
+    class Recorder:
+        project_id = "p"
+
+        def __init__(self) -> None:
+            self.topics: list[str] = []
+            self.push: dict[str, dict] = {}
+            self.pull: dict[str, dict] = {}
+
+        def ensure_topics(self, topics: list[str]) -> None:
+            self.topics += topics
+
+        def ensure_push_subscription(self, topic: str, name: str, endpoint: str, **kw) -> None:
+            self.push[name] = {"topic": topic, "endpoint": endpoint, **kw}
+
+        def ensure_pull_subscription(self, topic: str, name: str, **kw) -> None:
+            self.pull[name] = {"topic": topic, **kw}
+
+    bus = Recorder()
+    create_subscriptions(bus, Settings(), {"launcher": "http://l", "status_sync": "http://s", "submit": "http://b"})
+    assert set(bus.push) == {"train-requests-launcher", "training-events-status-sync", "train-submissions-submit"}
+    assert {n: s["enable_message_ordering"] for n, s in bus.push.items()} == {
+        "train-requests-launcher": False, "training-events-status-sync": True, "train-submissions-submit": False}
+    submit = bus.push["train-submissions-submit"]
+    assert submit["endpoint"] == "http://b/projects/p/topics/train-submissions"
+    assert submit["dead_letter_topic"] == "train-submissions-dead-letter" and submit["max_attempts"] == 5
+    assert (submit["ack_deadline_seconds"], submit["minimum_backoff_seconds"], submit["maximum_backoff_seconds"]) == (300, 10, 600)
+    assert set(bus.pull) == {"train-requests-dead-letter", "training-events-dead-letter", "train-submissions-dead-letter",
+                             "train-submissions-rejected-studio"}
+    assert bus.pull["train-submissions-dead-letter"]["topic"] == "train-submissions-dead-letter"
+    assert set(bus.topics) >= {"train-submissions", "train-submissions-dead-letter", "train-submissions-rejected"}

@@ -21,7 +21,7 @@ locals {
     train_submissions_rejected = "train-submissions-rejected"
   }
   # Topics consumed by a function get a dead-letter topic "<topic>-dead-letter".
-  dead_lettered = ["train_requests", "training_events", "train_submissions"]
+  dead_lettered = keys(local.push_subscriptions) # pubsub_subscriptions.json
 }
 
 resource "google_project_service" "apis" {

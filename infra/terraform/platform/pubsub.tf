@@ -6,6 +6,17 @@
 # subscriptions with an OIDC token of the `training-push` service account; the staged main.py registers
 # them as CloudEvent functions, and functions-framework converts the push envelope into a CloudEvent.
 # The push URL carries /projects/P/topics/T so the event's `source` names the topic.
+#
+# Which subscriptions exist and their settings (ordering, ack deadlines, retry, dead-lettering) come from
+# pubsub_subscriptions.json, which `make run-emulators` (functions/local_stack.py) reads too.
+
+locals {
+  pubsub = jsondecode(file("${path.module}/pubsub_subscriptions.json"))
+  # topic key -> its push subscription (the consuming function is a key of local.functions)
+  push_subscriptions = local.pubsub.push
+  push_consumers     = { for key, sub in local.pubsub.push : key => sub.function }
+  dead_letter_suffix = local.pubsub.dead_letter.topic_suffix
+}
 
 resource "google_pubsub_topic" "topics" {
   for_each = local.topics
@@ -13,7 +24,7 @@ resource "google_pubsub_topic" "topics" {
   project                    = var.project_id
   name                       = each.value
   labels                     = var.labels
-  message_retention_duration = "604800s"
+  message_retention_duration = local.pubsub.message_retention_duration
 
   depends_on = [google_project_service.apis]
 }
@@ -22,9 +33,9 @@ resource "google_pubsub_topic" "dead_letter" {
   for_each = toset(local.dead_lettered)
 
   project                    = var.project_id
-  name                       = "${local.topics[each.value]}-dead-letter"
+  name                       = "${local.topics[each.value]}${local.dead_letter_suffix}"
   labels                     = var.labels
-  message_retention_duration = "604800s"
+  message_retention_duration = local.pubsub.message_retention_duration
 
   depends_on = [google_project_service.apis]
 }
@@ -35,11 +46,11 @@ resource "google_pubsub_subscription" "dead_letter" {
   for_each = toset(local.dead_lettered)
 
   project                    = var.project_id
-  name                       = "${local.topics[each.value]}-dead-letter"
+  name                       = "${local.topics[each.value]}${local.dead_letter_suffix}"
   topic                      = google_pubsub_topic.dead_letter[each.value].id
   labels                     = var.labels
-  ack_deadline_seconds       = 60
-  message_retention_duration = "604800s"
+  ack_deadline_seconds       = local.pubsub.dead_letter.ack_deadline_seconds
+  message_retention_duration = local.pubsub.message_retention_duration
   retain_acked_messages      = false
 
   expiration_policy {
@@ -48,60 +59,66 @@ resource "google_pubsub_subscription" "dead_letter" {
 }
 
 # Rejected batch submissions are for the studio to read (pull).
+moved {
+  from = google_pubsub_subscription.submissions_rejected
+  to   = google_pubsub_subscription.submissions_rejected["train_submissions_rejected"]
+}
+
 resource "google_pubsub_subscription" "submissions_rejected" {
+  for_each = local.pubsub.pull
+
   project                    = var.project_id
-  name                       = "train-submissions-rejected-studio"
-  topic                      = google_pubsub_topic.topics["train_submissions_rejected"].id
+  name                       = "${local.topics[each.key]}${each.value.name_suffix}"
+  topic                      = google_pubsub_topic.topics[each.key].id
   labels                     = var.labels
-  ack_deadline_seconds       = 60
-  message_retention_duration = "604800s"
+  ack_deadline_seconds       = each.value.ack_deadline_seconds
+  message_retention_duration = local.pubsub.message_retention_duration
 
   expiration_policy {
     ttl = ""
   }
 }
 
-locals {
-  # topic key -> consuming function key (functions.tf)
-  push_consumers = {
-    train_requests    = "launcher"
-    training_events   = "status_sync"
-    train_submissions = "submit"
-  }
-}
-
 resource "google_pubsub_subscription" "push" {
-  for_each = var.deploy_functions ? local.push_consumers : {}
+  for_each = var.deploy_functions ? local.push_subscriptions : {}
 
   project = var.project_id
-  name    = "${local.topics[each.key]}-${replace(each.value, "_", "-")}"
+  name    = "${local.topics[each.key]}-${replace(each.value.function, "_", "-")}"
   topic   = google_pubsub_topic.topics[each.key].id
   labels  = var.labels
 
-  # The function must answer within the ack deadline; it equals the function timeout.
-  ack_deadline_seconds       = local.functions[each.value].timeout
-  message_retention_duration = "604800s"
-  # Events of one job carry its id as ordering key (when the publisher sets one); ordering is
-  # harmless otherwise and status_sync compare-and-sets anyway.
-  enable_message_ordering = each.key == "training_events"
+  # The function must answer within the ack deadline (checked against its timeout below).
+  ack_deadline_seconds       = each.value.ack_deadline_seconds
+  message_retention_duration = local.pubsub.message_retention_duration
+  # Only training-events is ordered: events of one job carry its id as ordering key. The others are
+  # not, as nothing there needs it (and the Pub/Sub emulator stops pushing an ordered subscription
+  # once it dead-letters a message).
+  enable_message_ordering = each.value.enable_message_ordering
 
   push_config {
-    push_endpoint = "${google_cloudfunctions2_function.fn[each.value].service_config[0].uri}/projects/${var.project_id}/topics/${local.topics[each.key]}"
+    push_endpoint = "${google_cloudfunctions2_function.fn[each.value.function].service_config[0].uri}/projects/${var.project_id}/topics/${local.topics[each.key]}"
 
     oidc_token {
       service_account_email = google_service_account.push.email
-      audience              = google_cloudfunctions2_function.fn[each.value].service_config[0].uri
+      audience              = google_cloudfunctions2_function.fn[each.value.function].service_config[0].uri
     }
   }
 
   retry_policy {
-    minimum_backoff = var.pubsub_minimum_backoff
-    maximum_backoff = var.pubsub_maximum_backoff
+    minimum_backoff = coalesce(var.pubsub_minimum_backoff, local.pubsub.retry_policy.minimum_backoff)
+    maximum_backoff = coalesce(var.pubsub_maximum_backoff, local.pubsub.retry_policy.maximum_backoff)
   }
 
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.dead_letter[each.key].id
-    max_delivery_attempts = var.pubsub_max_delivery_attempts
+    max_delivery_attempts = coalesce(var.pubsub_max_delivery_attempts, local.pubsub.max_delivery_attempts)
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.functions[each.value.function].timeout <= each.value.ack_deadline_seconds
+      error_message = "The ack deadline of a push subscription (pubsub_subscriptions.json) must be at least its function's timeout (functions.tf)."
+    }
   }
 
   expiration_policy {

@@ -182,21 +182,21 @@ variable "reconcile_schedule" {
 }
 
 variable "pubsub_max_delivery_attempts" {
-  description = "Deliveries of one message before Pub/Sub moves it to the subscription's dead-letter topic (5-100)."
+  description = "Deliveries of one message before Pub/Sub moves it to the subscription's dead-letter topic (5-100); null: pubsub_subscriptions.json (5)."
   type        = number
-  default     = 5
+  default     = null
 }
 
 variable "pubsub_minimum_backoff" {
-  description = "Minimum delay before Pub/Sub redelivers a nacked (HTTP 5xx / timed-out) message."
+  description = "Minimum delay before Pub/Sub redelivers a nacked (HTTP 5xx / timed-out) message; null: pubsub_subscriptions.json (10s)."
   type        = string
-  default     = "10s"
+  default     = null
 }
 
 variable "pubsub_maximum_backoff" {
-  description = "Maximum delay between redeliveries (at most 600s)."
+  description = "Maximum delay between redeliveries (at most 600s); null: pubsub_subscriptions.json (600s)."
   type        = string
-  default     = "600s"
+  default     = null
 }
 
 variable "function_max_instances" {
