@@ -22,6 +22,7 @@ from flask import Response as FlaskResponse
 from functions.openapi import openapi_document
 from shared import jsonutil
 from shared.domain.job import Backend, Job, iso
+from shared.domain.manifest import manifest_view
 from shared.domain.status import JobStatus
 from shared.domain.request import NormalisedRequest
 from shared.errors import Conflict, FieldError, NotFound, PlatformError, StoreUnavailable, TransientError, ValidationFailed
@@ -32,7 +33,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 SUBMISSION_PATH = re.compile(r"^/submissions/(?P<id>[^/]{1,256})$")
-JOB_PATH = re.compile(r"^/jobs/(?P<id>[A-Za-z0-9_.\-]{1,128})(?P<sub>/cancel|/logs|/events)?$")
+JOB_PATH = re.compile(r"^/jobs/(?P<id>[A-Za-z0-9_.\-]{1,128})(?P<sub>/cancel|/logs|/events|/metrics|/manifest|/deliveries)?$")
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 MAX_LOG_PAGE = 5000
@@ -290,7 +291,8 @@ class Api:
             want = "POST" if sub == "/cancel" else "GET"
             if method != want:
                 raise HttpError(405, {"error": f"{method} is not allowed on {path}"}, {"Allow": want})
-            handler = {"": self.get_job, "/cancel": self.cancel_job, "/logs": self.job_logs, "/events": self.job_events}[sub]
+            handler = {"": self.get_job, "/cancel": self.cancel_job, "/logs": self.job_logs, "/events": self.job_events, "/metrics": self.job_metrics, "/manifest": self.job_manifest,
+                       "/deliveries": self.job_deliveries}[sub]
             return handler(request, job_id)
         match = SUBMISSION_PATH.match(path)
         if match:
@@ -442,6 +444,34 @@ class Api:
         events = self.store.list_events(job_id, after=after, limit=limit)
         body = [{"seq": e.seq, "at": iso(e.at), "kind": e.kind, "data": e.data} for e in events]
         return _json(200, {"events": body, "nextAfter": events[-1].seq if len(events) == limit else None})
+
+    def job_metrics(self, request: Request, job_id: str) -> Response:
+        """Every PROGRESS point of the job (its loss curve), oldest first, paged by seq."""
+        self._job_or_404(job_id)
+        after = self._int_arg(request, "after", 0, 0, MAX_SEQ)
+        limit = self._int_arg(request, "limit", 1000, 1, MAX_LOG_PAGE)
+        points = self.store.get_metrics(job_id, after=after, limit=limit)
+        return _json(200, {"metrics": [p.to_api() for p in points], "nextAfter": points[-1].seq if len(points) == limit else None})
+
+    def job_deliveries(self, request: Request, job_id: str) -> Response:
+        """Every webhook delivery attempt of the job (status code, duration, error), and where each
+        subscriber's channel stands; paged with `after` (an attempt id) and `limit`."""
+        self._job_or_404(job_id)
+        after = request.args.get("after") or ""
+        if len(after) > 64:
+            raise ValidationFailed([FieldError("after", "must be an attempt id this api returned")])
+        limit = self._int_arg(request, "limit", 100, 1, 1000)
+        attempts = self.store.list_attempts(job_id, after=after, limit=limit)
+        subscribers = [
+            {"subscriber": c.key, "url": c.url.split("?", 1)[0], "state": c.state, "deliveredThrough": c.cursor, "attempt": c.attempt,
+             "nextAttemptAt": iso(c.next_at), "lastError": c.last_error}
+            for c in self.store.list_channels(job_id)
+        ]
+        return _json(200, {"deliveries": attempts, "subscribers": subscribers, "nextAfter": attempts[-1]["id"] if len(attempts) == limit else None})
+
+    def job_manifest(self, request: Request, job_id: str) -> Response:
+        """What the launcher created, or would create on a dry run (secret values are never in it)."""
+        return _json(200, manifest_view(self._job_or_404(job_id)))
 
     def job_logs(self, request: Request, job_id: str) -> Response:
         """Logs by cursor (`after` = last seq seen), the last `tail` lines, or `follow=true` as SSE."""

@@ -63,6 +63,7 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
     c.launch_gate = gate  # type: ignore[attr-defined] - the embedded server's own part of its container; `stop` closes it
     bus.subscribe(settings.topic_train_requests, gate.handle, dead_letter=c.launcher.dead_letter, batch_handler=gate.handle_batch)
     bus.subscribe(settings.topic_training_events, c.status_sync.handle)
+    bus.subscribe(settings.topic_job_transitions, c.notifier.handle)
     bus.subscribe(
         settings.topic_train_submissions,
         c.batch.handle,
@@ -73,7 +74,19 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
         recover(c)
         if settings.reconcile_interval_seconds > 0:
             threading.Thread(target=_reconcile_loop, args=(c, settings.reconcile_interval_seconds, gate.closed), name="reconcile", daemon=True).start()
+        # The outbox relay (what is unpublished goes out, first of all what a crash left) and the
+        # webhook retries that come due.
+        threading.Thread(target=_notify_loop, args=(c, settings.notify_interval_seconds, gate.closed), name="notify", daemon=True).start()
     return c
+
+
+def _notify_loop(c: Container, interval: float, stopping: threading.Event) -> None:
+    while not stopping.wait(interval):
+        try:
+            c.relay.run_once()
+            c.notifier.run_due()
+        except Exception:  # noqa: BLE001 - the loop must survive one bad pass (a full disk, say)
+            log.exception("notify pass failed")
 
 
 def _reconcile_loop(c: Container, interval: int, stopping: threading.Event) -> None:
@@ -154,6 +167,7 @@ def stop(c: Container, drain_seconds: float = DRAIN_SECONDS) -> None:
     if drain is not None and not drain(timeout=drain_seconds):
         log.warning("stopping: events still queued after %.0fs; reconcile settles those jobs on the next start", drain_seconds)
     c.bus.stop()
+    c.notifier.close()
     c.store.close()
 
 

@@ -4,7 +4,12 @@
 - `launcher`   CloudEvent on `train-requests`: submit / cancel on a backend.
 - `status_sync` CloudEvent on `training-events`: applies backend and trainer events to the store.
 - `submit`     CloudEvent on `train-submissions`: batch submissions, same rules as `POST /train`.
-- `reconcile`  HTTP, called by Cloud Scheduler: polls the backends for every non-terminal job.
+- `notify`     CloudEvent on `job-transitions`: delivers each transition to the job's webhook subscribers.
+- `reconcile`  HTTP, called by Cloud Scheduler: polls the backends for every non-terminal job, then
+               publishes what the outbox still holds and retries the webhook deliveries that are due.
+
+The launcher and status_sync relay the outbox after their commits (`Container.relay_quietly`), so a
+transition is announced within the handler that made it; reconcile catches whatever a crash left.
 """
 
 from __future__ import annotations
@@ -28,13 +33,25 @@ def api(request):  # type: ignore[no-untyped-def]
 @functions_framework.cloud_event
 def launcher(event: CloudEvent) -> None:
     c = container()
-    handle_cloud_event(event, c.launcher.handle)
+    try:
+        handle_cloud_event(event, c.launcher.handle)
+    finally:
+        c.relay_quietly()
 
 
 @functions_framework.cloud_event
 def status_sync(event: CloudEvent) -> None:
     c = container()
-    handle_cloud_event(event, c.status_sync.handle)
+    try:
+        handle_cloud_event(event, c.status_sync.handle)
+    finally:
+        c.relay_quietly()
+
+
+@functions_framework.cloud_event
+def notify(event: CloudEvent) -> None:
+    c = container()
+    handle_cloud_event(event, c.notifier.handle)
 
 
 @functions_framework.cloud_event
@@ -46,5 +63,8 @@ def submit(event: CloudEvent) -> None:
 
 @functions_framework.http
 def reconcile(request):  # type: ignore[no-untyped-def]
-    report = container().reconciler.run_once()
-    return (report.to_dict(), 200)
+    c = container()
+    report = c.reconciler.run_once().to_dict()
+    c.relay_quietly()
+    report["webhookChannelsRun"] = c.notifier.run_due()
+    return (report, 200)

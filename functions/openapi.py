@@ -52,6 +52,7 @@ class JobSummary(BaseModel):
     uploadOutputTo: str | None
     env: dict[str, str] = Field(description="Names of the secret variables; values are always redacted.")
     labels: dict[str, str]
+    webhooks: list[str] = Field(default_factory=list, description="The job's own webhook URLs (without their query strings).")
     error: str | None
     logTail: str
     logCount: int

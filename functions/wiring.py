@@ -6,6 +6,7 @@ gunicorn has forked its worker), and tests build their own `Container` with what
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from shared.batch import BatchSubmitter
 from shared.domain.job import Backend as BackendKind
 from datetime import timedelta
 
+from shared.domain.webhooks import Schedule
 from shared.launching import Launcher
+from shared.notify import Notifier, OutboxRelay
 from shared.reconcile import Reconciler
 from shared.ports import Backend, Bus, JobStore
 from shared.service import SystemClock, TrainingService
@@ -76,10 +79,16 @@ class Container:
     backends: dict[BackendKind, Backend] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from shared.adapters.webhook_sender import WebhookSender
+
+        self.sender = WebhookSender(
+            allowed_hosts=self.settings.webhook_allowed_host_set, timeout_seconds=self.settings.webhook_timeout_seconds
+        )
         self.service = TrainingService(
             store=self.store,
             bus=self.bus,
-            policy=self.settings.request_policy(),
+            # A caller's webhook URLs go through the SSRF guard, DNS included, when the job is accepted.
+            policy=dataclasses.replace(self.settings.request_policy(), check_webhook=self.sender.check),
             requests_topic=self.settings.topic_train_requests,
             clock=self.clock,
         )
@@ -98,6 +107,16 @@ class Container:
             min_age=timedelta(seconds=self.settings.reconcile_min_age_seconds),
             stale_after=timedelta(seconds=self.settings.stale_after_seconds),
         )
+        self.relay = OutboxRelay(store=self.store, bus=self.bus, topic=self.settings.topic_job_transitions)
+        self.notifier = Notifier(
+            store=self.store,
+            sender=self.sender,
+            signing_key=self.settings.webhook_key,
+            global_urls=self.settings.webhook_url_list,
+            schedule=Schedule.parse(self.settings.webhook_retry_schedule),
+            clock=self.clock,
+            lease_seconds=max(30.0, 3 * self.settings.webhook_timeout_seconds),
+        )
         self.batch = BatchSubmitter(
             service=self.service, store=self.store, bus=self.bus, rejected_topic=self.settings.topic_train_submissions_rejected, clock=self.clock
         )
@@ -110,6 +129,14 @@ class Container:
         store = build_store(settings)
         bus = build_bus(settings)
         return cls(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)))
+
+    def relay_quietly(self) -> None:
+        """Publish what the outbox holds after a handler's commits; a failure here loses nothing (the
+        next run, or reconcile, publishes it), so it never fails the handler."""
+        try:
+            self.relay.run_once()
+        except Exception as exc:  # noqa: BLE001 - best effort by design: the outbox keeps it
+            log.warning("outbox relay failed (it is retried): %s", exc)
 
     def shutdown(self) -> None:
         """Stop local trainers (their process groups) before the process goes away."""

@@ -5,11 +5,12 @@ Only these shapes cross the boundary: domain objects in, domain objects out. No 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.domain.job import Job, LogLine
+from shared.domain.lifecycle import Notification, TimelineEvent
 from shared.domain.metrics import MetricPoint
 
 
@@ -37,16 +38,6 @@ class Page:
 class IdempotentCreate:
     job: Job
     created: bool  # False: the key was seen before with the same body; `job` is the first one
-
-
-@dataclass(frozen=True)
-class TimelineEvent:
-    """One entry of a job's timeline (`GET /jobs/{id}/events`)."""
-
-    at: datetime
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-    seq: int = 0
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ def build_job(req: NormalisedRequest, *, job_id: str, now: datetime, idempotency
         upload_output_to=req.upload_output_to,
         env_names=req.env_names,
         labels=labels,
+        webhooks=req.webhooks,
         command=display_command(req.args),
         idempotency_key=idempotency_key,
         request_hash=req.request_hash,

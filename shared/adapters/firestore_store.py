@@ -17,6 +17,7 @@ update time is still the one the decision was based on (creates and idempotency 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -28,8 +29,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
+from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
 from shared.domain.job import Job, LogLine, clip_tail, iso
+from shared.domain.delivery import Attempt, Channel
+from shared.domain.lifecycle import Change, Notification, Plan, as_change, plan
 from shared.domain.metrics import MetricPoint, metric_points
 from shared.errors import Conflict, FieldError, StoreUnavailable, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
@@ -91,6 +94,8 @@ class FirestoreJobStore:
         self.jobs = client.collection(f"{prefix}jobs")
         self.idempotency = client.collection(f"{prefix}idempotency")
         self.rejections = client.collection(f"{prefix}rejections")
+        self.outbox = client.collection(f"{prefix}outbox")
+        self.channels = client.collection(f"{prefix}channels")
         self._cache: OrderedDict[str, tuple[Job, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -114,7 +119,9 @@ class FirestoreJobStore:
 
     # ---- jobs ------------------------------------------------------------------------------------
     def create(self, job: Job, idempotency_key: str | None = None) -> IdempotentCreate:
-        job = job.replace(version=1)
+        planned = plan(None, Change(job, source="api"))
+        assert planned.job is not None
+        job = planned.job.replace(version=1)
         ref = self.jobs.document(job.id)
         key_ref = (
             self.idempotency.document(hashlib.sha256(idempotency_key.encode()).hexdigest())
@@ -137,6 +144,7 @@ class FirestoreJobStore:
             if ref.get(transaction=tx).exists:
                 raise Conflict(f"job {job.id} already exists")
             tx.create(ref, to_record(job))
+            self._side_writes(tx, ref, planned)
             if key_ref is not None:
                 tx.create(key_ref, {"jobId": job.id, "requestHash": job.request_hash or ""})
             return IdempotentCreate(job, created=True)
@@ -197,7 +205,7 @@ class FirestoreJobStore:
         return Page(jobs, next_cursor)
 
     def update(self, job_id: str, mutate: Mutation) -> Job | None:
-        return self.apply(job_id, lambda current: (mutate(current), ()), max_tail_chars=-1)
+        return self.apply(job_id, mutate, max_tail_chars=-1)
 
     def update_many(self, mutations: Mapping[str, Mutation], *, known: Mapping[str, Job] | None = None) -> dict[str, Job | None]:
         # Each job is its own precondition-guarded commit (this store's cache already spares the re-read
@@ -239,7 +247,6 @@ class FirestoreJobStore:
         and its log chunks in one batch with the precondition `last_update_time`. If someone else wrote
         in between, the precondition fails: re-read and decide again."""
         ref = self.jobs.document(job_id)
-        logs = ref.collection("logs")
         for attempt in range(MAX_CAS_ATTEMPTS):
             cached = self._cache_get(job_id) if attempt == 0 else None
             try:
@@ -251,30 +258,12 @@ class FirestoreJobStore:
                     cached = (current, snap.update_time)
                     self._cache_put(job_id, *cached)
                 current, update_time = cached
-                new, lines, events = _unpack(decide(current))
-                new = new or current
-                batch = self.client.batch()
-                if events:
-                    base = current.event_count
-                    for i, e in enumerate(events):
-                        seq = base + i + 1
-                        batch.set(ref.collection("events").document(f"{seq:012d}"), {"seq": seq, "at": e.at, "kind": e.kind, "data": e.data})
-                    new = new.replace(event_count=base + len(events))
-                if lines:
-                    first = current.log_count
-                    numbered = [
-                        LogLine(timestamp=l.timestamp, stream=l.stream, message=l.message, seq=first + i + 1)
-                        for i, l in enumerate(lines)
-                    ]
-                    for chunk in self._chunks(numbered):
-                        batch.set(logs.document(f"{chunk[0].seq:012d}"), _chunk_doc(chunk))
-                    points = metric_points(numbered)
-                    for start in range(0, len(points), LINES_PER_CHUNK):  # never more chunks than the lines'
-                        part = points[start : start + LINES_PER_CHUNK]
-                        batch.set(ref.collection("metrics").document(f"{part[0].seq:012d}"), _metric_chunk_doc(part))
-                    new = new.replace(log_count=first + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
-                if new == current:
+                planned = plan(current, as_change(decide(current)), max_tail_chars)
+                if planned.job is None:
                     return current
+                new = planned.job
+                batch = self.client.batch()
+                self._side_writes(batch, ref, planned)
                 new = new.replace(version=current.version + 1)
                 batch.update(ref, to_record(new), option=self.client.write_option(last_update_time=update_time))
                 results = batch.commit()
@@ -287,6 +276,115 @@ class FirestoreJobStore:
                 self._cache_drop(job_id)
                 raise self._wrap(exc) from exc
         raise TransientError(f"job {job_id}: too much contention ({MAX_CAS_ATTEMPTS} attempts)")
+
+    def _side_writes(self, writer: Any, ref: Any, planned: Plan) -> None:
+        """What a plan appends beside the job (batch or transaction): log chunks, metric chunks, timeline
+        entries, notifications and their outbox entries."""
+        for e in planned.timeline:
+            writer.set(ref.collection("events").document(f"{e.seq:012d}"), {"seq": e.seq, "at": e.at, "kind": e.kind, "data": e.data})
+        if planned.lines:
+            numbered = list(planned.lines)
+            for chunk in self._chunks(numbered):
+                writer.set(ref.collection("logs").document(f"{chunk[0].seq:012d}"), _chunk_doc(chunk))
+            points = metric_points(numbered)
+            for start in range(0, len(points), LINES_PER_CHUNK):  # never more chunks than the lines'
+                part = points[start : start + LINES_PER_CHUNK]
+                writer.set(ref.collection("metrics").document(f"{part[0].seq:012d}"), _metric_chunk_doc(part))
+        for n in planned.notifications:
+            doc = {"jobId": n.job_id, "seq": n.seq, "doc": json.dumps(n.to_doc(), separators=(",", ":"))}
+            writer.set(ref.collection("notifications").document(f"{n.seq:012d}"), doc)
+            writer.set(self.outbox.document(n.id), {**doc, "at": n.at})
+
+    # ---- outbox and deliveries -------------------------------------------------------------------
+    def unpublished(self, limit: int = 500) -> list[Notification]:
+        try:
+            snaps = list(self.outbox.order_by("at").limit(limit).stream())
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+        notes = [Notification.from_doc(json.loads(s.to_dict()["doc"])) for s in snaps]
+        return sorted(notes, key=lambda n: (n.job_id, n.seq))
+
+    def mark_published(self, notifications: Sequence[Notification]) -> None:
+        try:
+            for start in range(0, len(notifications), MAX_WRITES_PER_TX):
+                batch = self.client.batch()
+                for n in notifications[start : start + MAX_WRITES_PER_TX]:
+                    batch.delete(self.outbox.document(n.id))
+                batch.commit()
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+
+    def get_notifications(self, job_id: str, after: int = 0, limit: int = 100) -> list[Notification]:
+        q = self.jobs.document(job_id).collection("notifications").where(filter=FieldFilter("seq", ">", after)).order_by("seq").limit(limit)
+        try:
+            return [Notification.from_doc(json.loads(s.to_dict()["doc"])) for s in q.stream()]
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+
+    @staticmethod
+    def _channel_of(data: dict[str, Any]) -> Channel:
+        return Channel.from_doc(json.loads(data["doc"]), int(data["v"]))
+
+    def get_channel(self, job_id: str, key: str) -> Channel | None:
+        try:
+            snap = self.channels.document(f"{job_id}.{key}").get()
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+        return self._channel_of(snap.to_dict()) if snap.exists else None
+
+    def list_channels(self, job_id: str) -> list[Channel]:
+        try:
+            snaps = list(self.channels.where(filter=FieldFilter("jobId", "==", job_id)).stream())
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+        return sorted((self._channel_of(s.to_dict()) for s in snaps), key=lambda c: c.key)
+
+    def save_channel(self, channel: Channel) -> Channel | None:
+        """Create (version 0) or compare-and-set (the version read) a channel; None if someone else won."""
+        ref = self.channels.document(f"{channel.job_id}.{channel.key}")
+        doc = {"jobId": channel.job_id, "key": channel.key, "v": channel.version + 1, "nextAt": channel.next_at,
+               "doc": json.dumps(channel.to_doc(), separators=(",", ":"))}
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> bool:
+            snap = ref.get(transaction=tx)
+            if channel.version == 0:
+                if snap.exists:
+                    return False
+                tx.create(ref, doc)
+                return True
+            if not snap.exists or int(snap.to_dict()["v"]) != channel.version:
+                return False
+            tx.set(ref, doc)
+            return True
+
+        try:
+            won = run(self.client.transaction())
+        except gexc.AlreadyExists:
+            won = False
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+        return dataclasses.replace(channel, version=channel.version + 1) if won else None
+
+    def due_channels(self, now: datetime, limit: int = 100) -> list[Channel]:
+        q = self.channels.where(filter=FieldFilter("nextAt", "<=", now)).order_by("nextAt").limit(limit)
+        try:
+            return [self._channel_of(s.to_dict()) for s in q.stream()]
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        try:
+            self.jobs.document(attempt.job_id).collection("deliveries").document(attempt.id).set(attempt.to_doc())
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+
+    def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
+        q = self.jobs.document(job_id).collection("deliveries").where(filter=FieldFilter("id", ">", after)).order_by("id").limit(limit)
+        try:
+            return [s.to_dict() for s in q.stream()]
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
 
     # ---- the last version this store saw of each job (compare-and-set base) ----------------------
     def _cache_get(self, job_id: str) -> tuple[Job, Any] | None:

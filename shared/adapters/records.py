@@ -46,6 +46,7 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
         "uploadOutputTo": job.upload_output_to,
         "envNames": list(job.env_names),
         "labels": dict(job.labels),
+        "webhooks": list(job.webhooks),
         "externalId": job.external_id,
         # The backend's own short id (Vertex's numeric CustomJob id, the Kubernetes Job name), so
         # events that name only that (Vertex log entries) find their job.
@@ -103,6 +104,7 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
         upload_output_to=rec.get("uploadOutputTo"),
         env_names=tuple(rec.get("envNames") or ()),
         labels=dict(rec.get("labels") or {}),
+        webhooks=tuple(rec.get("webhooks") or ()),
         external_id=rec.get("externalId"),
         exit_code=rec.get("exitCode"),
         command=rec.get("command"),
@@ -135,12 +137,3 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return _as_utc(datetime.fromisoformat(created)), str(job_id)
     except Exception as exc:  # noqa: BLE001 - any malformed cursor is the caller's mistake
         raise ValueError("invalid cursor") from exc
-
-
-def unpack_decision(decision: tuple) -> tuple[Job | None, list, list]:
-    """A LogMutation's result, (job, lines) or (job, lines, timeline events), as three values."""
-    if len(decision) == 3:
-        job, lines, events = decision
-        return job, list(lines), list(events)
-    job, lines = decision
-    return job, list(lines), []

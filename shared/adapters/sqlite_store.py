@@ -15,6 +15,7 @@ as the disk does, without a restart. `ping` is a real committed write (the healt
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -26,8 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from shared import jsonutil
-from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record, unpack_decision as _unpack
+from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
 from shared.domain.job import Job, LogLine, clip_tail
+from shared.domain.delivery import Attempt, Channel
+from shared.domain.lifecycle import Change, Notification, Plan, as_change, plan
 from shared.domain.metrics import MetricPoint, metric_points
 from shared.errors import Conflict, FieldError, StoreUnavailable, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
@@ -65,6 +68,30 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE TABLE IF NOT EXISTS metrics (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notifications (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    published INTEGER NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS notifications_unpublished ON notifications (published, job_id, seq) WHERE published = 0;
+CREATE TABLE IF NOT EXISTS channels (
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    next_at TEXT,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (job_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS channels_due ON channels (next_at) WHERE next_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS deliveries (
+    job_id TEXT NOT NULL,
+    seq TEXT NOT NULL,
     doc TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
@@ -284,16 +311,6 @@ class SqliteJobStore:
 
     @_store_errors
     def create(self, job: Job, idempotency_key: str | None = None) -> IdempotentCreate:
-        if idempotency_key is None:
-            job = job.replace(version=1)
-            row = self._row(job)
-            conn = self._conn()
-            try:
-                with self._write_lock:
-                    conn.execute(self.INSERT, row)  # one statement: its own transaction
-            except sqlite3.IntegrityError:
-                raise Conflict(f"job {job.id} already exists") from None
-            return IdempotentCreate(job, created=True)
         outcome = self.create_many([(job, idempotency_key)])[0]
         if isinstance(outcome, Exception):
             raise outcome
@@ -319,6 +336,7 @@ class SqliteJobStore:
                         known[key] = (job_id, request_hash)
                 new_jobs: dict[str, Job] = {}
                 job_rows: list[tuple] = []
+                created: list[Plan] = []
                 key_rows: list[tuple] = []
                 for job, key in items:
                     if key is not None and key in known:
@@ -332,7 +350,10 @@ class SqliteJobStore:
                         else:
                             out.append(IdempotentCreate(existing, created=False))
                         continue
-                    job = job.replace(version=1)
+                    planned = plan(None, Change(job, source="api"))
+                    assert planned.job is not None
+                    job = planned.job.replace(version=1)
+                    created.append(planned)
                     new_jobs[job.id] = job
                     job_rows.append(self._row(job))
                     if key is not None:
@@ -340,6 +361,7 @@ class SqliteJobStore:
                         key_rows.append((key, job.id, job.request_hash or ""))
                     out.append(IdempotentCreate(job, created=True))
                 db.executemany(self.INSERT, job_rows)
+                self._insert_side_rows(db, created)
                 if key_rows:
                     db.executemany("INSERT INTO idempotency VALUES (?, ?, ?)", key_rows)
         except sqlite3.IntegrityError:
@@ -396,24 +418,11 @@ class SqliteJobStore:
 
     @_store_errors
     def update(self, job_id: str, mutate: Mutation) -> Job | None:
-        """Optimistic compare-and-set: read, mutate, then one `UPDATE ... WHERE version = ?`; a write that
-        lost the race re-reads and mutates again. The write lock is held for that one statement only, so
-        no thread waits while another decodes, mutates and encodes a job."""
-        conn = self._conn()
-        for _ in range(CAS_ATTEMPTS):
-            current = self._get(conn, job_id)
-            if current is None:
-                return None
-            new = mutate(current)
-            if new is None or new == current:
-                return current
-            new = new.replace(version=current.version + 1)
-            row = self._row(new)
-            with self._write_lock:
-                cur = conn.execute(self.CAS_UPDATE, self._cas_params(row, job_id, current.version))
-            if cur.rowcount == 1:
-                return new
-        raise TransientError(f"job {job_id} kept changing: {CAS_ATTEMPTS} compare-and-set attempts lost")
+        """Optimistic compare-and-set: read, mutate, then one `UPDATE ... WHERE version = ?` (with the
+        timeline entry and outbox row of a status change in the same transaction); a write that lost the
+        race re-reads and mutates again. The write lock is held for the write only, so no thread waits
+        while another decodes, mutates and encodes a job."""
+        return self.apply(job_id, mutate, -1)
 
     @_store_errors
     def update_many(self, mutations: Mapping[str, Mutation], *, known: Mapping[str, Job] | None = None) -> dict[str, Job | None]:
@@ -440,12 +449,12 @@ class SqliteJobStore:
             if current is None:
                 out[job_id] = None
                 continue
-            new = mutations[job_id](current)
-            if new is None or new == current:
+            planned = plan(current, as_change(mutations[job_id](current)))
+            if planned.job is None:
                 out[job_id] = current
                 continue
-            new = new.replace(version=current.version + 1)
-            writes.append((job_id, current, new, self._row(new)))
+            planned = dataclasses.replace(planned, job=planned.job.replace(version=current.version + 1))
+            writes.append((job_id, current, planned, self._row(planned.job)))
         # A `known` job left alone was judged on what the caller had: only right if it is still current.
         unchecked = [job_id for job_id in ids if known and job_id in known and out.get(job_id) is known[job_id]]
         if unchecked:
@@ -460,8 +469,9 @@ class SqliteJobStore:
                     cur = db.executemany(self.CAS_UPDATE, [self._cas_params(row, job_id, current.version) for job_id, current, _, row in writes])
                     if cur.rowcount != len(writes):
                         raise _LostRace  # someone wrote one of them meanwhile: nothing of this batch is kept
-                for job_id, _, new, _ in writes:
-                    out[job_id] = new
+                    self._insert_side_rows(db, [planned for _, _, planned, _ in writes])
+                for job_id, _, planned, _ in writes:
+                    out[job_id] = planned.job
             except _LostRace:
                 for job_id, _, _, _ in writes:
                     out[job_id] = self.update(job_id, mutations[job_id])
@@ -476,52 +486,55 @@ class SqliteJobStore:
 
     @_store_errors
     def apply(self, job_id: str, decide: LogMutation, max_tail_chars: int) -> Job | None:
-        """Like `update`, optimistic: the job's row is written first with `WHERE version = ?`, and its log
-        lines and events in the same transaction; a lost race rolls back and decides again."""
+        """The one write of a job: read it, decide, plan the change (`shared.domain.lifecycle.plan`:
+        numbered lines and timeline entries, outbox rows), then write the job with `WHERE version = ?`
+        and the rest in the same transaction; a lost race rolls back and decides again. A plain change
+        of the job alone is one statement."""
         conn = self._conn()
         for _ in range(CAS_ATTEMPTS):
             current = self._get(conn, job_id)
             if current is None:
                 return None
-            new, lines, events = _unpack(decide(current))
-            new = new or current
-            log_rows: list[tuple] = []
-            metric_rows: list[tuple] = []
-            event_rows: list[tuple] = []
-            if lines:
-                start = current.log_count
-                numbered = [
-                    LogLine(timestamp=line.timestamp, stream=line.stream, message=line.message, seq=start + i + 1)
-                    for i, line in enumerate(lines)
-                ]
-                log_rows = [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in numbered]
-                metric_rows = [(job_id, p.seq, jsonutil.dumps(p.to_api()).decode()) for p in metric_points(numbered)]
-                new = new.replace(log_count=start + len(lines), log_tail=clip_tail(current.log_tail, numbered, max_tail_chars))
-            if events:
-                first = current.event_count
-                event_rows = [
-                    (job_id, first + i + 1, _ts_out(e.at), e.kind, json.dumps(e.data, sort_keys=True)) for i, e in enumerate(events)
-                ]
-                new = new.replace(event_count=first + len(events))
-            if new == current:
+            planned = plan(current, as_change(decide(current)), max_tail_chars)
+            if planned.job is None:
                 return current
-            new = new.replace(version=current.version + 1)
-            row = self._row(new)
+            new = planned.job.replace(version=current.version + 1)
+            params = self._cas_params(self._row(new), job_id, current.version)
             try:
-                with self._tx() as db:
-                    cur = db.execute(self.CAS_UPDATE, self._cas_params(row, job_id, current.version))
-                    if cur.rowcount != 1:
-                        raise _LostRace
-                    if log_rows:
-                        db.executemany("INSERT INTO logs VALUES (?, ?, ?, ?, ?)", log_rows)
-                    if metric_rows:
-                        db.executemany("INSERT INTO metrics VALUES (?, ?, ?)", metric_rows)
-                    if event_rows:
-                        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", event_rows)
+                if not (planned.lines or planned.timeline):
+                    with self._write_lock:
+                        if conn.execute(self.CAS_UPDATE, params).rowcount != 1:
+                            raise _LostRace
+                else:
+                    with self._tx() as db:
+                        if db.execute(self.CAS_UPDATE, params).rowcount != 1:
+                            raise _LostRace
+                        self._insert_side_rows(db, [planned])
             except _LostRace:
                 continue
             return new
         raise TransientError(f"job {job_id} kept changing: {CAS_ATTEMPTS} compare-and-set attempts lost")
+
+    @staticmethod
+    def _insert_side_rows(db: sqlite3.Connection, planned: Sequence[Plan]) -> None:
+        """What a plan appends beside the job: log lines, their metric points, timeline entries and the
+        outbox rows of its notifications."""
+        log_rows, metric_rows, event_rows, note_rows = [], [], [], []
+        for p in planned:
+            assert p.job is not None
+            job_id = p.job.id
+            log_rows += [(job_id, l.seq, _ts_out(l.timestamp), l.stream, l.message) for l in p.lines]
+            metric_rows += [(job_id, m.seq, jsonutil.dumps(m.to_api()).decode()) for m in metric_points(p.lines)]
+            event_rows += [(job_id, e.seq, _ts_out(e.at), e.kind, json.dumps(e.data, sort_keys=True)) for e in p.timeline]
+            note_rows += [(job_id, n.seq, n.id, jsonutil.dumps(n.to_doc()).decode(), 0) for n in p.notifications]
+        if log_rows:
+            db.executemany("INSERT INTO logs VALUES (?, ?, ?, ?, ?)", log_rows)
+        if metric_rows:
+            db.executemany("INSERT INTO metrics VALUES (?, ?, ?)", metric_rows)
+        if event_rows:
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", event_rows)
+        if note_rows:
+            db.executemany("INSERT INTO notifications VALUES (?, ?, ?, ?, ?)", note_rows)
 
     @_store_errors
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
@@ -549,6 +562,78 @@ class SqliteJobStore:
             (job_id, after, limit),
         ).fetchall()
         return [TimelineEvent(seq=r[0], at=_ts_in(r[1]), kind=r[2], data=json.loads(r[3])) for r in rows]
+
+    # ---- outbox and deliveries -------------------------------------------------------------------
+    @_store_errors
+    def unpublished(self, limit: int = 500) -> list[Notification]:
+        rows = self._conn().execute(
+            "SELECT doc FROM notifications WHERE published = 0 ORDER BY job_id, seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [Notification.from_doc(jsonutil.loads(r[0])) for r in rows]
+
+    @_store_errors
+    def mark_published(self, notifications: Sequence[Notification]) -> None:
+        if notifications:
+            with self._tx() as db:
+                db.executemany("UPDATE notifications SET published = 1 WHERE job_id = ? AND seq = ?", [(n.job_id, n.seq) for n in notifications])
+
+    @_store_errors
+    def get_notifications(self, job_id: str, after: int = 0, limit: int = 100) -> list[Notification]:
+        rows = self._conn().execute(
+            "SELECT doc FROM notifications WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)
+        ).fetchall()
+        return [Notification.from_doc(jsonutil.loads(r[0])) for r in rows]
+
+    @staticmethod
+    def _channel_of(row: tuple) -> Channel:
+        return Channel.from_doc(jsonutil.loads(row[0]), row[1])
+
+    @_store_errors
+    def get_channel(self, job_id: str, key: str) -> Channel | None:
+        row = self._conn().execute("SELECT doc, version FROM channels WHERE job_id = ? AND key = ?", (job_id, key)).fetchone()
+        return self._channel_of(row) if row else None
+
+    @_store_errors
+    def list_channels(self, job_id: str) -> list[Channel]:
+        rows = self._conn().execute("SELECT doc, version FROM channels WHERE job_id = ? ORDER BY key", (job_id,)).fetchall()
+        return [self._channel_of(r) for r in rows]
+
+    @_store_errors
+    def save_channel(self, channel: Channel) -> Channel | None:
+        """Create (version 0) or compare-and-set (the version read) a channel; None if someone else won."""
+        doc = jsonutil.dumps(channel.to_doc()).decode()
+        next_at = _ts_out(channel.next_at) if channel.next_at else None
+        conn = self._conn()
+        with self._write_lock:
+            if channel.version == 0:
+                cur = conn.execute("INSERT OR IGNORE INTO channels VALUES (?, ?, 1, ?, ?)", (channel.job_id, channel.key, next_at, doc))
+            else:
+                cur = conn.execute(
+                    "UPDATE channels SET version = version + 1, next_at = ?, doc = ? WHERE job_id = ? AND key = ? AND version = ?",
+                    (next_at, doc, channel.job_id, channel.key, channel.version),
+                )
+        return dataclasses.replace(channel, version=channel.version + 1) if cur.rowcount == 1 else None
+
+    @_store_errors
+    def due_channels(self, now: datetime, limit: int = 100) -> list[Channel]:
+        rows = self._conn().execute(
+            "SELECT doc, version FROM channels WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT ?", (_ts_out(now), limit)
+        ).fetchall()
+        return [self._channel_of(r) for r in rows]
+
+    @_store_errors
+    def record_attempt(self, attempt: Attempt) -> None:
+        with self._write_lock:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?)", (attempt.job_id, attempt.id, jsonutil.dumps(attempt.to_doc()).decode())
+            )
+
+    @_store_errors
+    def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT doc FROM deliveries WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)
+        ).fetchall()
+        return [jsonutil.loads(r[0]) for r in rows]
 
     @_store_errors
     def find_by_external_key(self, backend: str, key: str) -> Job | None:

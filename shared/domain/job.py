@@ -59,6 +59,8 @@ class Job:
     # Names of the secret environment variables the job gets; values never leave the launch message.
     env_names: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    # The job's own webhook URLs (a request's `webhooks`); WEBHOOK_URLS adds the deployment's.
+    webhooks: tuple[str, ...] = ()
     status_reason: str | None = None
     failure_class: FailureClass | None = None
     external_id: str | None = None
@@ -130,6 +132,8 @@ class Job:
             "uploadOutputTo": self.upload_output_to,
             "env": {name: REDACTED for name in self.env_names},
             "labels": dict(self.labels),
+            # Without query strings: a receiver's URL may carry a token there.
+            "webhooks": [u.split("?", 1)[0].split("#", 1)[0] for u in self.webhooks],
             "error": self.error,
             "logTail": self.log_tail,
             "logCount": self.log_count,

@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from shared import jsonutil
+from shared.domain import ssrf
 from shared.domain.job import Backend
 from shared.errors import FieldError, ValidationFailed
 from trainer import flags as trainer_flags
@@ -41,7 +42,7 @@ MODEL_ALIASES = ("model", "model_name")
 SECRET_KEYS = ("hf_token",)
 # Keys of the request that are about the job, not the trainer: never rendered as flags.
 RESERVED_KEYS = frozenset(
-    {"backend", "job_name", "env", "trainer_args", "labels", "idempotency_key", *MODEL_ALIASES, *SECRET_KEYS}
+    {"backend", "job_name", "env", "trainer_args", "labels", "webhooks", "idempotency_key", *MODEL_ALIASES, *SECRET_KEYS}
 )
 
 # Environment names that would change how the child process (or container) runs: refused on every backend.
@@ -89,6 +90,7 @@ MAX_VALUE_CHARS = 4096
 MAX_LIST_ITEMS = 64
 MAX_ENV_VARS = 64
 MAX_LABELS = 32
+MAX_WEBHOOKS = 5
 
 
 class TrainRequestBody(BaseModel):
@@ -113,6 +115,10 @@ class TrainRequestBody(BaseModel):
     env: dict[str, StrictStr] = Field(default_factory=dict, description="Extra environment: secrets, stored redacted.")
     hf_token: StrictStr | None = Field(None, description="Hugging Face token; becomes the secret env HF_TOKEN.")
     labels: dict[str, StrictStr] = Field(default_factory=dict, description="Free-form labels stored with the job.")
+    webhooks: list[StrictStr] = Field(
+        default_factory=list,
+        description=f"At most {MAX_WEBHOOKS} URLs that get this job's transitions as signed Standard Webhooks (https://, public addresses).",
+    )
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,12 @@ class RequestPolicy:
     # Resolves symbolic links in a local path (`os.path.realpath`), so a link inside a root can't lead
     # outside it. Injected by the service: the domain does no I/O. None: the check is lexical only.
     resolve_links: Callable[[str], str] | None = None
+    # Why a caller's webhook URL may not be called (the SSRF guard, with DNS), or None. Injected by the
+    # service like `resolve_links`; None: only the URL's shape is checked here.
+    check_webhook: Callable[[str], str | None] | None = None
+    webhook_allowed_hosts: frozenset[str] = frozenset()
+    # Why webhooks can't be accepted at all in this deployment (no signing secret), or None.
+    webhooks_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,7 @@ class NormalisedRequest:
     labels: dict[str, str]
     request_hash: str
     dataset_files: tuple[str, ...] = ()  # every source, in order
+    webhooks: tuple[str, ...] = ()  # this job's own subscribers
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -518,6 +531,8 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
         elif _check_text(value, f"labels.{key}", errors, limit=256):
             labels[key] = value
 
+    webhooks = _webhooks(typed.webhooks, policy, errors)
+
     for name in ("dataset_file", "output_dir"):
         if name in body and isinstance(body[name], str) and not body[name].strip():
             errors.append(FieldError(name, "must not be empty"))
@@ -547,4 +562,28 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
         env=env,
         labels=labels,
         request_hash=request_fingerprint(body),
+        webhooks=webhooks,
     )
+
+
+def _webhooks(urls: list[str], policy: RequestPolicy, errors: list[FieldError]) -> tuple[str, ...]:
+    """A request's own webhook URLs: at most MAX_WEBHOOKS, each through the SSRF guard (shape here, its
+    addresses through the injected check), each once."""
+    if not urls:
+        return ()
+    if policy.webhooks_problem is not None:
+        errors.append(FieldError("webhooks", policy.webhooks_problem))
+        return ()
+    if len(urls) > MAX_WEBHOOKS:
+        errors.append(FieldError("webhooks", f"must list at most {MAX_WEBHOOKS} URLs"))
+        return ()
+    out: list[str] = []
+    for i, url in enumerate(urls):
+        _, problem = ssrf.parse_target(url, policy.webhook_allowed_hosts)
+        if problem is None and policy.check_webhook is not None:
+            problem = policy.check_webhook(url)
+        if problem is not None:
+            errors.append(FieldError(f"webhooks[{i}]", problem))
+        elif url not in out:
+            out.append(url)
+    return tuple(out)

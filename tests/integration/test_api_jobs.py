@@ -135,9 +135,16 @@ def test_events_timeline(api) -> None:
     url, _, c = api()
     job_id = submit(url)
     for i in range(3):
-        c.store.append_event(job_id, TimelineEvent(at=datetime.now(timezone.utc), kind="status", data={"i": i}))
+        c.store.append_event(job_id, TimelineEvent(at=datetime.now(timezone.utc), kind="note", data={"i": i}))
     body = requests.get(f"{url}/jobs/{job_id}/events", params={"limit": 2}).json()
-    assert [e["data"]["i"] for e in body["events"]] == [0, 1] and body["nextAfter"] == 2
-    rest = requests.get(f"{url}/jobs/{job_id}/events", params={"after": 2}).json()
-    assert [e["data"]["i"] for e in rest["events"]] == [2] and rest["nextAfter"] is None
+    assert len(body["events"]) == 2 and body["nextAfter"] == 2
+    # The job's own first entry (created queued), then ours, page by page, in order.
+    events, after = list(body["events"]), body["nextAfter"]
+    while after is not None:
+        page = requests.get(f"{url}/jobs/{job_id}/events", params={"after": after, "limit": 2}).json()
+        events += page["events"]
+        after = page["nextAfter"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["kind"] == "status" and events[0]["data"]["from"] is None and events[0]["data"]["to"] == "queued"
+    assert [e["data"]["i"] for e in events if e["kind"] == "note"] == [0, 1, 2]
     assert requests.get(f"{url}/jobs/nope/events").status_code == 404

@@ -55,7 +55,7 @@ def test_create_get_roundtrip(store) -> None:
     result = store.create(job)
     assert result.created and result.job.version == 1
     got = store.get(job.id)
-    assert got == job.replace(version=1)
+    assert got == job.replace(version=1, event_count=1)  # its first timeline entry: -> queued
     assert store.get("missing") is None
 
 
@@ -165,8 +165,10 @@ def test_events_timeline(store) -> None:
     for i in range(5):
         store.append_event("job-00001", TimelineEvent(at=T0 + timedelta(seconds=i), kind="state", data={"i": i}))
     events = store.list_events("job-00001")
-    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
-    assert [e.data["i"] for e in store.list_events("job-00001", after=3)] == [3, 4]
+    # The first entry is the job's own: created queued (shared/domain/lifecycle.py).
+    assert events[0].seq == 1 and events[0].kind == "status" and events[0].data["from"] is None and events[0].data["to"] == "queued"
+    assert [e.seq for e in events[1:]] == [2, 3, 4, 5, 6]
+    assert [e.data["i"] for e in store.list_events("job-00001", after=4)] == [3, 4]
 
 
 def test_sqlite_survives_restart(tmp_path: Path) -> None:

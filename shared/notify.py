@@ -1,0 +1,196 @@
+"""notify: announce every job transition — the outbox relay and webhook delivery.
+
+- `OutboxRelay` publishes what the store's outbox holds (each notification was written in the very
+  transaction that made its transition) to `job-transitions`, ordering key = the job id, and marks it
+  published. A crash between the commit and the publish loses nothing: what is unpublished goes out at
+  the next run (on start, after each handler, from reconcile); a re-publish carries the same id.
+- `Notifier` consumes `job-transitions`: it opens (or wakes) one delivery channel per subscriber of the
+  job — `WEBHOOK_URLS` and the job's own `webhooks` — and runs the channels that are due. A channel
+  delivers its job's notifications to its subscriber strictly in order (`shared.domain.delivery`), with
+  retries on the schedule; channels are independent, so a slow or dead subscriber holds back only
+  itself. Every attempt is recorded (`GET /jobs/{id}/deliveries`). At least once: a notifier that dies
+  mid-attempt leaves a lease that expires, and the attempt is made again with the same `webhook-id`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Protocol, Sequence
+
+from shared import jsonutil
+from shared.domain.delivery import ACTIVE, IDLE, Attempt, Channel, Subscriber, idle, lease, new_channel, step, wake
+from shared.domain.job import Job
+from shared.domain.webhooks import Schedule, headers_for, judge
+from shared.messages import Message
+from shared.ports import Bus, JobStore
+from shared.service import SystemClock
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    def send(self, url: str, headers: dict[str, str], body: bytes) -> Any: ...
+
+
+class OutboxRelay:
+    def __init__(self, *, store: JobStore, bus: Bus, topic: str, batch: int = 500):
+        self.store = store
+        self.bus = bus
+        self.topic = topic
+        self.batch = batch
+
+    def run_once(self) -> int:
+        """Publish every unpublished notification (in each job's order); returns how many went out. A
+        publish that fails stops the run: the rest stays in the outbox for the next one."""
+        total = 0
+        while True:
+            pending = self.store.unpublished(self.batch)
+            if not pending:
+                return total
+            done = []
+            try:
+                for n in pending:
+                    self.bus.publish(
+                        self.topic,
+                        {"job_id": n.job_id, "seq": n.seq, "id": n.id, "status": n.status, "previous": n.previous},
+                        attributes={"notification_id": n.id, "job_id": n.job_id},
+                        ordering_key=n.job_id,
+                    )
+                    done.append(n)
+            finally:
+                self.store.mark_published(done)
+            total += len(done)
+            if len(pending) < self.batch:
+                return total
+
+
+class Notifier:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        sender: Sender,
+        signing_key: bytes | None,
+        global_urls: Sequence[str] = (),
+        schedule: Schedule | None = None,
+        clock: Any | None = None,
+        lease_seconds: float = 60.0,
+        workers: int = 8,
+        rand: Callable[[], float] = random.random,
+    ):
+        self.store = store
+        self.sender = sender
+        self.key = signing_key
+        self.global_urls = tuple(global_urls)
+        self.schedule = schedule or Schedule()
+        self.clock = clock or SystemClock()
+        # Longer than one attempt can take (its timeout), so a live attempt is never doubled.
+        self.lease_seconds = lease_seconds
+        self.rand = rand
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
+
+    def subscribers(self, job: Job) -> list[Subscriber]:
+        urls = list(dict.fromkeys([*self.global_urls, *job.webhooks]))
+        return [Subscriber("webhook", url) for url in urls]
+
+    # ---- entry points ----------------------------------------------------------------------------
+    def handle(self, message: Message) -> None:
+        """A transition on `job-transitions`: open or wake the job's channels, then deliver what is due."""
+        data = message.data if isinstance(message.data, dict) else {}
+        job_id = data.get("job_id")
+        if not isinstance(job_id, str):
+            log.warning("job-transitions message without a job id: acked (%s)", message.id)
+            return
+        self.wake(job_id)
+        self.deliver_job(job_id)
+
+    def wake(self, job_id: str) -> list[Channel]:
+        job = self.store.get(job_id)
+        if job is None:
+            return []
+        if self.key is None:
+            if self.subscribers(job):
+                log.error("job %s has webhook subscribers but WEBHOOK_SIGNING_SECRET is not set: nothing delivered", job_id)
+            return []
+        now = self.clock.now()
+        existing = {c.key: c for c in self.store.list_channels(job_id)}
+        for sub in self.subscribers(job):
+            channel = existing.get(sub.key)
+            if channel is None:
+                self.store.save_channel(new_channel(job_id, sub, now))  # lost to another notifier: it exists now
+                continue
+            woken = wake(channel, now)
+            if woken is not None:
+                self.store.save_channel(woken)
+        return self.store.list_channels(job_id)
+
+    def deliver_job(self, job_id: str) -> None:
+        now = self.clock.now()
+        due = [c for c in self.store.list_channels(job_id) if c.next_at is not None and c.next_at <= now]
+        self._run(due)
+
+    def run_due(self, limit: int = 200) -> int:
+        """Every channel whose next attempt is due (retries; the embedded loop and reconcile call this)."""
+        due = self.store.due_channels(self.clock.now(), limit)
+        self._run(due)
+        return len(due)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # ---- one channel -----------------------------------------------------------------------------
+    def _run(self, channels: Sequence[Channel]) -> None:
+        if len(channels) == 1:
+            self.run_channel(channels[0])
+            return
+        for future in [self._pool.submit(self.run_channel, c) for c in channels]:
+            future.result()
+
+    def run_channel(self, channel: Channel) -> None:
+        """Deliver the channel's notifications in order while they succeed (or are given up); stop at the
+        first that waits for a retry. Another notifier holding the channel wins: this one backs off."""
+        while True:
+            now = self.clock.now()
+            claimed = self.store.save_channel(lease(channel, now, self.lease_seconds))
+            if claimed is None:
+                return
+            pending = self.store.get_notifications(channel.job_id, after=claimed.cursor, limit=1)
+            if not pending:
+                rested = self.store.save_channel(idle(claimed))
+                # A notification committed while this looked (its wake saw the channel busy) is
+                # delivered now, not with the next one.
+                if rested is None or not self.store.get_notifications(channel.job_id, after=rested.cursor, limit=1):
+                    return
+                woken = self.store.save_channel(wake(rested, now) or rested)
+                if woken is None:
+                    return
+                channel = woken
+                continue
+            n = pending[0]
+            assert self.key is not None
+            body = jsonutil.dumps(n.body)
+            headers = headers_for(self.key, n.id, int(now.timestamp()), body)
+            result = self.sender.send(claimed.url, headers, body)
+            verdict = judge(result.status_code, result.error, result.refused)
+            error = result.error or (None if verdict.value == "delivered" else f"HTTP {result.status_code}")
+            self.store.record_attempt(Attempt(
+                job_id=n.job_id, notification_id=n.id, notification_seq=n.seq, subscriber=claimed.key, url=_display(claimed.url),
+                attempt=claimed.attempt + 1, at=now, verdict=verdict.value, status_code=result.status_code,
+                duration_ms=result.duration_ms, error=error,
+            ))
+            after = step(claimed, n.seq, verdict, error, self.clock.now(), self.schedule, self.rand)
+            saved = self.store.save_channel(after)
+            if saved is None or saved.state != ACTIVE or saved.next_at is None or saved.next_at > self.clock.now():
+                if saved is not None and saved.state == ACTIVE and saved.attempt:
+                    log.info("webhook %s to %s: %s, retry at %s", n.id, _display(saved.url), error, saved.next_at)
+                return
+            channel = saved
+
+
+def _display(url: str) -> str:
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+__all__ = ["Notifier", "OutboxRelay", "IDLE", "ACTIVE"]
