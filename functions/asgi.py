@@ -10,8 +10,10 @@ take to answer, and the in-process launcher needs the same interpreter's time.
   store or bus goes over the network through this adapter.
 - Writes are where SQLite spends its time (each commit rewrites every page it touched), so `POST /train`
   stores its job through a group commit: the request waits for its batch without blocking the loop.
-- A body over the limit is refused (413) from its Content-Length before a byte is read; a chunked body
-  is read up to the limit + 1 byte, and the route refuses it.
+- A body over the limit is refused (413, `Connection: close`) from its Content-Length before a byte is
+  read; a chunked body is read up to the limit + 1 byte, and the route refuses it.
+- Connections are bounded by `functions/http_protocol.py` (keep-alive, header and body deadlines, a
+  connection limit, JSON for the protocol's own errors), which `server_config` puts under uvicorn.
 - Streams (`follow=true` Server-Sent Events) are generators that poll the store and sleep: they run on a
   thread pool of their own, a chunk at a time, and stop when the client goes away.
 """
@@ -25,6 +27,7 @@ from typing import Any, Awaitable, Callable, Iterator
 from urllib.parse import parse_qsl
 
 from functions.api import Api, Request, Response
+from functions.http_protocol import HttpLimits, bounded_protocol
 from shared.domain.job import Job
 from shared.ports import IdempotentCreate, JobStore
 
@@ -147,6 +150,8 @@ class AsgiApi:
         self.api = api
         self.max_body_bytes = api.settings.max_body_bytes
         self.group_commit = GroupCommit(api.store)
+        # How uvicorn bounds this app's connections (functions/http_protocol.py; `server_config` reads it).
+        self.http_limits = HttpLimits.from_settings(api.settings)
         self._streams = ThreadPoolExecutor(max_workers=stream_threads, thread_name_prefix="sse")
 
     def close(self) -> None:
@@ -176,10 +181,14 @@ class AsgiApi:
             response = await self.api.handle_async(request, self.group_commit.create)
         except Exception:  # noqa: BLE001 - Api.handle answers every error itself; this is the last guard
             log.exception("unhandled error on %s %s", request.method, request.path)
-            await _send_bytes(send, 500, _INTERNAL_ERROR, {}, "application/json")
+            await _send_bytes(send, 500, _INTERNAL_ERROR, {"Vary": "Origin"} if self.api.cors_origins else {}, "application/json")
             return
         if isinstance(response.body, (bytes, bytearray)):
-            await _send_bytes(send, response.status, bytes(response.body), response.headers, response.content_type)
+            headers = response.headers
+            if response.status == 413:
+                # The body it refused may still be coming: close rather than read it to find the next request.
+                headers = {**headers, "Connection": "close"}
+            await _send_bytes(send, response.status, bytes(response.body), headers, response.content_type)
         else:
             await self._stream(response, receive, send)
 
@@ -192,11 +201,10 @@ class AsgiApi:
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
-            if size <= self.max_body_bytes:
-                chunks.append(chunk)
-                size += len(chunk)
-            if not message.get("more_body", False):
-                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_body_bytes or not message.get("more_body", False):
+                break  # past the limit, stop: the route answers 413 and the connection closes
         return b"".join(chunks)
 
     async def _stream(self, response: Response, receive: Receive, send: Send) -> None:
@@ -256,10 +264,16 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def server_config(app: Any, host: str = "127.0.0.1", port: int = 0, **overrides: Any) -> Any:
-    """How the embedded server runs uvicorn (uvloop and httptools when installed); tests use the same."""
+    """How the embedded server runs uvicorn (uvloop, and httptools under our bounded protocol, with the
+    app's `http_limits`: keep-alive, header and body deadlines, connection and size bounds, JSON for
+    every protocol error); tests use the same."""
     import uvicorn
 
+    limits = getattr(app, "http_limits", None) or HttpLimits()
     options: dict[str, Any] = {
+        "http": bounded_protocol(limits),
+        "ws": "none",  # no websocket routes: an upgrade request is served as plain HTTP
+        "timeout_keep_alive": limits.keepalive_seconds,
         "lifespan": "off",
         "access_log": False,
         "log_level": "warning",
