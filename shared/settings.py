@@ -213,44 +213,6 @@ class Settings(BaseSettings):
         description="Embedded server: largest request line and headers together; larger is 431.",
         ge=1024,
     )
-    http_keepalive_seconds: float = Field(
-        5.0,
-        validation_alias="HTTP_KEEPALIVE_SECONDS",
-        description="Embedded server: a connection with no request in progress (fresh or between requests) is closed after this long.",
-        gt=0,
-    )
-    http_header_timeout_seconds: float = Field(
-        10.0,
-        validation_alias="HTTP_HEADER_TIMEOUT_SECONDS",
-        description="Embedded server: a request's line and headers must arrive within this long of their first byte (else 408, closed).",
-        gt=0,
-    )
-    http_body_timeout_seconds: float = Field(
-        30.0,
-        validation_alias="HTTP_BODY_TIMEOUT_SECONDS",
-        description="Embedded server: a request's body must arrive within this long of its headers (else 408, closed).",
-        gt=0,
-    )
-    http_max_connections: int = Field(
-        512,
-        validation_alias="HTTP_MAX_CONNECTIONS",
-        description="Embedded server: open connections at most (SSE followers included); past it a new one is answered 503 and closed. "
-        "Keep it well below the process's file limit (`ulimit -n`).",
-        ge=1,
-    )
-    http_max_request_line_bytes: int = Field(
-        16_384,
-        validation_alias="HTTP_MAX_REQUEST_LINE_BYTES",
-        description="Embedded server: longest request target (path and query); longer is 400.",
-        ge=256,
-        le=65_535,
-    )
-    http_max_header_bytes: int = Field(
-        65_536,
-        validation_alias="HTTP_MAX_HEADER_BYTES",
-        description="Embedded server: largest request line and headers together; larger is 431.",
-        ge=1024,
-    )
     local_allowed_roots: str | None = Field(
         None,
         validation_alias="LOCAL_ALLOWED_ROOTS",
