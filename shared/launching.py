@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
+from shared.domain.lifecycle import Change
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, StoreUnavailable
 from shared.messages import Message
@@ -27,19 +28,20 @@ from shared.ports import Backend, Bus, JobStore
 from shared.service import OP_CANCEL, OP_SUBMIT, SystemClock, mark_failed
 
 log = logging.getLogger(__name__)
+SOURCE = "launcher"  # who the timeline names for the launcher's transitions
 
 
 def _begin(now: Any):
-    def mutate(job: Job) -> Job | None:
+    def mutate(job: Job) -> Change | None:
         if job.status is JobStatus.QUEUED and not job.cancel_requested:
-            return job.replace(status=JobStatus.SUBMITTING, updated_at=now)
+            return Change(job.replace(status=JobStatus.SUBMITTING, updated_at=now), source=SOURCE)
         return None
 
     return mutate
 
 
 def _submitted(submission: Any, now: Any):
-    def done(current: Job) -> Job | None:
+    def done(current: Job) -> Change | None:
         changes: dict[str, Any] = {
             "external_id": submission.external_id,
             "command": submission.command or current.command,
@@ -52,7 +54,7 @@ def _submitted(submission: Any, now: Any):
             changes["status_reason"] = submission.status_reason
         elif current.external_id == submission.external_id:
             return None
-        return current.replace(**changes)
+        return Change(current.replace(**changes), source=SOURCE)
 
     return done
 
@@ -127,7 +129,7 @@ class Launcher:
         # `submitting` (an earlier attempt died mid-launch) is returned as it is and submitted again.
         claimed = self.store.update_many({job_id: _begin(self.clock.now()) for job_id in envs})
         retry: dict[str, Exception] = {}
-        finish: dict[str, Callable[[Job], Job | None]] = {}
+        finish: dict[str, Callable[[Job], Change | None]] = {}
         for job_id, job in claimed.items():
             if job is None:
                 log.warning("launch for unknown job %s: acked", job_id)
@@ -147,7 +149,7 @@ class Launcher:
             except PermanentError as exc:
                 fc = FailureClass(exc.failure_class) if exc.failure_class else FailureClass.USER
                 log.error("job %s failed permanently at launch: %s", job_id, exc)
-                finish[job_id] = mark_failed(exc.reason, str(exc), fc, self.clock.now())
+                finish[job_id] = mark_failed(exc.reason, str(exc), fc, self.clock.now(), source=SOURCE)
                 continue
             except Exception as exc:  # noqa: BLE001 - transient (or unknown): the message is retried
                 retry[job_id] = exc
@@ -177,10 +179,10 @@ class Launcher:
             return job  # the backend's own events (or reconcile) will report `cancelled`
         now = self.clock.now()
 
-        def done(current: Job) -> Job | None:
+        def done(current: Job) -> Change | None:
             if current.is_terminal():
                 return None
-            return current.replace(status=JobStatus.CANCELLED, status_reason="Cancelled", finished_at=now, updated_at=now)
+            return Change(current.replace(status=JobStatus.CANCELLED, status_reason="Cancelled", finished_at=now, updated_at=now), source=SOURCE)
 
         return self.store.update(job_id, done)
 
@@ -196,7 +198,7 @@ class Launcher:
             try:
                 self.store.update(
                     job_id,
-                    mark_failed("LaunchFailed", f"launch failed after {message.delivery_attempt} attempts: {exc}", FailureClass.INFRA, self.clock.now()),
+                    mark_failed("LaunchFailed", f"launch failed after {message.delivery_attempt} attempts: {exc}", FailureClass.INFRA, self.clock.now(), source=SOURCE),
                 )
                 return
             except StoreUnavailable as write_failed:

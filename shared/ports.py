@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.domain.job import Job, LogLine
-from shared.domain.lifecycle import Notification, TimelineEvent
+from shared.domain.lifecycle import Change, Notification, TimelineEvent
 from shared.domain.metrics import MetricPoint
 
 
@@ -58,11 +58,12 @@ class Rejection:
         return {"batchId": self.batch_id, "index": self.index, "idempotencyKey": self.key, "error": self.error, "errors": self.errors, "at": iso(self.at), "messageId": self.message_id}
 
 
-# A pure decision: given the current job, return the job to write, or None to leave it as it is.
-Mutation = Callable[[Job], "Job | None"]
-# A pure decision that may also append log lines and timeline entries:
-# (job to write or None, lines to append) or (job or None, lines, timeline events).
-LogMutation = Callable[[Job], "tuple[Job | None, Iterable[LogLine]] | tuple[Job | None, Iterable[LogLine], Iterable[TimelineEvent]]"]
+# A pure decision: given the current job, the change to write (`shared.domain.lifecycle.Change`: the job,
+# lines, timeline entries and who decided), or just the job, or None to leave it as it is. The store plans
+# it (`lifecycle.plan`) and commits the job, its lines and entries and the outbox rows together.
+Mutation = Callable[[Job], "Change | Job | None"]
+# The same, also in the older tuple forms: (job or None, lines) or (job or None, lines, timeline entries).
+LogMutation = Callable[[Job], "Change | Job | None | tuple[Job | None, Iterable[LogLine]] | tuple[Job | None, Iterable[LogLine], Iterable[TimelineEvent]]"]
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from shared.domain.job import Job
+from shared.domain.lifecycle import Change
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import Conflict, NotFound, TransientError
@@ -103,20 +104,21 @@ def build_job(req: NormalisedRequest, *, job_id: str, now: datetime, idempotency
     )
 
 
-def mark_failed(reason: str, message: str, failure_class: FailureClass, now: datetime) -> Callable[[Job], Job | None]:
-    """A mutation: fail a non-terminal job (compare-and-set through JobStore.update)."""
+def mark_failed(reason: str, message: str, failure_class: FailureClass, now: datetime, *, source: str) -> Callable[[Job], Change | None]:
+    """A mutation: fail a non-terminal job (compare-and-set through JobStore.update); `source` is the
+    writer the timeline names."""
 
-    def mutate(job: Job) -> Job | None:
+    def mutate(job: Job) -> Change | None:
         if job.is_terminal() or not job.status.can_become(JobStatus.FAILED):
             return None
-        return job.replace(
+        return Change(job.replace(
             status=JobStatus.FAILED,
             status_reason=reason,
             error=message,
             failure_class=failure_class,
             finished_at=now,
             updated_at=now,
-        )
+        ), source=source)
 
     return mutate
 
@@ -183,7 +185,7 @@ class TrainingService:
             log.error("publish of job %s failed: %s", job.id, exc)
             failed = self.store.update(
                 job.id,
-                mark_failed("PublishFailed", f"could not queue the job for launch: {exc}", FailureClass.INFRA, self.clock.now()),
+                mark_failed("PublishFailed", f"could not queue the job for launch: {exc}", FailureClass.INFRA, self.clock.now(), source="api"),
             )
             raise PublishFailed(failed or job, exc) from exc
         return Submitted(job, created=True)
@@ -193,17 +195,17 @@ class TrainingService:
         Raises NotFound, Conflict (final job), TransientError (the cancel op could not be published)."""
         now = self.clock.now()
 
-        def mutate(job: Job) -> Job | None:
+        def mutate(job: Job) -> Change | None:
             if job.is_final():
                 what = "a dry run, which is final" if not job.is_terminal() else f"already {job.status.value}"
                 raise Conflict(f"Job {job.id} can't be cancelled: it is {what}.")
             if job.status is JobStatus.QUEUED:
-                return job.replace(
+                return Change(job.replace(
                     status=JobStatus.CANCELLED, status_reason="Cancelled", cancel_requested=True, finished_at=now, updated_at=now
-                )
+                ), source="api")
             if job.status is JobStatus.CANCELLING:
                 return None
-            return job.replace(status=JobStatus.CANCELLING, status_reason="CancelRequested", cancel_requested=True, updated_at=now)
+            return Change(job.replace(status=JobStatus.CANCELLING, status_reason="CancelRequested", cancel_requested=True, updated_at=now), source="api")
 
         job = self.store.update(job_id, mutate)
         if job is None:
