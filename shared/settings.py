@@ -235,6 +235,33 @@ class Settings(BaseSettings):
         60, validation_alias="RECONCILE_INTERVAL_SECONDS", description="Embedded server: how often reconcile runs (0: never).", ge=0
     )
 
+    # ---- notifications (notify: webhooks on every transition) --------------------------------------
+    topic_job_transitions: str = Field(
+        "job-transitions", validation_alias="TOPIC_JOB_TRANSITIONS", description="Topic the outbox relay publishes each job transition to (ordering key: the job id)."
+    )
+    webhook_urls: str | None = Field(
+        None, validation_alias="WEBHOOK_URLS", description="Comma-separated webhook URLs that get every job's transitions (a request's `webhooks` adds its own)."
+    )
+    webhook_signing_secret: str | None = Field(
+        None,
+        validation_alias="WEBHOOK_SIGNING_SECRET",
+        description="Standard Webhooks signing secret, `whsec_` + base64 of at least 16 bytes (Secret Manager in infra/); needed for any webhook.",
+    )
+    webhook_allowed_hosts: str | None = Field(
+        None,
+        validation_alias="WEBHOOK_ALLOWED_HOSTS",
+        description="Comma-separated hosts the SSRF guard lets through: plain http and private/loopback addresses allowed for them (e.g. a receiver on this machine).",
+    )
+    webhook_retry_schedule: str = Field(
+        "0,5,30,120,600,3600,14400,86400,86400,86400",
+        validation_alias="WEBHOOK_RETRY_SCHEDULE",
+        description="Seconds before each delivery attempt (the first is immediate), jittered by 10 %; after the last, the message is given up.",
+    )
+    webhook_timeout_seconds: float = Field(10.0, validation_alias="WEBHOOK_TIMEOUT_SECONDS", description="Deadline of one delivery attempt.", gt=0)
+    notify_interval_seconds: float = Field(
+        0.02, validation_alias="NOTIFY_INTERVAL_SECONDS", description="Embedded server: how often the outbox relay and due retries run.", gt=0
+    )
+
     _errors: list[str] = PrivateAttr(default_factory=list)
     _json: dict[str, Any] = PrivateAttr(default_factory=dict)
     _auth_problem: str | None = PrivateAttr(default=None)
@@ -271,9 +298,27 @@ class Settings(BaseSettings):
                 self._json[name] = None
                 continue
             self._json[name] = value
+        self._errors.extend(self._webhook_problems())
         self._auth_problem = _token_problem(self.api_tokens)
         if self._auth_problem is not None:
             self._errors.append(self._auth_problem)
+
+    def _webhook_problems(self) -> list[str]:
+        from shared.domain.webhooks import Schedule, SecretError, parse_secret
+
+        problems = []
+        if self.webhook_signing_secret:
+            try:
+                parse_secret(self.webhook_signing_secret)
+            except SecretError as exc:
+                problems.append(f"WEBHOOK_SIGNING_SECRET: {exc}")
+        elif self.webhook_urls:
+            problems.append("WEBHOOK_URLS is set but WEBHOOK_SIGNING_SECRET is not: webhooks are not delivered unsigned")
+        try:
+            Schedule.parse(self.webhook_retry_schedule)
+        except ValueError as exc:
+            problems.append(f"WEBHOOK_RETRY_SCHEDULE: {exc}")
+        return problems
 
     # ---- derived values --------------------------------------------------------------------------
     @property
@@ -291,6 +336,26 @@ class Settings(BaseSettings):
     @property
     def tokens(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in (self.api_tokens or "").split(",") if t.strip())
+
+    @property
+    def webhook_url_list(self) -> tuple[str, ...]:
+        return tuple(u.strip() for u in (self.webhook_urls or "").split(",") if u.strip())
+
+    @property
+    def webhook_allowed_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower().rstrip(".") for h in (self.webhook_allowed_hosts or "").split(",") if h.strip())
+
+    @property
+    def webhook_key(self) -> bytes | None:
+        """The signing key, or None when no (valid) secret is set (a configuration error is listed)."""
+        from shared.domain.webhooks import SecretError, parse_secret
+
+        if not self.webhook_signing_secret:
+            return None
+        try:
+            return parse_secret(self.webhook_signing_secret)
+        except SecretError:
+            return None
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -335,6 +400,8 @@ class Settings(BaseSettings):
             backend_problems=self.backend_problems(),
             local_roots=self.local_roots,
             local_base=str(REPO_ROOT),
+            webhook_allowed_hosts=self.webhook_allowed_host_set,
+            webhooks_problem=None if self.webhook_key is not None else "webhooks need WEBHOOK_SIGNING_SECRET to be set on the platform",
         )
 
 
