@@ -164,7 +164,7 @@ class Emulator:
 
 
 # Each function as its own process; which topic pushes to which is pubsub_subscriptions.json's "push".
-FUNCTIONS = ("api", "launcher", "status_sync", "submit")
+FUNCTIONS = ("api", "launcher", "status_sync", "submit", "notify")
 
 
 def start_function(target: str, port: int, env: dict[str, str], log_dir: Path) -> subprocess.Popen:

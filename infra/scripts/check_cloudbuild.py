@@ -21,6 +21,7 @@ FUNCTIONS = {
     "training-launcher": "launcher",
     "training-status-sync": "status_sync",
     "training-submit": "submit",
+    "training-notify": "notify",
     "training-reconcile": "reconcile",
 }
 ALLOWED_IMAGES = (

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "infra" / "scripts"))
 check_cloudbuild = importlib.import_module("check_cloudbuild")
 
-ENTRY_POINTS = ["api", "launcher", "status_sync", "submit", "reconcile"]
+ENTRY_POINTS = ["api", "launcher", "status_sync", "submit", "notify", "reconcile"]
 
 
 def test_cloudbuild_is_sane() -> None:
@@ -155,7 +155,7 @@ def test_subscriptions_file_matches_the_code_and_the_functions() -> None:
     settings = Settings()
     main_tf = (ROOT / "infra/terraform/platform/main.tf").read_text()
     timeouts = _function_timeouts()
-    assert set(timeouts) >= {"launcher", "status_sync", "submit"}, timeouts
+    assert set(timeouts) >= {"launcher", "status_sync", "submit", "notify"}, timeouts
     for key, sub in {**spec["push"], **spec["pull"]}.items():
         name = getattr(settings, f"topic_{key}")  # a TOPIC_* setting ...
         assert f'{key} = "{name}"' in " ".join(main_tf.split()), key  # ... and a key of local.topics
@@ -192,15 +192,16 @@ def test_local_stack_creates_what_terraform_creates() -> None:
             self.pull[name] = {"topic": topic, **kw}
 
     bus = Recorder()
-    create_subscriptions(bus, Settings(), {"launcher": "http://l", "status_sync": "http://s", "submit": "http://b"})
-    assert set(bus.push) == {"train-requests-launcher", "training-events-status-sync", "train-submissions-submit"}
+    create_subscriptions(bus, Settings(), {"launcher": "http://l", "status_sync": "http://s", "submit": "http://b", "notify": "http://n"})
+    assert set(bus.push) == {"train-requests-launcher", "training-events-status-sync", "train-submissions-submit", "job-transitions-notify"}
     assert {n: s["enable_message_ordering"] for n, s in bus.push.items()} == {
-        "train-requests-launcher": False, "training-events-status-sync": True, "train-submissions-submit": False}
+        "train-requests-launcher": False, "training-events-status-sync": True, "train-submissions-submit": False,
+        "job-transitions-notify": False}
     submit = bus.push["train-submissions-submit"]
     assert submit["endpoint"] == "http://b/projects/p/topics/train-submissions"
     assert submit["dead_letter_topic"] == "train-submissions-dead-letter" and submit["max_attempts"] == 5
     assert (submit["ack_deadline_seconds"], submit["minimum_backoff_seconds"], submit["maximum_backoff_seconds"]) == (300, 10, 600)
     assert set(bus.pull) == {"train-requests-dead-letter", "training-events-dead-letter", "train-submissions-dead-letter",
-                             "train-submissions-rejected-studio"}
+                             "job-transitions-dead-letter", "train-submissions-rejected-studio"}
     assert bus.pull["train-submissions-dead-letter"]["topic"] == "train-submissions-dead-letter"
     assert set(bus.topics) >= {"train-submissions", "train-submissions-dead-letter", "train-submissions-rejected"}

@@ -45,6 +45,16 @@ locals {
       min         = 0
       ingress     = "ALLOW_INTERNAL_ONLY"
     }
+    notify = {
+      name        = "training-notify"
+      entry_point = "notify"
+      memory      = "512Mi"
+      cpu         = "1"
+      timeout     = 60
+      concurrency = 8 # deliveries wait on subscribers: I/O bound
+      min         = 0
+      ingress     = "ALLOW_INTERNAL_ONLY"
+    }
     reconcile = {
       name        = "training-reconcile"
       entry_point = "reconcile"
@@ -170,6 +180,16 @@ resource "google_cloudfunctions2_function" "fn" {
       }
     }
 
+    dynamic "secret_environment_variables" {
+      for_each = contains(local.webhook_signers, each.key) ? [1] : []
+      content {
+        key        = "WEBHOOK_SIGNING_SECRET"
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.webhook_signing.secret_id
+        version    = "latest"
+      }
+    }
+
     dynamic "secret_volumes" {
       for_each = contains(local.kubeconfig_readers, each.key) ? [1] : []
       content {
@@ -195,6 +215,7 @@ resource "google_cloudfunctions2_function" "fn" {
     google_project_iam_member.firestore_user,
     google_secret_manager_secret_iam_member.api_tokens,
     google_secret_manager_secret_iam_member.kubeconfig,
+    google_secret_manager_secret_iam_member.webhook_signing,
   ]
 }
 

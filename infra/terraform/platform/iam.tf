@@ -6,7 +6,11 @@
 #                goes into the per-job Kubernetes Secret when a request brings none)
 #   status_sync  Firestore
 #   submit       Firestore; publish train-requests + train-submissions-rejected
-#   reconcile    Firestore; publish training-events; read Vertex jobs; read the kubeconfig secret
+#   reconcile    Firestore; publish training-events; read Vertex jobs; read the kubeconfig secret;
+#                publish job-transitions (the outbox relay) and sign due webhook retries
+#   notify       Firestore; read the webhook signing secret (it calls subscribers' URLs, no GCP API)
+# launcher and status_sync also publish job-transitions: they relay the outbox after their commits; the
+# api, notify and reconcile read the webhook signing secret (the api to accept a request's webhooks).
 #
 # Firestore grants are conditioned on the platform's database. Kubernetes permissions are not IAM: the
 # kubeconfig's user is the `training-launcher` service account, bound by infra/k8s/rbac.yaml to
@@ -19,6 +23,7 @@ locals {
     status_sync = "Status sync: applies training events to the store"
     submit      = "Submit: expands batch submissions into jobs"
     reconcile   = "Reconcile: polls backends and fixes drift"
+    notify      = "Notify: delivers signed webhooks of job transitions"
   }
 
   firestore_users = keys(local.function_accounts)
@@ -30,7 +35,12 @@ locals {
     "submit/train_requests"             = { fn = "submit", topic = "train_requests" }
     "submit/train_submissions_rejected" = { fn = "submit", topic = "train_submissions_rejected" }
     "reconcile/training_events"         = { fn = "reconcile", topic = "training_events" }
+    "launcher/job_transitions"          = { fn = "launcher", topic = "job_transitions" }
+    "status_sync/job_transitions"       = { fn = "status_sync", topic = "job_transitions" }
+    "reconcile/job_transitions"         = { fn = "reconcile", topic = "job_transitions" }
   }
+
+  webhook_signers = ["api", "notify", "reconcile"]
 
   kubeconfig_readers = var.kubernetes_enabled ? ["launcher", "reconcile"] : []
 }
@@ -258,4 +268,12 @@ resource "google_service_account_iam_member" "ci_acts_as" {
   service_account_id = each.value
   role               = "roles/iam.serviceAccountUser"
   member             = google_service_account.ci.member
+}
+
+resource "google_secret_manager_secret_iam_member" "webhook_signing" {
+  for_each  = toset(local.webhook_signers)
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.webhook_signing.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.fn[each.value].member
 }

@@ -19,6 +19,7 @@ locals {
     training_events            = "training-events"
     train_submissions          = "train-submissions"
     train_submissions_rejected = "train-submissions-rejected"
+    job_transitions            = "job-transitions"
   }
   # Topics consumed by a function get a dead-letter topic "<topic>-dead-letter".
   dead_lettered = keys(local.push_subscriptions) # pubsub_subscriptions.json
@@ -131,6 +132,19 @@ resource "google_artifact_registry_repository" "images" {
 resource "google_secret_manager_secret" "hf_token" {
   project   = var.project_id
   secret_id = "training-hf-token"
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# The Standard Webhooks signing secret (`whsec_` + base64), read by the functions that sign deliveries.
+resource "google_secret_manager_secret" "webhook_signing" {
+  project   = var.project_id
+  secret_id = "training-webhook-signing-secret"
   labels    = var.labels
 
   replication {
