@@ -224,7 +224,8 @@ def start_stack(tmp: Path, fault_rate: float) -> Stack:
 
     bus = PubSubBus(project)
     topics = ["train-requests", "training-events"]
-    bus.ensure_topics(topics + [f"{t}-dead-letter" for t in topics])
+    # job-transitions: what the launcher and status_sync relay from the outbox (no notify subscribed here).
+    bus.ensure_topics(topics + [f"{t}-dead-letter" for t in topics] + ["job-transitions"])
     for target in ("api", "launcher", "status_sync"):
         stack.start_function(target)
     wait_http(f"http://127.0.0.1:{stack.ports['api']}/health", 60)
