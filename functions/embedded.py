@@ -55,10 +55,11 @@ class LaunchGate:
 
 
 def build_embedded(settings: Settings, *, start: bool = True) -> Container:
-    store = SqliteJobStore(settings.sqlite_file, background_checkpoints=True)
+    relay_due = threading.Event()  # set by every commit that stored a notification: the relay runs at once
+    store = SqliteJobStore(settings.sqlite_file, background_checkpoints=True, on_notifications=relay_due.set)
     bus = InlineBus(max_attempts=settings.launch_max_attempts, retry_base_seconds=settings.launch_retry_base_seconds)
 
-    c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)))
+    c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)), notify_in_background=True)
     gate = LaunchGate(c.launcher)
     c.launch_gate = gate  # type: ignore[attr-defined] - the embedded server's own part of its container; `stop` closes it
     bus.subscribe(settings.topic_train_requests, gate.handle, dead_letter=c.launcher.dead_letter, batch_handler=gate.handle_batch)
@@ -76,12 +77,14 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
             threading.Thread(target=_reconcile_loop, args=(c, settings.reconcile_interval_seconds, gate.closed), name="reconcile", daemon=True).start()
         # The outbox relay (what is unpublished goes out, first of all what a crash left) and the
         # webhook retries that come due.
-        threading.Thread(target=_notify_loop, args=(c, settings.notify_interval_seconds, gate.closed), name="notify", daemon=True).start()
+        threading.Thread(target=_notify_loop, args=(c, settings.notify_interval_seconds, gate.closed, relay_due), name="notify", daemon=True).start()
     return c
 
 
-def _notify_loop(c: Container, interval: float, stopping: threading.Event) -> None:
-    while not stopping.wait(interval):
+def _notify_loop(c: Container, interval: float, stopping: threading.Event, relay_due: threading.Event) -> None:
+    while not stopping.is_set():
+        relay_due.wait(interval)  # a commit with notifications, or the next look for due retries
+        relay_due.clear()
         try:
             c.relay.run_once()
             c.notifier.run_due()

@@ -77,6 +77,8 @@ class Container:
     bus: Bus
     clock: Any = field(default_factory=SystemClock)
     backends: dict[BackendKind, Backend] = field(default_factory=dict)
+    # The embedded server delivers webhooks on the notifier's own threads, not on the bus's workers.
+    notify_in_background: bool = False
 
     def __post_init__(self) -> None:
         from shared.adapters.webhook_sender import WebhookSender
@@ -116,6 +118,7 @@ class Container:
             schedule=Schedule.parse(self.settings.webhook_retry_schedule),
             clock=self.clock,
             lease_seconds=max(30.0, 3 * self.settings.webhook_timeout_seconds),
+            background=self.notify_in_background,
         )
         self.batch = BatchSubmitter(
             service=self.service, store=self.store, bus=self.bus, rejected_topic=self.settings.topic_train_submissions_rejected, clock=self.clock

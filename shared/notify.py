@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence
 
@@ -79,7 +80,11 @@ class Notifier:
         lease_seconds: float = 60.0,
         workers: int = 8,
         rand: Callable[[], float] = random.random,
+        background: bool = False,
     ):
+        """`background`: hand the channels to this notifier's own threads and return at once (the
+        embedded server, where `handle` runs on a bus worker that launches and status events share);
+        otherwise `handle` delivers before it returns (a Cloud Function's request)."""
         self.store = store
         self.sender = sender
         self.key = signing_key
@@ -90,6 +95,9 @@ class Notifier:
         self.lease_seconds = lease_seconds
         self.rand = rand
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
+        self.background = background
+        self._in_flight: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
 
     def subscribers(self, job: Job) -> list[Subscriber]:
         urls = list(dict.fromkeys([*self.global_urls, *job.webhooks]))
@@ -105,9 +113,10 @@ class Notifier:
             return
         self.wake(job_id)
         self.deliver_job(job_id)
-        # Retries of other jobs that came due meanwhile ride along: where no scheduler runs between
-        # transitions (the emulator stack), this is what makes them happen.
-        self.run_due(limit=50)
+        if not self.background:
+            # Retries of other jobs that came due meanwhile ride along: where no scheduler runs between
+            # transitions (the emulator stack), this is what makes them happen.
+            self.run_due(limit=50)
 
     def wake(self, job_id: str) -> list[Channel]:
         job = self.store.get(job_id)
@@ -145,11 +154,29 @@ class Notifier:
 
     # ---- one channel -----------------------------------------------------------------------------
     def _run(self, channels: Sequence[Channel]) -> None:
+        if self.background:
+            for c in channels:
+                key = (c.job_id, c.key)
+                with self._lock:
+                    if key in self._in_flight:
+                        continue  # already being run: it picks up what is new before it stops
+                    self._in_flight.add(key)
+                self._pool.submit(self._run_tracked, c, key)
+            return
         if len(channels) == 1:
             self.run_channel(channels[0])
             return
         for future in [self._pool.submit(self.run_channel, c) for c in channels]:
             future.result()
+
+    def _run_tracked(self, channel: Channel, key: tuple[str, str]) -> None:
+        try:
+            self.run_channel(channel)
+        except Exception:  # noqa: BLE001 - a store hiccup: the lease expires and the channel is run again
+            log.exception("delivery on channel %s of job %s failed", channel.key, channel.job_id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(key)
 
     def run_channel(self, channel: Channel) -> None:
         """Deliver the channel's notifications in order while they succeed (or are given up); stop at the

@@ -259,7 +259,10 @@ class Settings(BaseSettings):
     )
     webhook_timeout_seconds: float = Field(10.0, validation_alias="WEBHOOK_TIMEOUT_SECONDS", description="Deadline of one delivery attempt.", gt=0)
     notify_interval_seconds: float = Field(
-        0.02, validation_alias="NOTIFY_INTERVAL_SECONDS", description="Embedded server: how often the outbox relay and due retries run.", gt=0
+        0.1,
+        validation_alias="NOTIFY_INTERVAL_SECONDS",
+        description="Embedded server: how often due webhook retries are looked for (a commit with a transition wakes the outbox relay at once).",
+        gt=0,
     )
 
     _errors: list[str] = PrivateAttr(default_factory=list)

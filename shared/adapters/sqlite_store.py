@@ -174,12 +174,22 @@ def _store_errors(method: F) -> F:
 class SqliteJobStore:
     kind = "sqlite"
 
-    def __init__(self, path: str | Path, *, background_checkpoints: bool = False, checkpoint_interval: float = 0.5):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        background_checkpoints: bool = False,
+        checkpoint_interval: float = 0.5,
+        on_notifications: Callable[[], None] | None = None,
+    ):
         """`background_checkpoints`: copy the WAL back into the database from a thread of its own, every
         `checkpoint_interval` seconds, instead of inside whichever commit crosses SQLite's 1,000-page mark
         (that commit would then also copy pages and fsync). The embedded server turns it on: its commits
         are on the request path. Durability is the same (WAL, synchronous=NORMAL)."""
         self.path = str(path)
+        # Called after a commit that stored notifications (the embedded server wakes its outbox relay
+        # with it instead of waiting for the next poll).
+        self.on_notifications = on_notifications
         self._background_checkpoints = background_checkpoints and self.path != ":memory:"
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -254,6 +264,7 @@ class SqliteJobStore:
         conn = self._conn()
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
+            self._local.announce = False
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -263,6 +274,8 @@ class SqliteJobStore:
                 # "within a transaction" for good and refuse every later BEGIN.
                 self._end_transaction()
                 raise
+        if self._local.announce and self.on_notifications is not None:
+            self.on_notifications()
 
     def _end_transaction(self) -> None:
         """Roll back whatever this thread's connection left open; if even that fails, drop the connection
@@ -515,8 +528,7 @@ class SqliteJobStore:
             return new
         raise TransientError(f"job {job_id} kept changing: {CAS_ATTEMPTS} compare-and-set attempts lost")
 
-    @staticmethod
-    def _insert_side_rows(db: sqlite3.Connection, planned: Sequence[Plan]) -> None:
+    def _insert_side_rows(self, db: sqlite3.Connection, planned: Sequence[Plan]) -> None:
         """What a plan appends beside the job: log lines, their metric points, timeline entries and the
         outbox rows of its notifications."""
         log_rows, metric_rows, event_rows, note_rows = [], [], [], []
@@ -535,6 +547,7 @@ class SqliteJobStore:
             db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", event_rows)
         if note_rows:
             db.executemany("INSERT INTO notifications VALUES (?, ?, ?, ?, ?)", note_rows)
+            self._local.announce = True
 
     @_store_errors
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:

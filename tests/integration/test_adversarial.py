@@ -10,6 +10,10 @@ Every rejection is asserted the same way: a 4xx JSON body with `error`, the offe
   case-sensitive, so `path` alone is harmless there, but the same request may go to Vertex or a
   container runtime, and a refused lower-case name costs a caller nothing;
 - nothing in a request chooses the image or the command: they come from settings only.
+
+The hardening round of issue 12 (crash safety, a full disk, auth configuration, bounded connections,
+protocol-level errors, small holes, validation gaps, the local topology) has its cases in their own
+modules; `tests/integration/test_hardening_index.py` lists every one by its defect's number and name.
 """
 
 from __future__ import annotations

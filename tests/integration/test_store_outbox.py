@@ -66,3 +66,15 @@ def test_channels_compare_and_set_and_come_due(store) -> None:
     store.record_attempt(a)  # a retried write of the same attempt is one record
     assert [d["attempt"] for d in store.list_attempts("job-00002")] == [1, 2]
     assert [d["attempt"] for d in store.list_attempts("job-00002", after=a.id)] == [2]
+
+
+def test_sqlite_wakes_its_relay_after_a_commit_that_stored_notifications(tmp_path: Path) -> None:
+    calls: list[int] = []
+    store = SqliteJobStore(tmp_path / "jobs.db", on_notifications=lambda: calls.append(1))
+    store.create(make_job(3))
+    assert calls == [1]  # job.queued
+    store.update("job-00003", lambda j: j.replace(labels={"a": "b"}))
+    assert calls == [1]  # no transition: nothing to announce
+    store.update("job-00003", lambda j: j.replace(status=JobStatus.SUBMITTING))
+    assert calls == [1, 1]
+    store.close()
