@@ -16,13 +16,25 @@ from __future__ import annotations
 
 import logging
 
+import flask
 import functions_framework
 from cloudevents.http import CloudEvent
+from werkzeug.exceptions import HTTPException
 
 from functions.pubsub_handler import handle_cloud_event
 from functions.wiring import container
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@functions_framework.errorhandler(HTTPException)
+def json_http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    """Answers the HTTP server would give itself, before `api` runs, in the api's JSON shape. A path its
+    router can't match (one holding a newline) goes to the api like any other path: a token is checked
+    first (401), then it is the api's JSON 404."""
+    if exc.code == 404 and flask.has_request_context():
+        return container().api(flask.request)
+    return ({"error": f"{exc.name}.", "errors": []}, exc.code or 500)
 
 
 @functions_framework.http

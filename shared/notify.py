@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence
 
@@ -81,10 +82,14 @@ class Notifier:
         workers: int = 8,
         rand: Callable[[], float] = random.random,
         background: bool = False,
+        hold_seconds: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         """`background`: hand the channels to this notifier's own threads and return at once (the
         embedded server, where `handle` runs on a bus worker that launches and status events share);
-        otherwise `handle` delivers before it returns (a Cloud Function's request)."""
+        otherwise `handle` delivers before it returns (a Cloud Function's request), and stays up to
+        `hold_seconds` for this job's retries that come due by then (the schedule's first ones, 5 s); later
+        ones are run by reconcile (`run_due`, every minute) or by the next message."""
         self.store = store
         self.sender = sender
         self.key = signing_key
@@ -96,6 +101,8 @@ class Notifier:
         self.rand = rand
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
         self.background = background
+        self.hold_seconds = hold_seconds
+        self.sleep = sleep
         self._in_flight: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -113,10 +120,21 @@ class Notifier:
             return
         self.wake(job_id)
         self.deliver_job(job_id)
-        if not self.background:
-            # Retries of other jobs that came due meanwhile ride along: where no scheduler runs between
-            # transitions (the emulator stack), this is what makes them happen.
-            self.run_due(limit=50)
+        if self.background:
+            return
+        until = time.monotonic() + self.hold_seconds
+        while True:
+            waiting = [c.next_at for c in self.store.list_channels(job_id) if c.state == ACTIVE and c.next_at is not None]
+            if not waiting:
+                break
+            wait = (min(waiting) - self.clock.now()).total_seconds()
+            if wait > until - time.monotonic():
+                break
+            self.sleep(max(wait, 0.0))
+            self.deliver_job(job_id)
+        # Retries of other jobs that came due meanwhile ride along: where no scheduler runs between
+        # transitions (the emulator stack), this is what makes them happen.
+        self.run_due(limit=50)
 
     def wake(self, job_id: str) -> list[Channel]:
         job = self.store.get(job_id)

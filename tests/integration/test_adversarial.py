@@ -337,3 +337,12 @@ def test_a_good_request_after_rejections_is_the_only_job(stack: Stack) -> None:
     job = stack.accepted(stack.post(k8s(job_name="fine")))
     assert [j.id for j in stack.jobs()] == [job["id"]]
     assert [m[1]["job_id"] for m in stack.bus.messages] == [job["id"]]
+
+
+@pytest.mark.parametrize("path", ["/jobs/x%0A", "/jobs/x%0A/manifest", "/jobs/.a%3B%0A%E5%9C%9B/metrics", "/%0A"])
+def test_a_path_the_http_router_cannot_match_is_a_json_404(stack: Stack, path: str) -> None:
+    """functions-framework's router can't match a path holding a newline and answered with werkzeug's HTML
+    404 before the api ran (schemathesis found it on /jobs/{id}/manifest)."""
+    r = requests.get(f"{stack.url}{path}", timeout=10)
+    assert r.status_code == 404 and r.headers["Content-Type"].startswith("application/json"), r.text[:200]
+    assert isinstance(r.json()["error"], str) and r.json()["error"]
