@@ -15,6 +15,7 @@ transition is announced within the handler that made it; reconcile catches whate
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
 import flask
 import functions_framework
@@ -22,7 +23,7 @@ from cloudevents.http import CloudEvent
 from werkzeug.exceptions import HTTPException
 
 from functions.pubsub_handler import handle_cloud_event
-from functions.wiring import container
+from functions.wiring import Container, container
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -42,22 +43,24 @@ def api(request):  # type: ignore[no-untyped-def]
     return container().api(request)
 
 
-@functions_framework.cloud_event
-def launcher(event: CloudEvent) -> None:
+def _then_relay(event: CloudEvent, handler: Callable[[Container], Callable[..., Any]]) -> None:
+    """Handle the event, then publish what the handler's commits put in the outbox (even if it failed:
+    a transition it did commit is announced)."""
     c = container()
     try:
-        handle_cloud_event(event, c.launcher.handle)
+        handle_cloud_event(event, handler(c))
     finally:
         c.relay_quietly()
+
+
+@functions_framework.cloud_event
+def launcher(event: CloudEvent) -> None:
+    _then_relay(event, lambda c: c.launcher.handle)
 
 
 @functions_framework.cloud_event
 def status_sync(event: CloudEvent) -> None:
-    c = container()
-    try:
-        handle_cloud_event(event, c.status_sync.handle)
-    finally:
-        c.relay_quietly()
+    _then_relay(event, lambda c: c.status_sync.handle)
 
 
 @functions_framework.cloud_event

@@ -191,19 +191,20 @@ class Client:
 
     def events(self, job_id: str, *, after: int = 0, page_size: int = 1000) -> Iterator[TimelineEventModel]:
         """The job's timeline, oldest first."""
-        while True:
-            page = EventList.model_validate(self._request("GET", f"/jobs/{job_id}/events", params={"after": after, "limit": page_size}))
+        for page in self._pages(f"/jobs/{job_id}/events", EventList, after, page_size):
             yield from page.events
-            if page.nextAfter is None or not page.events:
-                return
-            after = page.nextAfter
 
     def metrics(self, job_id: str, *, after: int = 0, page_size: int = 1000) -> Iterator[MetricPointModel]:
         """Every `PROGRESS` point of the job, oldest first (its loss curve)."""
-        while True:
-            page = MetricList.model_validate(self._request("GET", f"/jobs/{job_id}/metrics", params={"after": after, "limit": page_size}))
+        for page in self._pages(f"/jobs/{job_id}/metrics", MetricList, after, page_size):
             yield from page.metrics
-            if page.nextAfter is None or not page.metrics:
+
+    def _pages(self, path: str, model: type[EventList] | type[MetricList], after: int, page_size: int) -> Iterator[Any]:
+        """Pages of a route paged by seq (`after` / `limit`, `nextAfter`), until it has no more."""
+        while True:
+            page = model.model_validate(self._request("GET", path, params={"after": after, "limit": page_size}))
+            yield page
+            if page.nextAfter is None:
                 return
             after = page.nextAfter
 

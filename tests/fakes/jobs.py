@@ -4,10 +4,11 @@ the api does (`normalise_request` + `build_job`), so the backends are tested on 
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.domain.job import Job
+from shared.domain.job import Backend, Job
+from shared.domain.status import JobStatus
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.service import build_job
 
@@ -44,3 +45,26 @@ def job_from(body: dict[str, Any], job_id: str = JOB_ID, policy: RequestPolicy |
     """(the queued job, its secret env) as the api would store and publish them."""
     req = normalised(body, policy)
     return build_job(req, job_id=job_id, now=NOW, idempotency_key=None), dict(req.env)
+
+
+# A job as the store tests build it: numbered, with a distinct creation time each.
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def make_job(i: int, **kw) -> Job:
+    base = dict(
+        id=f"job-{i:05d}",
+        name=kw.pop("name", f"name-{i % 3}"),
+        backend=kw.pop("backend", Backend.KUBERNETES),
+        status=kw.pop("status", JobStatus.QUEUED),
+        created_at=T0 + timedelta(seconds=i),
+        updated_at=T0 + timedelta(seconds=i),
+        dataset_file="gs://b/d.jsonl",
+        output_dir="/tmp/o",
+        args=("--dataset_file=gs://b/d.jsonl", "--output_dir=/tmp/o"),
+        env_names=("HF_TOKEN",),
+        labels={"team": "a"},
+        request_hash=f"h{i}",
+    )
+    base.update(kw)
+    return Job(**base)

@@ -76,3 +76,15 @@ def api(request: pytest.FixtureRequest, tmp_path: Path, serve):
     return _make
 
 
+@pytest.fixture(params=["sqlite", "firestore"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        s = SqliteJobStore(tmp_path / "jobs.db")
+        yield s
+        s.close()
+    else:
+        from shared.adapters.firestore_store import FirestoreJobStore
+
+        client = request.getfixturevalue("firestore_client")
+        prefix = request.getfixturevalue("unique_prefix")
+        yield FirestoreJobStore(client, prefix)

@@ -23,7 +23,7 @@ from shared.launching import Launcher
 from shared.messages import Message
 from shared.ports import Observation, Submission
 from shared.service import OP_CANCEL, OP_SUBMIT, launch_message
-from tests.integration.test_store_contract import make_job
+from tests.fakes.jobs import make_job
 
 TOPIC = "train-requests"
 

@@ -21,7 +21,7 @@ from shared.adapters.sqlite_store import SqliteJobStore, _ts_out
 from shared.domain.job import Backend, Job, LogLine
 from shared.domain.status import JobStatus
 from shared.ports import JobQuery
-from tests.integration.test_store_contract import T0, make_job
+from tests.fakes.jobs import T0, make_job
 
 OLD_SCHEMA = """
 CREATE TABLE jobs (

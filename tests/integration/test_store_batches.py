@@ -17,7 +17,7 @@ from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.errors import Conflict
 from shared.ports import IdempotentCreate
-from tests.integration.test_store_contract import make_job, store  # noqa: F401 - `store` is the fixture
+from tests.fakes.jobs import make_job
 
 
 def created(outcome: Any) -> Job:

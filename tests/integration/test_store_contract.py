@@ -13,42 +13,7 @@ from shared.domain.job import Backend, Job, LogLine
 from shared.domain.status import JobStatus
 from shared.errors import Conflict, ValidationFailed
 from shared.ports import JobQuery, TimelineEvent
-
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def make_job(i: int, **kw) -> Job:
-    base = dict(
-        id=f"job-{i:05d}",
-        name=kw.pop("name", f"name-{i % 3}"),
-        backend=kw.pop("backend", Backend.KUBERNETES),
-        status=kw.pop("status", JobStatus.QUEUED),
-        created_at=T0 + timedelta(seconds=i),
-        updated_at=T0 + timedelta(seconds=i),
-        dataset_file="gs://b/d.jsonl",
-        output_dir="/tmp/o",
-        args=("--dataset_file=gs://b/d.jsonl", "--output_dir=/tmp/o"),
-        env_names=("HF_TOKEN",),
-        labels={"team": "a"},
-        request_hash=f"h{i}",
-    )
-    base.update(kw)
-    return Job(**base)
-
-
-@pytest.fixture(params=["sqlite", "firestore"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        s = SqliteJobStore(tmp_path / "jobs.db")
-        yield s
-        s.close()
-    else:
-        from shared.adapters.firestore_store import FirestoreJobStore
-
-        client = request.getfixturevalue("firestore_client")
-        prefix = request.getfixturevalue("unique_prefix")
-        yield FirestoreJobStore(client, prefix)
-
+from tests.fakes.jobs import T0, make_job
 
 def test_create_get_roundtrip(store) -> None:
     job = make_job(1, progress={"step": 1, "loss": 0.5}, manifest={"kind": "Job", "spec": {"x": [1, 2]}}, started_at=T0)

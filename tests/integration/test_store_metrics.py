@@ -11,19 +11,7 @@ import pytest
 
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import LogLine
-from tests.integration.test_store_contract import T0, make_job
-
-
-@pytest.fixture(params=["sqlite", "firestore"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        s = SqliteJobStore(tmp_path / "jobs.db")
-        yield s
-        s.close()
-    else:
-        from shared.adapters.firestore_store import FirestoreJobStore
-
-        yield FirestoreJobStore(request.getfixturevalue("firestore_client"), request.getfixturevalue("unique_prefix"))
+from tests.fakes.jobs import T0, make_job
 
 
 def progress(step: int, loss: float) -> str:

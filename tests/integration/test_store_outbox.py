@@ -12,19 +12,7 @@ from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.delivery import Attempt, Subscriber, idle, new_channel
 from shared.domain.lifecycle import Change
 from shared.domain.status import JobStatus
-from tests.integration.test_store_contract import T0, make_job
-
-
-@pytest.fixture(params=["sqlite", "firestore"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        s = SqliteJobStore(tmp_path / "jobs.db")
-        yield s
-        s.close()
-    else:
-        from shared.adapters.firestore_store import FirestoreJobStore
-
-        yield FirestoreJobStore(request.getfixturevalue("firestore_client"), request.getfixturevalue("unique_prefix"))
+from tests.fakes.jobs import T0, make_job
 
 
 def test_each_transition_is_one_notification_in_the_outbox(store) -> None:
