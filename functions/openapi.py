@@ -53,6 +53,9 @@ class JobSummary(BaseModel):
     env: dict[str, str] = Field(description="Names of the secret variables; values are always redacted.")
     labels: dict[str, str]
     webhooks: list[str] = Field(default_factory=list, description="The job's own webhook URLs (without their query strings).")
+    resources: dict[str, Any] = Field(
+        default_factory=dict, description="What the request's `resources` asked for (gpus, gpu_type, nodes, cpus, memory_gb, max_duration_minutes); unset: the settings."
+    )
     error: str | None
     logTail: str
     logCount: int

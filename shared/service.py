@@ -98,6 +98,7 @@ def build_job(req: NormalisedRequest, *, job_id: str, now: datetime, idempotency
         env_names=req.env_names,
         labels=labels,
         webhooks=req.webhooks,
+        resources=req.resources,
         command=display_command(req.args),
         idempotency_key=idempotency_key,
         request_hash=req.request_hash,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.domain import resources as res
 from shared.domain.job import Backend
 from shared.domain.request import RequestPolicy
 
@@ -27,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_TOLERATIONS = '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]'
 DEFAULT_RESOURCE_LIMITS = '{"nvidia.com/gpu": 1}'
+DEFAULT_GPU_NODE_SELECTORS = json.dumps(res.DEFAULT_K8S_GPU_NODE_SELECTORS, separators=(",", ":"))
 # Shorter bearer tokens are refused at start-up: a guessable token is as good as none.
 MIN_TOKEN_CHARS = 16
 
@@ -96,7 +98,26 @@ class Settings(BaseSettings):
     k8s_resource_limits: str | None = Field(
         DEFAULT_RESOURCE_LIMITS,
         validation_alias="K8S_RESOURCE_LIMITS",
-        description="Kubernetes: JSON map of container resource limits (also used as requests).",
+        description="Kubernetes: JSON map of container resource limits (also used as requests); a request's `resources` "
+        "overrides `nvidia.com/gpu`, `cpu` and `memory`.",
+    )
+    k8s_gpu_node_selectors: str = Field(
+        DEFAULT_GPU_NODE_SELECTORS,
+        validation_alias="K8S_GPU_NODE_SELECTORS",
+        description="Kubernetes: JSON map, GPU type -> node selector a request's `resources.gpu_type` adds to `K8S_NODE_SELECTOR`; "
+        "the types it names are the ones the api accepts (default: GKE's `cloud.google.com/gke-accelerator` values).",
+    )
+    k8s_kueue_queue: str | None = Field(
+        None,
+        validation_alias="K8S_KUEUE_QUEUE",
+        description="Kubernetes: Kueue `LocalQueue` for gang admission (label `kueue.x-k8s.io/queue-name` on every Job); unset: no Kueue.",
+    )
+    k8s_master_port: int = Field(
+        29500,
+        validation_alias="K8S_MASTER_PORT",
+        description="Kubernetes: port of the rendezvous on the index-0 pod of a several-node job (`PET_MASTER_PORT`).",
+        ge=1,
+        le=65535,
     )
 
     vertex_project: str | None = Field(
@@ -110,6 +131,15 @@ class Settings(BaseSettings):
     )
     vertex_accelerator_count: int = Field(1, validation_alias="VERTEX_ACCELERATOR_COUNT", description="Vertex: GPUs per replica.", ge=0)
     vertex_replica_count: int = Field(1, validation_alias="VERTEX_REPLICA_COUNT", description="Vertex: worker replicas.", ge=1)
+    vertex_machine_types: str | None = Field(
+        None,
+        validation_alias="VERTEX_MACHINE_TYPES",
+        description='Vertex: JSON map, GPU type -> `{"accelerator": ENUM, "machines": {"<gpus>": machine type}}`, replacing or adding '
+        "types of the built-in table (Google's GPU machine types: A100 `a2-highgpu-*`, H100 `a3-highgpu-*`, ...).",
+    )
+    vertex_cpu_machine_type: str = Field(
+        "n1-standard-8", validation_alias="VERTEX_CPU_MACHINE_TYPE", description="Vertex: machine type of a job with `resources.gpus: 0`."
+    )
     vertex_service_account: str | None = Field(
         None, validation_alias="VERTEX_SERVICE_ACCOUNT", description="Vertex: service account the job runs as."
     )
@@ -285,6 +315,8 @@ class Settings(BaseSettings):
             "K8S_TOLERATIONS": (self.k8s_tolerations, list),
             "K8S_IMAGE_PULL_SECRETS": (self.k8s_image_pull_secrets, list),
             "K8S_RESOURCE_LIMITS": (self.k8s_resource_limits, dict),
+            "K8S_GPU_NODE_SELECTORS": (self.k8s_gpu_node_selectors, dict),
+            "VERTEX_MACHINE_TYPES": (self.vertex_machine_types, dict),
         }
         for name, (raw, kind) in specs.items():
             if raw is None:
@@ -301,10 +333,40 @@ class Settings(BaseSettings):
                 self._json[name] = None
                 continue
             self._json[name] = value
+        self._errors.extend(self._table_problems())
         self._errors.extend(self._webhook_problems())
         self._auth_problem = _token_problem(self.api_tokens)
         if self._auth_problem is not None:
             self._errors.append(self._auth_problem)
+
+    def _table_problems(self) -> list[str]:
+        """The GPU tables' shapes: a broken one makes its backend unavailable (never half a table)."""
+        problems = []
+        selectors = self._json.get("K8S_GPU_NODE_SELECTORS")
+        if isinstance(selectors, dict):
+            for name, sel in selectors.items():
+                if not isinstance(sel, dict) or not sel or not all(isinstance(k, str) and isinstance(v, str) for k, v in sel.items()):
+                    problems.append(f"K8S_GPU_NODE_SELECTORS[{name!r}] must be a non-empty JSON object of strings")
+        table = self._json.get("VERTEX_MACHINE_TYPES")
+        if isinstance(table, dict):
+            for name, row in table.items():
+                machines = row.get("machines") if isinstance(row, dict) else None
+                ok = (
+                    isinstance(row, dict)
+                    and isinstance(row.get("accelerator"), str)
+                    and isinstance(machines, dict)
+                    and machines
+                    and all(str(k).isdigit() and 1 <= int(k) <= res.MAX_GPUS and isinstance(v, str) and v for k, v in machines.items())
+                )
+                if not ok:
+                    problems.append(
+                        f'VERTEX_MACHINE_TYPES[{name!r}] must be {{"accelerator": "...", "machines": {{"<gpus 1-{res.MAX_GPUS}>": "<machine type>"}}}}'
+                    )
+        if problems:
+            for key in ("K8S_GPU_NODE_SELECTORS", "VERTEX_MACHINE_TYPES"):
+                if any(p.startswith(key) for p in problems):
+                    self._json[key] = None
+        return problems
 
     def _webhook_problems(self) -> list[str]:
         from shared.domain.webhooks import Schedule, SecretError, parse_secret
@@ -324,6 +386,19 @@ class Settings(BaseSettings):
         return problems
 
     # ---- derived values --------------------------------------------------------------------------
+    @property
+    def gpu_node_selectors(self) -> dict[str, dict[str, str]]:
+        """K8S_GPU_NODE_SELECTORS by canonical type name (empty when it is broken: see config_errors)."""
+        table = self._json.get("K8S_GPU_NODE_SELECTORS") or {}
+        return _by_type_name(table)
+
+    @property
+    def vertex_machine_table(self) -> dict[str, dict[str, Any]]:
+        """The built-in Vertex table with VERTEX_MACHINE_TYPES' rows replacing or adding types."""
+        table = dict(res.DEFAULT_VERTEX_MACHINE_TYPES)
+        table.update(_by_type_name(self._json.get("VERTEX_MACHINE_TYPES") or {}))
+        return table
+
     @property
     def config_errors(self) -> list[str]:
         return list(self._errors)
@@ -386,7 +461,7 @@ class Settings(BaseSettings):
         if not self.k8s_training_image:
             k8s.append("K8S_TRAINING_IMAGE is not set")
         k8s += [e for e in self._errors if e.startswith("K8S_")]
-        vertex: list[str] = []
+        vertex: list[str] = [e for e in self._errors if e.startswith("VERTEX_")]
         if not self.vertex_project:
             vertex.append("VERTEX_PROJECT (or PROJECT_ID) is not set")
         if not self.vertex_image_uri:
@@ -405,7 +480,27 @@ class Settings(BaseSettings):
             local_base=str(REPO_ROOT),
             webhook_allowed_hosts=self.webhook_allowed_host_set,
             webhooks_problem=None if self.webhook_key is not None else "webhooks need WEBHOOK_SIGNING_SECRET to be set on the platform",
+            gpu_types=res.known_gpu_types(self.gpu_node_selectors, self.vertex_machine_table),
+            placements={
+                Backend.KUBERNETES: res.k8s_placement(self.gpu_node_selectors),
+                Backend.VERTEX: res.vertex_placement(self.vertex_machine_table, self.vertex_accelerator_type, self.vertex_accelerator_count),
+                Backend.LOCAL: res.LOCAL_PLACEMENT,
+            },
+            # A Vertex dry run renders a placeholder for a secret with no reference (and shows it); a real
+            # submission can't pass it, so the api refuses it up front.
+            secret_names={Backend.VERTEX: frozenset(self.vertex_secret_refs) if self.vertex_submit else None},
+            secret_settings={"HF_TOKEN": "VERTEX_HF_TOKEN_SECRET"},
         )
+
+    @property
+    def vertex_secret_refs(self) -> dict[str, str]:
+        """Secret variable -> the Secret Manager secret version Vertex jobs read it from."""
+        return {"HF_TOKEN": self.vertex_hf_token_secret} if self.vertex_hf_token_secret else {}
+
+
+def _by_type_name(table: dict[str, Any]) -> dict[str, Any]:
+    """A table keyed by the built-in spelling where a key is one case-insensitively (`h100` -> `H100`)."""
+    return {res.canonical_gpu_type(k, res.GPU_TYPES) or k: v for k, v in table.items()}
 
 
 def _token_problem(raw: str | None) -> str | None:

@@ -1,4 +1,5 @@
-"""Kubernetes backend: one job becomes one `batch/v1` Job (and, when it has secrets, one Secret it owns).
+"""Kubernetes backend: one job becomes one `batch/v1` Job (and, when it has secrets, one Secret it owns;
+for several nodes, one headless Service it owns).
 
 Rendering is pure (`render_job`, `render_secret`, `render_manifest`): it takes the job, the names of its
 secret variables and a `KubernetesConfig`, and returns plain dicts, so the unit tests pin every
@@ -14,6 +15,19 @@ first created, after checking the object carries this job's id label. Order of w
    Job (`propagationPolicy: Foreground`) removes the Secret with it.
 A crash between any two steps is repaired by the next attempt. Vendor errors are wrapped once, here
 (`api_error`), through the shared status table in `http_errors.py`.
+
+Resources (the request's `resources`, the settings as defaults): `gpus` -> `nvidia.com/gpu` requests and
+limits, `gpu_type` -> the node selector of `K8S_GPU_NODE_SELECTORS`, `cpus` / `memory_gb` -> `cpu` /
+`memory`, `max_duration_minutes` -> `activeDeadlineSeconds`, more than one GPU -> an in-memory `/dev/shm`
+(NCCL and the data loader workers share memory through it; the container default is 64 MiB). The
+container runs `python -m trainer.launch --nproc_per_node=<GPUs> -- <train.py flags>`: one trainer
+process per GPU. `nodes > 1` -> an Indexed Job (completions = parallelism = nodes; the Job controller
+names each pod's host `<job>-<index>`), a headless Service of the same name as its `subdomain` (so
+`<job>-0.<job>` resolves to rank 0's pod), and the rendezvous torchrun reads: `PET_NNODES`,
+`PET_NPROC_PER_NODE`, `PET_NODE_RANK` (the completion index, through the downward API),
+`PET_MASTER_ADDR` (the index-0 pod), `PET_MASTER_PORT`. The Service is created after the Job with an
+`ownerReference` to it, so it goes with the Job. `K8S_KUEUE_QUEUE` labels the Job for Kueue's gang
+admission (all pods or none).
 
 `K8S_APPLY=0` (the default, as in the old service) sends nothing: the manifest is rendered, validated
 and stored (secrets redacted) and the job stays `submitted` with a `statusReason` saying so.
@@ -35,6 +49,7 @@ from shared.adapters.http_errors import error_for_status
 from shared.domain import naming
 from shared.domain.job import REDACTED, Job
 from shared.domain.redaction import redact
+from shared.domain.resources import DEFAULT_K8S_GPU_NODE_SELECTORS
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, PlatformError, TransientError
 from shared.ports import Submission
@@ -46,6 +61,12 @@ COMPONENT = "trainer"
 DRY_RUN_REASON = "DryRun: K8S_APPLY=0, so the manifest was rendered, validated and stored but not sent to the cluster"
 FOREGROUND = "Foreground"
 DEFAULT_SCHEMA_VERSION = "1.30"
+GPU_RESOURCE = "nvidia.com/gpu"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+LAUNCH_COMMAND = ["python", "-m", "trainer.launch"]
+SHM_VOLUME = "dshm"
+DEFAULT_MASTER_PORT = 29500
 
 
 @dataclass(frozen=True)
@@ -64,6 +85,10 @@ class KubernetesConfig:
     backoff_limit: int = 0
     ttl_seconds_after_finished: int | None = None
     resource_limits: dict[str, Any] | None = None
+    # GPU type (canonical name) -> the node selector that places it (K8S_GPU_NODE_SELECTORS).
+    gpu_node_selectors: dict[str, dict[str, str]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_K8S_GPU_NODE_SELECTORS))
+    kueue_queue: str | None = None
+    master_port: int = DEFAULT_MASTER_PORT
     # Kubernetes version whose schema the manifests are validated against (the oldest we support).
     schema_version: str = DEFAULT_SCHEMA_VERSION
 
@@ -82,6 +107,9 @@ class KubernetesConfig:
             backoff_limit=settings.k8s_backoff_limit,
             ttl_seconds_after_finished=settings.k8s_ttl_seconds_after_finished,
             resource_limits=settings.json_value("K8S_RESOURCE_LIMITS"),
+            gpu_node_selectors=settings.gpu_node_selectors,
+            kueue_queue=settings.k8s_kueue_queue,
+            master_port=settings.k8s_master_port,
         )
 
 
@@ -122,47 +150,159 @@ def _pull_secrets(items: list[Any]) -> list[dict[str, str]]:
     return out
 
 
+def job_name(job: Job) -> str:
+    """The Job's name. Several nodes: short enough that each pod's host name `<name>-<index>` is a DNS
+    label too (63 characters); derived from the job alone, so every attempt finds the same name."""
+    name = naming.k8s_job_name(job.name, job.id)
+    nodes = job.resources.node_count
+    if nodes > 1:
+        # The Service shares the name, and a Service's name must start with a letter (DNS-1035).
+        room = naming.K8S_NAME_MAX - len(str(nodes - 1)) - 1
+        if len(name) > room or not name[0].isalpha():
+            suffix = naming.job_suffix(job.id)
+            base = naming.dns_label(job.name, room - len(suffix) - 2) or naming.FALLBACK_BASE
+            base = base if base[0].isalpha() else f"j{base}"
+            name = f"{base}-{suffix}"
+    return name
+
+
+def _gpu_count(limits: Mapping[str, str]) -> int:
+    raw = limits.get(GPU_RESOURCE)
+    try:
+        return max(int(str(raw)), 0) if raw is not None else 0
+    except ValueError:
+        raise _config_error(f"K8S_RESOURCE_LIMITS[{GPU_RESOURCE!r}] must be a whole number of GPUs, got {raw!r}") from None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def container_limits(job: Job, cfg: KubernetesConfig) -> dict[str, str]:
+    """K8S_RESOURCE_LIMITS with the request's `gpus`, `cpus` and `memory_gb` over it."""
+    limits = {k: _quantity(k, v) for k, v in (cfg.resource_limits or {}).items()}
+    res = job.resources
+    if res.gpus is not None:
+        if res.gpus > 0:
+            limits[GPU_RESOURCE] = str(res.gpus)
+        else:
+            limits.pop(GPU_RESOURCE, None)
+    if res.cpus is not None:
+        limits["cpu"] = _number(res.cpus)
+    if res.memory_gb is not None:
+        limits["memory"] = f"{_number(res.memory_gb)}Gi"
+    return limits
+
+
+def node_selector(job: Job, cfg: KubernetesConfig) -> dict[str, str]:
+    selector: dict[str, Any] = dict(cfg.node_selector or {})
+    gpu_type = job.resources.gpu_type
+    if gpu_type is not None:
+        if gpu_type not in cfg.gpu_node_selectors:  # the api checks against the same table; a changed one lands here
+            have = ", ".join(cfg.gpu_node_selectors) or "none"
+            raise PermanentError(
+                f"no node selector for GPU type {gpu_type} in K8S_GPU_NODE_SELECTORS (it has {have})",
+                reason="Unplaceable",
+                failure_class=FailureClass.USER.value,
+            )
+        selector.update(cfg.gpu_node_selectors[gpu_type])
+    bad = [k for k, v in selector.items() if not isinstance(v, str)]
+    if bad:
+        raise _config_error(f"K8S_NODE_SELECTOR values must be strings (bad: {', '.join(bad)})")
+    return selector
+
+
+def _rendezvous_env(name: str, nodes: int, nproc: int, cfg: KubernetesConfig) -> list[dict[str, Any]]:
+    """What torchrun reads on each pod of a several-node job (trainer/launch.py reads the same names)."""
+    return [
+        {"name": "PET_NNODES", "value": str(nodes)},
+        {"name": "PET_NPROC_PER_NODE", "value": str(nproc)},
+        {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}},
+        # The Job controller sets each pod's hostname to `<job>-<index>`; the subdomain makes it resolvable.
+        {"name": "PET_MASTER_ADDR", "value": f"{name}-0.{name}"},
+        {"name": "PET_MASTER_PORT", "value": str(cfg.master_port)},
+    ]
+
+
 def render_job(job: Job, env_names: list[str] | tuple[str, ...], cfg: KubernetesConfig) -> dict[str, Any]:
     """The Job manifest. `env_names`: the secret variables, each read from the job's Secret."""
     if not cfg.image:
         raise _config_error("K8S_TRAINING_IMAGE is not set")
-    name = naming.k8s_job_name(job.name, job.id)
+    name = job_name(job)
     secret = naming.k8s_secret_name(job.name, job.id)
     labels = labels_for(job)
-    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": cfg.image, "args": list(job.args)}
-    if env_names:
-        container["env"] = [
-            {"name": n, "valueFrom": {"secretKeyRef": {"name": secret, "key": n}}} for n in sorted(env_names)
-        ]
-    if cfg.resource_limits:
-        limits = {k: _quantity(k, v) for k, v in cfg.resource_limits.items()}
+    limits = container_limits(job, cfg)
+    gpus = _gpu_count(limits)
+    nproc = max(gpus, 1)  # no GPU: one CPU process
+    nodes = job.resources.node_count
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": cfg.image,
+        "command": list(LAUNCH_COMMAND),
+        "args": [f"--nproc_per_node={nproc}", "--", *job.args],
+    }
+    env: list[dict[str, Any]] = [
+        {"name": n, "valueFrom": {"secretKeyRef": {"name": secret, "key": n}}} for n in sorted(env_names)
+    ]
+    if nodes > 1:
+        env += _rendezvous_env(name, nodes, nproc, cfg)
+    if env:
+        container["env"] = env
+    if limits:
         # Requests = limits: extended resources (GPUs) require it, and the pod gets a predictable QoS.
         container["resources"] = {"limits": limits, "requests": dict(limits)}
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if gpus > 1:
+        pod["volumes"] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
+        container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
     if cfg.service_account:
         pod["serviceAccountName"] = cfg.service_account
-    if cfg.node_selector:
-        bad = [k for k, v in cfg.node_selector.items() if not isinstance(v, str)]
-        if bad:
-            raise _config_error(f"K8S_NODE_SELECTOR values must be strings (bad: {', '.join(bad)})")
-        pod["nodeSelector"] = dict(cfg.node_selector)
+    selector = node_selector(job, cfg)
+    if selector:
+        pod["nodeSelector"] = selector
     if cfg.tolerations:
         if not all(isinstance(t, dict) for t in cfg.tolerations):
             raise _config_error("K8S_TOLERATIONS must be a JSON array of objects")
         pod["tolerations"] = copy.deepcopy(cfg.tolerations)
     if cfg.image_pull_secrets:
         pod["imagePullSecrets"] = _pull_secrets(cfg.image_pull_secrets)
+    if nodes > 1:
+        pod["subdomain"] = name
     spec: dict[str, Any] = {
         "backoffLimit": cfg.backoff_limit,
         "template": {"metadata": {"labels": dict(labels), "annotations": annotations_for(job)}, "spec": pod},
     }
+    if nodes > 1:
+        spec.update({"completionMode": "Indexed", "completions": nodes, "parallelism": nodes})
+    if job.resources.max_duration_minutes is not None:
+        spec["activeDeadlineSeconds"] = job.resources.max_duration_minutes * 60
     if cfg.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = cfg.ttl_seconds_after_finished
+    job_labels = dict(labels)
+    if cfg.kueue_queue:
+        job_labels[KUEUE_QUEUE_LABEL] = cfg.kueue_queue
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": cfg.namespace, "labels": labels, "annotations": annotations_for(job)},
+        "metadata": {"name": name, "namespace": cfg.namespace, "labels": job_labels, "annotations": annotations_for(job)},
         "spec": spec,
+    }
+
+
+def render_service(job: Job, cfg: KubernetesConfig) -> dict[str, Any]:
+    """The headless Service of a several-node job: DNS names for its pods (`<job>-<index>.<job>`).
+    `publishNotReadyAddresses`: rank 0 must be resolvable while the others start, before any is ready."""
+    name = job_name(job)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": cfg.namespace, "labels": labels_for(job), "annotations": annotations_for(job)},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {naming.K8S_JOB_ID_LABEL: naming.k8s_label_value(job.id), naming.K8S_COMPONENT_LABEL: COMPONENT},
+            "ports": [{"name": "rendezvous", "port": cfg.master_port, "protocol": "TCP"}],
+        },
     }
 
 
@@ -187,11 +327,14 @@ def redacted_values(names: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def render_manifest(job: Job, env_names: list[str] | tuple[str, ...], cfg: KubernetesConfig) -> dict[str, Any]:
-    """What is stored with the job: a `v1/List` of the Secret (values redacted), if any, and the Job."""
+    """What is stored with the job: a `v1/List` of the Secret (values redacted), if any, the Job, and for
+    several nodes its Service."""
     items = []
     if env_names:
         items.append(render_secret(job, redacted_values(env_names), cfg))
     items.append(render_job(job, env_names, cfg))
+    if job.resources.node_count > 1:
+        items.append(render_service(job, cfg))
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
@@ -326,7 +469,7 @@ class KubernetesBackend:
         names = sorted(set(env) | set(job.env_names))
         manifest = render_manifest(job, names, cfg)
         validate_manifest(manifest, cfg.schema_version)
-        job_body = manifest["items"][-1]
+        job_body = next(item for item in manifest["items"] if item["kind"] == "Job")
         name = job_body["metadata"]["name"]
         external_id = f"{cfg.namespace}/{name}"
         if not cfg.apply:
@@ -342,6 +485,9 @@ class KubernetesBackend:
             raise
         if secret_obj is not None:
             self._own_secret(secret_obj, job_obj, secrets)
+        service = next((item for item in manifest["items"] if item["kind"] == "Service"), None)
+        if service is not None:
+            self._ensure_service(job, service, job_obj)
         return Submission(external_id=external_id, manifest=manifest)
 
     def cancel(self, job: Job) -> bool | None:
@@ -421,12 +567,37 @@ class KubernetesBackend:
         log.info("job %s: adopted the existing Job %s/%s", job.id, cfg.namespace, name)
         return existing
 
+    def _ensure_service(self, job: Job, body: dict[str, Any], job_obj: dict[str, Any]) -> None:
+        """The headless Service, created owned by the Job (so it goes with it), or adopted and owned."""
+        cfg = self.config
+        name = body["metadata"]["name"]
+        ref = _owner_ref(job_obj)
+        created = copy.deepcopy(body)
+        created["metadata"]["ownerReferences"] = [ref]
+        core = self._core()
+        try:
+            core.create_namespaced_service(cfg.namespace, created, _preload_content=False, _request_timeout=self.request_timeout)
+            return
+        except Exception as exc:  # noqa: BLE001
+            if not is_already_exists(exc):
+                raise api_error(exc, f"create Service {cfg.namespace}/{name}") from exc
+        try:
+            existing = self._json(core.read_namespaced_service(name, cfg.namespace, _preload_content=False, _request_timeout=self.request_timeout))
+        except Exception as exc:  # noqa: BLE001
+            raise api_error(exc, f"read Service {cfg.namespace}/{name}") from exc
+        self._check_ours(existing, job, "Service")
+        if not any(r.get("uid") == ref["uid"] for r in existing["metadata"].get("ownerReferences") or []):
+            try:
+                core.patch_namespaced_service(name, cfg.namespace, {"metadata": {"ownerReferences": [ref]}}, _preload_content=False, _request_timeout=self.request_timeout)
+            except Exception as exc:  # noqa: BLE001
+                raise api_error(exc, f"patch Service {cfg.namespace}/{name}") from exc
+
     def _own_secret(self, secret: dict[str, Any], job_obj: dict[str, Any], secrets: list[str]) -> None:
         uid = job_obj["metadata"]["uid"]
         refs = secret["metadata"].get("ownerReferences") or []
         if any(ref.get("uid") == uid for ref in refs):
             return
-        ref = {"apiVersion": "batch/v1", "kind": "Job", "name": job_obj["metadata"]["name"], "uid": uid}
+        ref = _owner_ref(job_obj)
         self._patch("secrets", secret["metadata"]["name"], {"metadata": {"ownerReferences": [ref]}}, secrets)
 
     # ---- client plumbing -----------------------------------------------------------------------
@@ -498,4 +669,8 @@ class KubernetesBackend:
         if job.external_id and "/" in job.external_id:
             namespace, name = job.external_id.split("/", 1)
             return namespace, name
-        return self.config.namespace, naming.k8s_job_name(job.name, job.id)
+        return self.config.namespace, job_name(job)
+
+
+def _owner_ref(job_obj: dict[str, Any]) -> dict[str, str]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": job_obj["metadata"]["name"], "uid": job_obj["metadata"]["uid"]}

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from shared import jsonutil
 from shared.domain.job import Backend, Job
+from shared.domain.resources import Resources
 from shared.domain.status import FailureClass, JobStatus
 
 SCHEMA_VERSION = 1
@@ -47,6 +48,7 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
         "envNames": list(job.env_names),
         "labels": dict(job.labels),
         "webhooks": list(job.webhooks),
+        "resources": job.resources.to_dict(),
         "externalId": job.external_id,
         # The backend's own short id (Vertex's numeric CustomJob id, the Kubernetes Job name), so
         # events that name only that (Vertex log entries) find their job.
@@ -105,6 +107,7 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
         env_names=tuple(rec.get("envNames") or ()),
         labels=dict(rec.get("labels") or {}),
         webhooks=tuple(rec.get("webhooks") or ()),
+        resources=Resources.from_dict(rec.get("resources")),
         external_id=rec.get("externalId"),
         exit_code=rec.get("exitCode"),
         command=rec.get("command"),

@@ -4,8 +4,18 @@ Rendering is pure (`render_custom_job`): the job and a `VertexConfig` give the C
 (camelCase, the shape stored with the job and the one `CustomJob.from_json` reads). Secrets never
 enter the spec: each secret variable is passed as a Secret Manager reference that the trainer resolves
 at start (`HF_TOKEN` -> env `HF_TOKEN_SECRET=<VERTEX_HF_TOKEN_SECRET>`, a secret version resource
-name). A secret with no configured reference is refused (`PermanentError`, class `user`) rather than
-dropped or passed by value.
+name). A secret with no configured reference is refused by the api when `VERTEX_SUBMIT=1` (a `400`
+naming the field and the setting) and, should one reach the launcher, here (`PermanentError`, class
+`user`) rather than dropped or passed by value. A dry run renders it as a visible placeholder
+reference instead, so the spec can be shown.
+
+Resources: `gpu_type` x `gpus` -> machine type and accelerator from one table
+(`shared/domain/resources.py` `DEFAULT_VERTEX_MACHINE_TYPES`, `VERTEX_MACHINE_TYPES` over it); neither
+set: `VERTEX_MACHINE_TYPE` / `VERTEX_ACCELERATOR_*` as before; `gpus: 0`: `VERTEX_CPU_MACHINE_TYPE`.
+`nodes` (default `VERTEX_REPLICA_COUNT`) -> pool 0 with one replica (the chief) and pool 1 with
+`nodes - 1`, same image and args; `max_duration_minutes` -> `scheduling.timeout`. The container runs
+`python -m trainer.launch --nproc_per_node=<GPUs> -- <train.py flags>`; the launcher turns the
+node-level `WORLD_SIZE` / `RANK` / `MASTER_ADDR` / `MASTER_PORT` Vertex sets into torchrun's.
 
 Exactly once: CreateCustomJob takes no client-chosen id, so the job id goes in a label and every attempt
 first lists CustomJobs filtered by it (`labels.job_id="<id>"`) and adopts what it finds. Two attempts
@@ -25,6 +35,7 @@ from typing import Any, Callable
 
 from shared.adapters.http_errors import error_for_status
 from shared.domain import naming
+from shared.domain import resources as res
 from shared.domain.job import Job
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, PlatformError, TransientError
@@ -34,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DRY_RUN_REASON = "DryRun: VERTEX_SUBMIT=0, so the CustomJob spec was rendered and stored but not sent to Vertex AI"
 SECRET_REF_SUFFIX = "_SECRET"
+LAUNCH_COMMAND = ["python", "-m", "trainer.launch"]
+# A dry run's stand-in for a secret reference that isn't configured: shown, never resolvable.
+UNSET_REFERENCE = "[no Secret Manager reference configured{hint}]"
 
 
 @dataclass(frozen=True)
@@ -50,10 +64,13 @@ class VertexConfig:
     submit: bool = False
     # Secret variable name -> Secret Manager secret version the trainer reads it from.
     secret_refs: dict[str, str] = field(default_factory=dict)
+    # GPU type -> {"accelerator", "machines": {"<gpus>": machine type}} (VERTEX_MACHINE_TYPES over the defaults).
+    machine_table: dict[str, dict[str, Any]] = field(default_factory=lambda: json.loads(json.dumps(res.DEFAULT_VERTEX_MACHINE_TYPES)))
+    cpu_machine_type: str = "n1-standard-8"
 
     @classmethod
     def from_settings(cls, settings: Any) -> "VertexConfig":
-        refs = {"HF_TOKEN": settings.vertex_hf_token_secret} if settings.vertex_hf_token_secret else {}
+        refs = settings.vertex_secret_refs
         return cls(
             project=settings.vertex_project,
             region=settings.vertex_region,
@@ -66,6 +83,8 @@ class VertexConfig:
             network=settings.vertex_network,
             submit=settings.vertex_submit,
             secret_refs=refs,
+            machine_table=settings.vertex_machine_table,
+            cpu_machine_type=settings.vertex_cpu_machine_type,
         )
 
     @property
@@ -84,11 +103,20 @@ def _config_error(message: str) -> PermanentError:
 # ---- rendering (pure) ------------------------------------------------------------------------------
 
 
+def _hint(names: list[str]) -> str:
+    return " (for HF_TOKEN set VERTEX_HF_TOKEN_SECRET)" if "HF_TOKEN" in names else ""
+
+
 def secret_env(env_names: list[str] | tuple[str, ...], cfg: VertexConfig) -> list[dict[str, str]]:
-    """`NAME_SECRET=<secret version>` for each secret variable; PermanentError for one with no reference."""
+    """`NAME_SECRET=<secret version>` for each secret variable. One with no reference: a placeholder on a
+    dry run (so the spec can be shown), else a PermanentError."""
     unmapped = [n for n in sorted(env_names) if n not in cfg.secret_refs]
+    if unmapped and not cfg.submit:
+        hints = {"HF_TOKEN": ": set VERTEX_HF_TOKEN_SECRET"}
+        refs = {**{n: UNSET_REFERENCE.format(hint=hints.get(n, "")) for n in unmapped}, **cfg.secret_refs}
+        return [{"name": f"{n}{SECRET_REF_SUFFIX}", "value": refs[n]} for n in sorted(env_names)]
     if unmapped:
-        hint = " (for HF_TOKEN set VERTEX_HF_TOKEN_SECRET)" if "HF_TOKEN" in unmapped else ""
+        hint = _hint(unmapped)
         raise PermanentError(
             f"the vertex backend passes secrets only as Secret Manager references, and none is configured for "
             f"{', '.join(unmapped)}{hint}; their values are never put in the CustomJob",
@@ -98,26 +126,55 @@ def secret_env(env_names: list[str] | tuple[str, ...], cfg: VertexConfig) -> lis
     return [{"name": f"{n}{SECRET_REF_SUFFIX}", "value": cfg.secret_refs[n]} for n in sorted(env_names)]
 
 
+def machine_spec(job: Job, cfg: VertexConfig) -> dict[str, Any]:
+    """The machine of every replica: from the table when the request names GPUs, else the settings."""
+    r = job.resources
+    if r.gpus == 0:
+        return {"machineType": cfg.cpu_machine_type}
+    if r.gpu_type is None and r.gpus is None:
+        machine: dict[str, Any] = {"machineType": cfg.machine_type}
+        if cfg.accelerator_type and cfg.accelerator_count > 0:
+            machine["acceleratorType"] = cfg.accelerator_type
+            machine["acceleratorCount"] = cfg.accelerator_count
+        return machine
+    placement = res.vertex_placement(cfg.machine_table, cfg.accelerator_type, cfg.accelerator_count)
+    problems = res.placement_problems(r, placement)
+    gpu_type = r.gpu_type or placement.default_gpu_type
+    if problems or gpu_type is None:  # the api checks the same table; a changed one lands here
+        raise PermanentError(
+            "; ".join(f"{p.field}: {p.message}" for p in problems) or "no GPU type for resources.gpus",
+            reason="Unplaceable",
+            failure_class=FailureClass.USER.value,
+        )
+    machine_type, accelerator, count = res.vertex_machine(cfg.machine_table, gpu_type, r.gpus, cfg.accelerator_count)
+    return {"machineType": machine_type, "acceleratorType": accelerator, "acceleratorCount": count}
+
+
 def render_custom_job(job: Job, env_names: list[str] | tuple[str, ...], cfg: VertexConfig) -> dict[str, Any]:
-    """The CustomJob as REST JSON. More than one replica: Vertex wants the first pool (the chief) to
-    have exactly one, so the others go in a second, identical pool."""
+    """The CustomJob as REST JSON. More than one node: Vertex wants the first pool (the chief) to
+    have exactly one replica, so the others go in a second, identical pool."""
     if not cfg.project:
         raise _config_error("VERTEX_PROJECT (or PROJECT_ID) is not set")
     if not cfg.image_uri:
         raise _config_error("VERTEX_IMAGE_URI is not set")
-    container: dict[str, Any] = {"imageUri": cfg.image_uri, "args": list(job.args)}
+    machine = machine_spec(job, cfg)
+    nproc = max(int(machine.get("acceleratorCount") or 0), 1)
+    container: dict[str, Any] = {
+        "imageUri": cfg.image_uri,
+        "command": list(LAUNCH_COMMAND),
+        "args": [f"--nproc_per_node={nproc}", "--", *job.args],
+    }
     env = secret_env(env_names, cfg)
     if env:
         container["env"] = env
-    machine: dict[str, Any] = {"machineType": cfg.machine_type}
-    if cfg.accelerator_type and cfg.accelerator_count > 0:
-        machine["acceleratorType"] = cfg.accelerator_type
-        machine["acceleratorCount"] = cfg.accelerator_count
     chief = {"machineSpec": machine, "replicaCount": 1, "containerSpec": container}
     pools = [chief]
-    if cfg.replica_count > 1:
-        pools.append({"machineSpec": dict(machine), "replicaCount": cfg.replica_count - 1, "containerSpec": json.loads(json.dumps(container))})
+    nodes = job.resources.nodes or cfg.replica_count
+    if nodes > 1:
+        pools.append({"machineSpec": dict(machine), "replicaCount": nodes - 1, "containerSpec": json.loads(json.dumps(container))})
     spec: dict[str, Any] = {"workerPoolSpecs": pools}
+    if job.resources.max_duration_minutes is not None:
+        spec["scheduling"] = {"timeout": f"{job.resources.max_duration_minutes * 60}s"}
     if cfg.service_account:
         spec["serviceAccount"] = cfg.service_account
     if cfg.network:

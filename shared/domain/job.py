@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
+from shared.domain.resources import Resources
 from shared.domain.status import FailureClass, JobStatus
 
 
@@ -61,6 +62,8 @@ class Job:
     labels: dict[str, str] = field(default_factory=dict)
     # The job's own webhook URLs (a request's `webhooks`); WEBHOOK_URLS adds the deployment's.
     webhooks: tuple[str, ...] = ()
+    # What the request's `resources` asked for (unset fields: the backend's settings).
+    resources: Resources = Resources()
     status_reason: str | None = None
     failure_class: FailureClass | None = None
     external_id: str | None = None
@@ -134,6 +137,7 @@ class Job:
             "labels": dict(self.labels),
             # Without query strings: a receiver's URL may carry a token there.
             "webhooks": [u.split("?", 1)[0].split("#", 1)[0] for u in self.webhooks],
+            "resources": self.resources.to_dict(),
             "error": self.error,
             "logTail": self.log_tail,
             "logCount": self.log_count,

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from shared import jsonutil
 from shared.domain import ssrf
 from shared.domain.job import Backend
+from shared.domain.resources import GPU_TYPES, LOCAL_PLACEMENT, Placement, Resources, parse_resources, placement_problems
 from shared.errors import FieldError, ValidationFailed
 from trainer import flags as trainer_flags
 
@@ -42,7 +43,7 @@ MODEL_ALIASES = ("model", "model_name")
 SECRET_KEYS = ("hf_token",)
 # Keys of the request that are about the job, not the trainer: never rendered as flags.
 RESERVED_KEYS = frozenset(
-    {"backend", "job_name", "env", "trainer_args", "labels", "webhooks", "idempotency_key", *MODEL_ALIASES, *SECRET_KEYS}
+    {"backend", "job_name", "env", "trainer_args", "labels", "webhooks", "resources", "idempotency_key", *MODEL_ALIASES, *SECRET_KEYS}
 )
 
 # Environment names that would change how the child process (or container) runs: refused on every backend.
@@ -119,6 +120,12 @@ class TrainRequestBody(BaseModel):
         default_factory=list,
         description=f"At most {MAX_WEBHOOKS} URLs that get this job's transitions as signed Standard Webhooks (https://, public addresses).",
     )
+    resources: dict[str, Any] | None = Field(
+        None,
+        description="Per-job hardware; each field optional (unset: the deployment's settings): gpus (per node, 0-16), gpu_type "
+        "(L4, A100, A100-80GB, H100, H200, B200, case-insensitive; more through settings), nodes (1-64), cpus and memory_gb "
+        "(per node), max_duration_minutes.",
+    )
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,14 @@ class RequestPolicy:
     webhook_allowed_hosts: frozenset[str] = frozenset()
     # Why webhooks can't be accepted at all in this deployment (no signing secret), or None.
     webhooks_problem: str | None = None
+    # GPU type names `resources.gpu_type` may use (the built-in ones plus the settings' tables).
+    gpu_types: tuple[str, ...] = GPU_TYPES
+    # Backend -> what it can place (its own table; see shared/domain/resources.py). Missing: no limits.
+    placements: dict[Backend, Placement] = field(default_factory=lambda: {Backend.LOCAL: LOCAL_PLACEMENT})
+    # Backend -> the secret variable names it can pass (None or missing: any), and the setting that adds
+    # one (Vertex passes secrets only as Secret Manager references: VERTEX_HF_TOKEN_SECRET).
+    secret_names: dict[Backend, frozenset[str] | None] = field(default_factory=dict)
+    secret_settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,7 @@ class NormalisedRequest:
     request_hash: str
     dataset_files: tuple[str, ...] = ()  # every source, in order
     webhooks: tuple[str, ...] = ()  # this job's own subscribers
+    resources: Resources = Resources()  # what was asked; unset fields: the backend's settings
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -533,6 +549,13 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
 
     webhooks = _webhooks(typed.webhooks, policy, errors)
 
+    before = len(errors)
+    resources = parse_resources(typed.resources, policy.gpu_types, errors)
+    placement = policy.placements.get(backend)
+    if placement is not None and len(errors) == before:
+        errors += placement_problems(resources, placement)
+    errors += _secret_problems(backend, env, typed, policy)
+
     for name in ("dataset_file", "output_dir"):
         if name in body and isinstance(body[name], str) and not body[name].strip():
             errors.append(FieldError(name, "must not be empty"))
@@ -563,7 +586,25 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
         labels=labels,
         request_hash=request_fingerprint(body),
         webhooks=webhooks,
+        resources=resources,
     )
+
+
+def _secret_problems(backend: Backend, env: dict[str, str], typed: TrainRequestBody, policy: RequestPolicy) -> list[FieldError]:
+    """A secret the backend can't pass is a 400 here, naming where it was given and the setting that
+    would make it passable, never a 202 that fails at launch."""
+    allowed = policy.secret_names.get(backend)
+    if allowed is None:
+        return []
+    out = []
+    for name in sorted(env):
+        if name in allowed:
+            continue
+        where = f"env.{name}" if name in typed.env else "hf_token"
+        setting = policy.secret_settings.get(name)
+        how = f"set {setting}" if setting else "no setting maps it"
+        out.append(FieldError(where, f"the {backend.value} backend passes secrets only as Secret Manager references and none is configured for {name} ({how})"))
+    return out
 
 
 def _webhooks(urls: list[str], policy: RequestPolicy, errors: list[FieldError]) -> tuple[str, ...]:

@@ -83,7 +83,7 @@ def test_ten_deliveries_create_one_custom_job(fake, tmp_path):
     assert pool["machineSpec"]["machineType"] == "a2-highgpu-1g" and pool["machineSpec"]["acceleratorCount"] == 1
     assert pool["machineSpec"]["acceleratorType"] == aiplatform_v1.AcceleratorType.NVIDIA_TESLA_A100.value  # ints on the wire
     assert str(pool["replicaCount"]) == "1" and pool["containerSpec"]["imageUri"] == "us-docker.pkg.dev/acme/trainer:1.0"
-    assert pool["containerSpec"]["args"][0] == "--model_id=nemotron-3-8b"
+    assert pool["containerSpec"]["args"][:3] == ["--nproc_per_node=1", "--", "--model_id=nemotron-3-8b"]
     # Before creating it looked for an existing one by label.
     listed = fake.calls("GET", "/customJobs$")
     assert listed[0].param("filter") == f'labels.job_id="{JOB_ID}"'

@@ -76,7 +76,8 @@ def test_readme_kubernetes_example_renders_the_whole_manifest():
                         {
                             "name": "trainer",
                             "image": "ghcr.io/acme/trainer:1.0",
-                            "args": README_ARGS_K8S,
+                            "command": ["python", "-m", "trainer.launch"],
+                            "args": ["--nproc_per_node=1", "--", *README_ARGS_K8S],
                             "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "aml-qlora-k8s-4e6f8a90-env", "key": "HF_TOKEN"}}}],
                             "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}},
                         }
@@ -99,6 +100,8 @@ def test_the_readme_vertex_example_on_kubernetes_has_no_secret():
     container = manifest["items"][0]["spec"]["template"]["spec"]["containers"][0]
     assert "env" not in container
     assert container["args"] == [
+        "--nproc_per_node=1",
+        "--",
         "--model_id=nemotron-3-8b",
         "--dataset_file=gs://finery-training/jobs/job-456/data.jsonl",
         "--output_dir=/tmp/model",
@@ -221,7 +224,10 @@ def test_readme_vertex_example_renders_the_whole_custom_job():
                     "replicaCount": 1,
                     "containerSpec": {
                         "imageUri": "us-docker.pkg.dev/acme/trainer:1.0",
+                        "command": ["python", "-m", "trainer.launch"],
                         "args": [
+                            "--nproc_per_node=1",
+                            "--",
                             "--model_id=nemotron-3-8b",
                             "--dataset_file=gs://finery-training/jobs/job-456/data.jsonl",
                             "--output_dir=/tmp/model",
@@ -279,7 +285,7 @@ def test_each_vertex_variable(variable, value, path, expected):
 def test_vertex_refuses_a_secret_it_cannot_pass_by_reference():
     job, env = job_from(README_KUBERNETES | {"backend": "vertex", "dataset_file": "gs://b/d.jsonl"})
     with pytest.raises(PermanentError) as info:
-        render_custom_job(job, sorted(env), vertex_config())
+        render_custom_job(job, sorted(env), vertex_config(VERTEX_SUBMIT="1"))
     assert info.value.reason == "SecretNotSupported" and info.value.failure_class == "user"
     assert "VERTEX_HF_TOKEN_SECRET" in str(info.value) and "hf_xxx" not in str(info.value)
 
