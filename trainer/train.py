@@ -2,6 +2,12 @@
 
     python -m trainer.train --model_id M --dataset_file data.jsonl --output_dir out --method lora
     python trainer/train.py ...            (the same; the repo root is put on sys.path)
+    python -m trainer.launch ...           (several processes: one per GPU, or CPU processes on gloo)
+
+Under torch's elastic launcher (`trainer/launch.py`) each process is one rank: LoRA and QLoRA train
+data-parallel (DDP), `--method full` is sharded with FSDP (full shard, one unit per decoder layer). Rank
+0 alone prints PROGRESS, saves the final adapter or model, writes run_summary.json and uploads; every
+rank agrees on the step a SIGTERM stops at, so the checkpoint it leaves holds every rank's part.
 
 Order of work, cheapest failure first: parse the flags (from `trainer.flags`, the table the api
 validates against) → check their values → read and check the whole dataset → check the machine can do
@@ -115,6 +121,86 @@ def probe_machine(method: str) -> Machine:
         except Exception:  # a broken install (missing native library) counts as absent
             bnb = False
     return Machine(cuda=cuda, bf16=bf16, bitsandbytes=bnb)
+
+
+# ---- distributed ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a torchrun job (one process alone: rank 0 of 1)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    local_size: int = 1
+
+    @classmethod
+    def from_env(cls, env=None) -> "World":
+        env = os.environ if env is None else env
+
+        def get(name: str, default: int) -> int:
+            try:
+                return int(env.get(name, default))
+            except ValueError:
+                return default
+
+        # WORLD_SIZE / RANK count only under the elastic agent: Vertex sets node-level ones for a plain
+        # `python train.py` too, and that process is alone.
+        if "LOCAL_RANK" not in env:
+            return cls()
+        return cls(rank=get("RANK", 0), local_rank=get("LOCAL_RANK", 0), size=get("WORLD_SIZE", 1),
+                   local_size=get("LOCAL_WORLD_SIZE", 1))
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def nodes(self) -> int:
+        return max(1, self.size // max(1, self.local_size))
+
+
+def die_with_launcher() -> None:
+    """Under `trainer.launch` the workers run in sessions of their own (torchrun starts them so): should
+    the launcher be SIGKILLed (a supervisor's grace period over, an OOM kill) they would live on,
+    holding the GPU. Ask the kernel to kill this process when its parent dies (Linux)."""
+    launcher = os.environ.get("TRAINER_LAUNCHER_PID")
+    if not launcher or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != launcher:  # the launcher died before the request took effect
+        os._exit(EXIT_RUNTIME)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is true on any (one small all-reduce); the flag itself when alone."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 # ---- SIGTERM ---------------------------------------------------------------------------------------
@@ -256,7 +342,7 @@ def load_model(args, machine: Machine, *, quantize: bool, dtype=None, model_path
     return AutoModelForCausalLM.from_pretrained(model_path or args.model_id, **kwargs)
 
 
-def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption):
+def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption, world: World):
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
@@ -266,6 +352,10 @@ def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption):
                           epoch=state.epoch or 0.0, method=args.method)
 
         def on_step_end(self, targs, state, control, **kw):
+            # Every rank stops at the same step (a SIGTERM reaches them a moment apart): a rank that
+            # stopped alone would leave the others waiting in their next all-reduce.
+            if world.distributed:
+                preemption.requested = any_rank(preemption.requested)
             if preemption.requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -288,6 +378,9 @@ def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption):
 
         def on_save(self, targs, state, control, **kw):
             ckpt = Path(targs.output_dir, f"checkpoint-{state.global_step}")
+            barrier()  # every rank has written its part (its RNG state, its optimizer shard)
+            if not world.is_main:
+                return
             reporter.emit("checkpoint", **self._common(state), path=str(ckpt))
             if args.upload_output_to:
                 dest = storage.join(args.upload_output_to, ckpt.name)
@@ -297,10 +390,34 @@ def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption):
     return [ProgressCallback()]
 
 
-def sft_config(args, machine: Machine, has_eval: bool):
+def parallel_options(args, machine: Machine, world: World, layer_classes: list[str]) -> dict[str, Any]:
+    """TrainingArguments for several processes: DDP for LoRA/QLoRA (only the adapter's gradients are
+    all-reduced), FSDP for full fine-tuning (parameters, gradients and optimizer state sharded, one unit
+    per decoder layer, FSDP's own activation checkpointing). Nothing for one process."""
+    if not world.distributed:
+        return {}
+    options: dict[str, Any] = {"ddp_backend": "nccl" if machine.cuda else "gloo",
+                               "ddp_find_unused_parameters": False}
+    if args.method == "full":
+        options["fsdp"] = True
+        options["fsdp_config"] = {
+            "version": 2,
+            "reshard_after_forward": True,  # full shard (ZeRO-3): parameters gathered per layer, freed after
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "transformer_layer_cls_to_wrap": layer_classes,
+            "activation_checkpointing": bool(args.gradient_checkpointing),
+            "state_dict_type": "FULL_STATE_DICT",  # the saved model is one ordinary HF folder
+            "cpu_ram_efficient_loading": False,
+        }
+        options["activation_checkpointing"] = False  # FSDP's own (above); the Trainer's would all-gather twice
+        options["activation_checkpointing_kwargs"] = None
+    return options
+
+
+def sft_config(args, machine: Machine, has_eval: bool, parallel: dict[str, Any] | None = None):
     from trl import SFTConfig
 
-    return SFTConfig(
+    options: dict[str, Any] = dict(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.per_device_train_batch_size,
         per_device_eval_batch_size=args.per_device_eval_batch_size,
@@ -331,9 +448,12 @@ def sft_config(args, machine: Machine, has_eval: bool):
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
+    options.update(parallel or {})  # several processes: DDP or FSDP over the single-process choices
+    return SFTConfig(**options)
 
 
-def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
+def run(args, reporter: progress.Reporter, preemption: Preemption, world: World | None = None) -> int:
+    world = world or World()
     started = time.time()
     problems = check_args(args)
     if problems:
@@ -399,15 +519,17 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
             task_type="CAUSAL_LM",
         )
 
+    layer_classes = list(getattr(model, "_no_split_modules", None) or [])
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(args, machine, has_eval=bool(prepared.eval)),
+        args=sft_config(args, machine, has_eval=bool(prepared.eval),
+                        parallel=parallel_options(args, machine, world, layer_classes)),
         # Already tokenized by the preflight (input_ids + labels): TRL trains exactly what it reported.
         train_dataset=hf_datasets.Dataset.from_list(prepared.train),
         eval_dataset=hf_datasets.Dataset.from_list(prepared.eval) if prepared.eval else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=make_callbacks(args, reporter, preemption),
+        callbacks=make_callbacks(args, reporter, preemption, world),
     )
     trainer.remove_callback(PrinterCallback)
     if args.method == "qlora" and not machine.cuda:
@@ -433,9 +555,14 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
         else:
             eval_loss = trainer.evaluate().get("eval_loss")  # reported by on_evaluate
 
+    # Every rank takes part (FSDP gathers the full state dict); the Trainer writes on rank 0 only.
     trainer.save_model(args.output_dir)  # the adapter for LoRA/QLoRA, the whole model for full
+    if not world.is_main:
+        return EXIT_OK  # rank 0 alone writes the tokenizer and the summary, merges and uploads
     tokenizer.save_pretrained(args.output_dir)
 
+    # What the Trainer actually wrapped the model in (not what was asked for).
+    parallelism = ("fsdp" if getattr(trainer, "is_fsdp_enabled", False) else "ddp") if world.distributed else None
     merged_dir = None
     if args.merge_adapter:
         del trainer, model
@@ -461,6 +588,11 @@ def run(args, reporter: progress.Reporter, preemption: Preemption) -> int:
         "train_runtime_seconds": result.metrics.get("train_runtime"),
         "duration_seconds": round(time.time() - started, 3),
         "device": "cuda" if machine.cuda else "cpu",
+        "world_size": world.size,
+        "nodes": world.nodes,
+        "parallelism": parallelism,
+        # What one optimizer step sees: per device x accumulation x ranks.
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * world.size,
         "loaded_in_4bit": loaded_in_4bit,
         "merged_dir": merged_dir,
         "versions": _versions(),
@@ -496,6 +628,8 @@ def report_preflight(args, reporter: progress.Reporter, report: dict) -> None:
     account on stderr. A dry run writes it to run_summary.json now; a training run writes it there with
     the rest of the summary at the end (the file's presence keeps meaning "the run finished")."""
     reporter.emit("dataset", dry_run=bool(args.dry_run), **preflight.event_fields(report))
+    if not reporter.enabled:
+        return  # another rank: rank 0 tells it once
     print(preflight.describe(report), file=sys.stderr, flush=True)
     if args.dry_run:
         summary = {"status": "dry_run", "args": vars(args), "method": args.method,
@@ -532,12 +666,14 @@ def _versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_launcher()
     args = flags.build_parser(prog="python -m trainer.train").parse_args(argv)  # bad flags: exit 2
-    reporter = progress.Reporter()
+    world = World.from_env()
+    reporter = progress.Reporter(enabled=world.is_main)
     preemption = Preemption()
     preemption.install()
     try:
-        return run(args, reporter, preemption)
+        return run(args, reporter, preemption, world)
     except (BadInput, data.DatasetError) as e:
         return _fail(reporter, EXIT_BAD_INPUT, f"bad input: {e}")
     except Preempted:
