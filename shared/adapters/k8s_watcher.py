@@ -19,6 +19,8 @@ How it stays correct across disconnects and restarts (the Kubernetes list-then-w
   age); a follower that loses its connection reads again from the start and skips what it already
   had. A restarted watcher re-reads every log from the start: same seqs, so status_sync (which drops
   lines at or below the highest seq it applied) appends nothing twice.
+- A several-node job (an Indexed Job) has one pod per node; each pod's lines are tagged `[node N] `
+  (its completion index), and its state is read index by index (see `k8s_observe`).
 - An image pull (or container config) that keeps failing is reported `Waiting`, then `Failed` after
   `image_pull_grace_seconds` since this process first saw it waiting: a bounded wait. The deadline is
   checked on a ticker, with the injected clock, so tests move time instead of sleeping.
@@ -41,6 +43,7 @@ from typing import Any, Callable, Iterator
 
 from shared.domain import naming
 from shared.domain.events import EventLog, TrainingEvent
+from shared.domain.translate import PROGRESS_PREFIX
 from shared.domain.k8s_observe import (
     DELETED,
     PENDING,
@@ -48,6 +51,7 @@ from shared.domain.k8s_observe import (
     TERMINAL_STATES,
     WAITING,
     ObservedState,
+    completion_index,
     container_name,
     deleted_state,
     has_started,
@@ -162,6 +166,10 @@ class _LogFollower:
         self.name = str(meta.get("name"))
         self.container = container_name(pod)
         self.job_id = job_id
+        # A several-node job's pods: each line says which node it came from (PROGRESS lines stay as
+        # they are, so status_sync still lifts them: only global rank 0 prints them).
+        index = completion_index(pod)
+        self.tag = f"[node {index}] " if index is not None else ""
         self.emitted = 0  # the seq of the last line read (buffered or published)
         self.buffer: list[EventLog] = []
         self.oldest: float | None = None  # monotonic time the oldest buffered line arrived
@@ -226,6 +234,8 @@ class _LogFollower:
                 if index <= self.emitted:
                     continue  # read again after a reconnect: already had it
                 when, message = _split_timestamp(line)
+                if self.tag and not message.startswith(PROGRESS_PREFIX):
+                    message = self.tag + message
                 self._add(EventLog(seq=index, timestamp=when or w.clock.now(), stream="stdout", message=message))
                 if self._stopping.is_set():
                     return

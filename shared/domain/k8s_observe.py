@@ -21,6 +21,12 @@ The state words are the ones `shared.domain.translate.interpret_kubernetes` unde
 | pod `Failed`: other termination                           | `Failed`   | its reason (`Error`), its exit code |
 | the Job was deleted before it finished                    | `Deleted`  |                               |
 
+An Indexed Job of several completions (a several-node job: one pod per node, each its completion index)
+is read per index, each index by its own current pod: `Running` once every index runs, `Failed` when any
+index fails past the retries (the message names the index: `index 1 (pod ...): ...`), otherwise the
+state of the first index that is not running yet (`Pending`, `Unschedulable`, ...; message `index N:`).
+The Job's own conditions (Complete, Failed) decide first, as for one pod.
+
 A failed pod fails the job only when the Job can't retry (failures > `backoffLimit`) or the Job says
 so; until then it is `Pending`/`BackOff` (which can't move a running job backwards). Without its Job,
 a pod's terminal state is not trusted (the Job decides retries): `state=None`, no opinion.
@@ -44,6 +50,7 @@ OOM_EXIT_CODE = 137
 DEFAULT_BACKOFF_LIMIT = 6  # the API server's default for `spec.backoffLimit`
 TRAINER_CONTAINER = "trainer"
 CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 
 class ObservedState(NamedTuple):
@@ -165,6 +172,33 @@ def scheduled_at(pod: Mapping[str, Any]) -> datetime | None:
     return parse_k8s_time(_status(pod).get("startTime")) or parse_k8s_time(_meta(pod).get("creationTimestamp"))
 
 
+def completion_index(pod: Mapping[str, Any]) -> int | None:
+    """An Indexed Job's pod's index (annotation, else label), None for any other pod."""
+    meta = _meta(pod)
+    raw = (meta.get("annotations") or {}).get(COMPLETION_INDEX) or (meta.get("labels") or {}).get(COMPLETION_INDEX)
+    try:
+        return int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def indexed_completions(job: Mapping[str, Any] | None) -> int:
+    """How many indexes a several-pod Indexed Job has; 0 for a Job of one pod."""
+    spec = (job or {}).get("spec") or {}
+    if spec.get("completionMode") != "Indexed":
+        return 0
+    completions = int(spec.get("completions") or 1)
+    return completions if completions > 1 else 0
+
+
+def _with_index(observed: ObservedState, pod: Mapping[str, Any]) -> ObservedState:
+    index = completion_index(pod)
+    if index is None:
+        return observed
+    detail = f": {observed.message}" if observed.message else (f": {observed.reason}" if observed.reason else "")
+    return observed._replace(message=f"index {index} (pod {_meta(pod).get('name')}){detail}")
+
+
 # ---- one pod ---------------------------------------------------------------------------------------
 def _disruption(pod: Mapping[str, Any]) -> ObservedState | None:
     status = _status(pod)
@@ -270,6 +304,9 @@ def job_state(
             return _job_failure(failed, [p for p in pods if _status(p).get("phase") == "Failed"], state_of)  # type: ignore[arg-type]
         if _is_true(condition(job, "Suspended")):
             return ObservedState(PENDING, "Suspended", condition(job, "Suspended").get("message"))  # type: ignore[union-attr]
+    completions = indexed_completions(job)
+    if completions:
+        return _indexed_state(job, pods, completions, state_of)  # type: ignore[arg-type]
     pod = current_pod(pods)
     if pod is None:
         return ObservedState(PENDING) if job is not None else NO_OPINION
@@ -287,18 +324,57 @@ def job_state(
     return observed
 
 
+def _indexed_state(job: Mapping[str, Any], pods: list[Mapping[str, Any]], completions: int, state_of: Any) -> ObservedState:
+    """A several-pod Indexed Job (no Complete/Failed condition yet), index by index."""
+    by_index: dict[int, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        index = completion_index(pod)
+        if index is not None and 0 <= index < completions:
+            by_index.setdefault(index, []).append(pod)
+    current = {i: current_pod(group) for i, group in by_index.items()}
+    states = {i: state_of(pod) for i, pod in current.items() if pod is not None}
+    failed = sorted(i for i, o in states.items() if o.state == FAILED)
+    if failed:
+        index = failed[0]
+        observed = _with_index(states[index], current[index])  # type: ignore[arg-type]
+        if observed.reason in IMAGE_PULL_REASONS:
+            return observed
+        limit = (job.get("spec") or {}).get("backoffLimit")
+        limit = DEFAULT_BACKOFF_LIMIT if limit is None else int(limit)
+        failures = _failed_count(job, pods)
+        if failures <= limit:
+            return ObservedState(PENDING, "BackOff", f"{observed.message}; the Job retries ({failures} of {limit + 1} attempts used)")
+        return observed
+    running = [i for i, o in states.items() if o.state in (RUNNING, COMPLETE)]
+    if len(running) == completions and any(states[i].state == RUNNING for i in running):
+        return ObservedState(RUNNING)
+    if len(running) == completions:  # every index succeeded: the Job's Complete condition follows
+        return ObservedState(COMPLETE, "Completed", None, 0)
+    waiting = [i for i in range(completions) if i not in running]
+    first = waiting[0]
+    if first in states:
+        return _with_index(states[first], current[first])  # type: ignore[arg-type]
+    return ObservedState(PENDING, None, f"{len(running)} of {completions} pods running; index {first} has no pod yet")
+
+
 def _job_failure(cond: Mapping[str, Any], failed_pods: list[Mapping[str, Any]], state_of: Any) -> ObservedState:
     reason = cond.get("reason") or "Failed"
     message = cond.get("message")
     pod = current_pod(failed_pods)
+    indexed = [p for p in failed_pods if completion_index(p) is not None]
+    if indexed:
+        # The first index to fail is the cause; the Job controller then ends the others.
+        pod = min(indexed, key=lambda p: (str((_terminated(p) or {}).get("finishedAt") or "~"), *_created(p)))
     if pod is None:
         return ObservedState(FAILED, reason, message)
-    from_pod = state_of(pod)
+    from_pod = _with_index(state_of(pod), pod)
     if reason == "DeadlineExceeded":
         # The Job killed its pods itself: their SIGTERM exit code would read as a preemption.
         return ObservedState(FAILED, reason, message)
     if from_pod.reason and from_pod.reason not in ("Error", "Failed"):
         return ObservedState(FAILED, from_pod.reason, from_pod.message or message, from_pod.exit_code)
+    if completion_index(pod) is not None:
+        return ObservedState(FAILED, reason, f"{from_pod.message}; {message}" if message else from_pod.message, from_pod.exit_code)
     return ObservedState(FAILED, reason, message, from_pod.exit_code)
 
 

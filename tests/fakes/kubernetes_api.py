@@ -6,7 +6,7 @@
         assert k8s.objects("jobs", "default", selector="training-platform/job-id=abc")
 
 What it does, like the real API server:
-- namespaced Jobs (`/apis/batch/v1`), Secrets, Pods and Events (`/api/v1`): create, get, list, watch,
+- namespaced Jobs (`/apis/batch/v1`), Secrets, Services, Pods and Events (`/api/v1`): create, get, list, watch,
   merge / strategic-merge patch, replace, delete; list across namespaces (`/apis/batch/v1/jobs`);
   `GET /api/v1/namespaces/{ns}`; `GET .../pods/{name}/log` (text set with `set_pod_log`);
 - `metadata.uid`, `creationTimestamp`, a cluster-wide increasing `resourceVersion` on every write,
@@ -24,7 +24,8 @@ What it does, like the real API server:
   objects as `ADDED` when none is given), until `timeoutSeconds` or `stop()`.
 
 What it does not: authentication, admission, the Job controller (tests and the watcher's fixtures move
-objects along with `set_status` / `put`), JSON-patch, server-side apply, `limit`/`continue` paging.
+objects along with `set_status` / `put`; `start_pods` makes a Job's pods as the controller would, one per
+completion index for an Indexed Job), JSON-patch, server-side apply, `limit`/`continue` paging.
 
 For tests: `requests` / `calls()` (the request log), `inject()` faults (see `_server.py`), `objects()`,
 `get()`, `put()`, `set_status()`, `delete_object()`.
@@ -50,8 +51,10 @@ RESOURCES: dict[str, tuple[str, str, str]] = {
     "secrets": ("/api/v1", "Secret", "v1"),
     "pods": ("/api/v1", "Pod", "v1"),
     "events": ("/api/v1", "Event", "v1"),
+    "services": ("/api/v1", "Service", "v1"),
 }
-GROUP_OF = {"jobs": "batch", "secrets": "", "pods": "", "events": ""}
+GROUP_OF = {"jobs": "batch", "secrets": "", "pods": "", "events": "", "services": ""}
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 # Defaults when a delete names no propagation policy (batch/v1 Jobs keep the legacy orphan default).
 DEFAULT_PROPAGATION = {"jobs": "Orphan"}
 # Strategic merge patch: list fields merged by key instead of replaced.
@@ -61,6 +64,7 @@ _NS_PATH = re.compile(r"^(?P<prefix>/api/v1|/apis/batch/v1)/namespaces/(?P<ns>[^
 _ALL_PATH = re.compile(r"^(?P<prefix>/api/v1|/apis/batch/v1)/(?P<res>[a-z]+)$")
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -226,6 +230,38 @@ class FakeKubernetesAPI(FakeServer):
     def delete_object(self, resource: str, namespace: str, name: str, propagation: str = "Background") -> bool:
         with self.lock:
             return self._delete((resource, namespace, name), propagation)
+
+    def start_pods(self, namespace: str, job_name: str, status: dict[str, Any] | None = None) -> list[str]:
+        """What the Job controller does on creation: the Job's pods (one per completion index for an
+        Indexed Job, named `<job>-<index>-<random>`, with the index annotation and label, hostname
+        `<job>-<index>` and the template's subdomain), owned by the Job. Returns their names by index."""
+        with self.lock:
+            job = copy.deepcopy(self.store[("jobs", namespace, job_name)])
+        spec = job["spec"]
+        template = spec["template"]
+        indexed = spec.get("completionMode") == "Indexed"
+        count = int(spec.get("parallelism") or spec.get("completions") or 1)
+        names = []
+        for index in range(count):
+            meta = template.get("metadata") or {}
+            labels = dict(meta.get("labels") or {})
+            annotations = dict(meta.get("annotations") or {})
+            pod_spec = copy.deepcopy(template["spec"])
+            if indexed:
+                labels[COMPLETION_INDEX] = annotations[COMPLETION_INDEX] = str(index)
+                pod_spec["hostname"] = f"{job_name}-{index}"
+            name = f"{job_name}-{index}-{uuid.uuid4().hex[:5]}" if indexed else f"{job_name}-{uuid.uuid4().hex[:5]}"
+            owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job["metadata"]["uid"], "controller": True}
+            self.put(
+                "pods",
+                {
+                    "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations, "ownerReferences": [owner]},
+                    "spec": pod_spec,
+                    "status": copy.deepcopy(status or {"phase": "Pending"}),
+                },
+            )
+            names.append(name)
+        return names
 
     def set_pod_log(self, namespace: str, name: str, text: str) -> None:
         with self.lock:
@@ -441,10 +477,10 @@ class FakeKubernetesAPI(FakeServer):
         name = body["metadata"].get("name") or ""
         if not name:
             return "metadata.name: Required value: name or generateName is required"
-        pattern, limit = (_DNS_LABEL, 63) if res in ("jobs", "pods") else (_DNS_SUBDOMAIN, 253)
+        pattern, limit = (_DNS_LABEL, 63) if res in ("jobs", "pods") else (_DNS_1035, 63) if res == "services" else (_DNS_SUBDOMAIN, 253)
         if len(name) > limit or not pattern.match(name):
             return f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 name must consist of lower case alphanumeric characters or \'-\', and must start and end with an alphanumeric character (at most {limit})'
-        if self.validate and res in ("jobs", "secrets"):
+        if self.validate and res in ("jobs", "secrets", "services"):
             import kubernetes_validate
 
             candidate = dict(body, kind=RESOURCES[res][1], apiVersion=RESOURCES[res][2])

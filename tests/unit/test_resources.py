@@ -21,6 +21,7 @@ from shared.adapters.kubernetes_backend import (
 from shared.adapters.records import from_record, to_record
 from shared.adapters.vertex_backend import VertexConfig, render_custom_job, to_proto
 from shared.domain import resources as res
+from shared.domain.k8s_observe import job_state
 from shared.domain.manifest import manifest_view
 from shared.domain.request import normalise_request
 from shared.domain.resources import Resources, parse_resources
@@ -357,3 +358,52 @@ def test_a_vertex_dry_run_with_secrets_renders_and_shows_its_spec():
     with pytest.raises(PermanentError) as info:
         render_custom_job(job, sorted(secret), VertexConfig.from_settings(settings(VERTEX_SUBMIT="1")))
     assert info.value.reason == "SecretNotSupported"
+
+
+# ---- a several-pod Indexed Job, as the watcher and reconcile read it --------------------------------
+INDEXED = {"metadata": {"name": "j"}, "spec": {"completionMode": "Indexed", "completions": 2, "parallelism": 2, "backoffLimit": 0}, "status": {}}
+
+
+def ipod(index: int, phase: str, **status) -> dict:
+    states = {
+        "Running": {"running": {}},
+        "Failed": {"terminated": {"reason": "Error", "exitCode": status.pop("code", 1), "finishedAt": status.pop("at", "2026-11-29T12:00:00Z")}},
+        "Succeeded": {"terminated": {"reason": "Completed", "exitCode": 0}},
+    }
+    body = {"phase": phase, **status}
+    if phase in states:
+        body["containerStatuses"] = [{"name": "trainer", "state": states[phase]}]
+    name = f"j-{index}-abcde"
+    return {"metadata": {"name": name, "uid": name, "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}, "creationTimestamp": "2026-11-29T12:00:00Z"}, "status": body}
+
+
+UNSCHEDULABLE = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}]}
+
+
+@pytest.mark.parametrize(
+    "pods, job_status, expected",
+    [
+        ([], {}, ("Pending", None, "0 of 2 pods running; index 0 has no pod yet")),
+        ([ipod(0, "Running")], {}, ("Pending", None, "1 of 2 pods running; index 1 has no pod yet")),
+        ([ipod(0, "Running"), ipod(1, "Pending", **UNSCHEDULABLE)], {}, ("Pending", "Unschedulable", "index 1 (pod j-1-abcde): 0/3 nodes")),
+        ([ipod(0, "Running"), ipod(1, "Running")], {}, ("Running", None, None)),
+        ([ipod(0, "Succeeded"), ipod(1, "Running")], {}, ("Running", None, None)),
+        ([ipod(0, "Running"), ipod(1, "Failed", code=3)], {"failed": 1}, ("Failed", "Error", "index 1 (pod j-1-abcde): Error")),
+        (
+            [ipod(0, "Failed", code=143, at="2026-11-29T12:00:09Z"), ipod(1, "Failed", code=1, at="2026-11-29T12:00:01Z")],
+            {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit"}]},
+            ("Failed", "BackoffLimitExceeded", "index 1 (pod j-1-abcde): Error; limit"),
+        ),
+        ([ipod(0, "Succeeded"), ipod(1, "Succeeded")], {"conditions": [{"type": "Complete", "status": "True"}]}, ("Complete", "Completed", None)),
+    ],
+)
+def test_an_indexed_job_is_read_index_by_index(pods, job_status, expected):
+    job = {**INDEXED, "status": job_status}
+    observed = job_state(job, pods)
+    assert (observed.state, observed.reason, observed.message) == expected
+
+
+def test_a_failed_index_within_the_retries_is_backoff_naming_it():
+    job = {**INDEXED, "spec": {**INDEXED["spec"], "backoffLimit": 2}, "status": {"failed": 1}}
+    observed = job_state(job, [ipod(0, "Running"), ipod(1, "Failed")])
+    assert observed.state == "Pending" and observed.reason == "BackOff" and observed.message.startswith("index 1 (pod j-1-abcde)")
