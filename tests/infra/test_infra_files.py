@@ -107,6 +107,7 @@ def test_launcher_rbac_is_exactly_jobs_and_secrets() -> None:
     assert _rules("training-launcher") == {
         "jobs": {"create", "get", "list", "delete"},
         "secrets": {"create", "get", "patch", "delete"},
+        "services": {"create", "get", "patch"},  # a several-node job's headless Service, owned by its Job
     }
 
 
