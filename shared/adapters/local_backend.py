@@ -2,7 +2,13 @@
 
 For development and the embedded default. `submit` starts a small supervisor (`local_runs.py`, in a
 session of its own) that runs `PYTHON_BIN TRAIN_SCRIPT_PATH <flags>` with the server's environment plus
-the job's secret variables (the only place they go), in the repo root. The supervisor keeps the run's
+the job's secret variables (the only place they go), in the repo root. A job whose `resources.gpus` asks
+for more than one runs that many trainer processes through the trainer's distributed launcher instead:
+`PYTHON_BIN <launch.py beside the script> --nproc_per_node N --script TRAIN_SCRIPT_PATH -- <flags>` (one
+process per GPU where CUDA has them, CPU processes over gloo otherwise; the launcher refuses more
+processes than CUDA devices). One process (gpus unset, 0 or 1) stays the plain script, as before. The
+launcher leads the trainer's process group, forwards a SIGTERM to every rank and takes its workers
+with it if it is killed, so cancel and the supervisor's clean-up work the same for both. The supervisor keeps the run's
 record in `<runs dir>/<job id>/`: a lock it holds while it lives, the launch record, the output (secret
 values already redacted) and, at the end, the true exit code. So a trainer does not die with the server
 (`kill -9`, a crash), and a server started later knows, from the folder alone, whether the job's run is
@@ -54,6 +60,7 @@ from shared.ports import Observation, Submission
 log = logging.getLogger(__name__)
 
 SOURCE = "local"
+LAUNCHER = "launch.py"  # the trainer's distributed entry point, beside train.py
 POLL_SECONDS = 0.1
 # How long a run's supervisor may take to write its launch record once it holds the lock.
 LAUNCH_RECORD_SECONDS = 5.0
@@ -244,6 +251,23 @@ class LocalBackend:
     def run_folder(self, job_id: str) -> Path:
         return RunDir(self.runs_dir, job_id).path
 
+    def trainer_argv(self, job: Job) -> list[str]:
+        """The trainer's command line: the script for one process, the distributed launcher for more."""
+        processes = self.processes(job)
+        if processes <= 1:
+            return [self.python_bin, str(self.script), *job.args]
+        launcher = self.script.with_name(LAUNCHER)
+        if not launcher.is_file():
+            launcher = _PACKAGE_ROOT / "trainer" / LAUNCHER  # a TRAIN_SCRIPT_PATH of one's own: ours launches it
+        return [self.python_bin, str(launcher), "--nproc_per_node", str(processes), "--script", str(self.script),
+                "--", *job.args]
+
+    @staticmethod
+    def processes(job: Job) -> int:
+        """Trainer processes on this machine: the job's `resources.gpus` (one node; the api refuses more)."""
+        gpus = getattr(getattr(job, "resources", None), "gpus", None)
+        return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 1 else 1
+
     @staticmethod
     def display_command(argv: list[str], env: Mapping[str, str]) -> str:
         """The command line as shown to users: secret variables by name only, values redacted."""
@@ -270,7 +294,7 @@ class LocalBackend:
             raise PermanentError(
                 f"could not start {self.python_bin}: no such executable (PYTHON_BIN)", reason="TrainerNotStartable", failure_class=FailureClass.INFRA.value
             )
-        argv = [self.python_bin, str(self.script), *job.args]
+        argv = self.trainer_argv(job)
         command = self.display_command(argv, env)
         for stale in (folder.output, folder.path / "launch.json", folder.path / "exit.json"):
             stale.unlink(missing_ok=True)  # an attempt that died before its trainer started
