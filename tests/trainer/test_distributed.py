@@ -183,6 +183,46 @@ def test_sigterm_stops_every_rank_at_one_step_and_lora_resumes_on_one_process(ti
     assert s["resumed_from"] == str(ckpt) and s["steps"] == steps and s["world_size"] == 1
 
 
+def ranks_of(marker: str) -> list[int]:
+    """Live processes whose command line holds `marker` (a unique output folder: the launcher and each rank)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace") \
+                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_the_ranks_die_with_a_launcher_killed_outright(tiny_model, chat_file, tmp_path):
+    """torchrun starts each rank in a session of its own: a SIGKILL to the launcher's group (a supervisor
+    whose grace ran out, the OOM killer) would leave them running but for PR_SET_PDEATHSIG."""
+    import time
+
+    out = tmp_path / "out-kill"
+    proc = start(["--nproc_per_node", "2", "--", *common(tiny_model, chat_file, 2), "--max_steps", "100000",
+                  "--save_steps", "100000", "--output_dir", out])
+    try:
+        for line in proc.stdout:
+            if line.startswith("PROGRESS ") and json.loads(line[9:]).get("event") == "step":
+                break
+        assert len(ranks_of(str(out))) == 3  # the launcher and two ranks
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while ranks_of(str(out)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ranks_of(str(out)) == []
+    finally:
+        for pid in ranks_of(str(out)):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_full_fine_tuning_on_several_ranks_asks_for_fsdp_full_shard_per_decoder_layer(tmp_path):
     """What the Trainer is given for `--method full` on two ranks. Accelerate shards with FSDP on GPUs
     only (on CPU it keeps DDP, and run_summary.json says `ddp`, from what the Trainer actually did), so
