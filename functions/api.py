@@ -348,12 +348,16 @@ class Api:
                     "problem": problems[Backend.KUBERNETES],
                     "apply": self.settings.k8s_apply,
                     "namespace": self.settings.k8s_namespace,
+                    # What `resources.gpu_type` can name here (K8S_GPU_NODE_SELECTORS), any count each.
+                    "gpuTypes": list(self.settings.gpu_node_selectors),
                 },
                 Backend.VERTEX.value: {
                     "configured": problems[Backend.VERTEX] is None,
                     "problem": problems[Backend.VERTEX],
                     "submit": self.settings.vertex_submit,
                     "region": self.settings.vertex_region,
+                    # GPU type -> the GPU counts per node its machine types come in (the machine table).
+                    "gpuTypes": {t: sorted(int(n) for n in row["machines"]) for t, row in self.settings.vertex_machine_table.items()},
                 },
                 Backend.LOCAL.value: {"configured": problems[Backend.LOCAL] is None, "problem": problems[Backend.LOCAL]},
             },

@@ -131,3 +131,10 @@ def test_a_submission_sends_both_pools_and_the_timeout_through_the_client(tmp_pa
         assert chief["machineSpec"]["acceleratorType"] == aiplatform_v1.AcceleratorType.NVIDIA_A100_80GB.value  # ints on the wire
         assert str(chief["replicaCount"]) == "1" and str(workers["replicaCount"]) == "2"
         assert created["jobSpec"]["scheduling"]["timeout"] == "5400s"
+
+
+def test_health_lists_what_each_backend_can_place(embedded) -> None:
+    url = embedded(K8S_TRAINING_IMAGE="trainer:1", K8S_GPU_NODE_SELECTORS='{"L4": {"pool": "l4"}, "h100": {"pool": "h100"}}')
+    backends = requests.get(f"{url}/health", timeout=5).json()["backends"]
+    assert backends["kubernetes"]["gpuTypes"] == ["L4", "H100"]
+    assert backends["vertex"]["gpuTypes"]["H200"] == [8] and backends["vertex"]["gpuTypes"]["A100"] == [1, 2, 4, 8, 16]
