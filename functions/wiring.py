@@ -133,11 +133,11 @@ class Container:
         bus = build_bus(settings)
         return cls(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)))
 
-    def relay_quietly(self) -> None:
-        """Publish what the outbox holds after a handler's commits; a failure here loses nothing (the
-        next run, or reconcile, publishes it), so it never fails the handler."""
+    def relay_quietly(self, job_id: str | None = None) -> None:
+        """Publish what the outbox holds (for `job_id`: what a handler of that job just committed); a
+        failure here loses nothing (the next run, or reconcile, publishes it), so it never fails the handler."""
         try:
-            self.relay.run_once()
+            self.relay.run_once(job_id)
         except Exception as exc:  # noqa: BLE001 - best effort by design: the outbox keeps it
             log.warning("outbox relay failed (it is retried): %s", exc)
 

@@ -43,12 +43,13 @@ class OutboxRelay:
         self.topic = topic
         self.batch = batch
 
-    def run_once(self) -> int:
-        """Publish every unpublished notification (in each job's order); returns how many went out. A
-        publish that fails stops the run: the rest stays in the outbox for the next one."""
+    def run_once(self, job_id: str | None = None) -> int:
+        """Publish every unpublished notification (in each job's order), or only `job_id`'s (what a
+        handler just committed: concurrent handlers then don't all publish the same backlog); returns how
+        many went out. A publish that fails stops the run: the rest stays in the outbox for the next one."""
         total = 0
         while True:
-            pending = self.store.unpublished(self.batch)
+            pending = self.store.unpublished(self.batch, job_id=job_id)
             if not pending:
                 return total
             done = []
@@ -118,13 +119,13 @@ class Notifier:
         if not isinstance(job_id, str):
             log.warning("job-transitions message without a job id: acked (%s)", message.id)
             return
-        self.wake(job_id)
-        self.deliver_job(job_id)
+        self._run(self._due(self.wake(job_id)))
         if self.background:
             return
         until = time.monotonic() + self.hold_seconds
         while True:
-            waiting = [c.next_at for c in self.store.list_channels(job_id) if c.state == ACTIVE and c.next_at is not None]
+            channels = self.store.list_channels(job_id)
+            waiting = [c.next_at for c in channels if c.state == ACTIVE and c.next_at is not None]
             if not waiting:
                 break
             wait = (min(waiting) - self.clock.now()).total_seconds()
@@ -134,9 +135,10 @@ class Notifier:
             self.deliver_job(job_id)
         # Retries of other jobs that came due meanwhile ride along: where no scheduler runs between
         # transitions (the emulator stack), this is what makes them happen.
-        self.run_due(limit=50)
+        self.run_due(limit=10)
 
     def wake(self, job_id: str) -> list[Channel]:
+        """Open the job's missing channels and wake its idle ones; returns its channels as they now are."""
         job = self.store.get(job_id)
         if job is None:
             return []
@@ -146,20 +148,23 @@ class Notifier:
             return []
         now = self.clock.now()
         existing = {c.key: c for c in self.store.list_channels(job_id)}
+        out = []
         for sub in self.subscribers(job):
             channel = existing.get(sub.key)
-            if channel is None:
-                self.store.save_channel(new_channel(job_id, sub, now))  # lost to another notifier: it exists now
-                continue
-            woken = wake(channel, now)
-            if woken is not None:
-                self.store.save_channel(woken)
-        return self.store.list_channels(job_id)
+            changed = new_channel(job_id, sub, now) if channel is None else wake(channel, now)
+            saved = self.store.save_channel(changed) if changed is not None else None
+            # Lost to another notifier, or nothing to change: as read (another notifier runs it if busy).
+            chosen = saved or channel
+            if chosen is not None:
+                out.append(chosen)
+        return out
+
+    def _due(self, channels: Sequence[Channel]) -> list[Channel]:
+        now = self.clock.now()
+        return [c for c in channels if c.next_at is not None and c.next_at <= now]
 
     def deliver_job(self, job_id: str) -> None:
-        now = self.clock.now()
-        due = [c for c in self.store.list_channels(job_id) if c.next_at is not None and c.next_at <= now]
-        self._run(due)
+        self._run(self._due(self.store.list_channels(job_id)))
 
     def run_due(self, limit: int = 200) -> int:
         """Every channel whose next attempt is due (retries; the embedded loop and reconcile call this)."""
@@ -199,9 +204,10 @@ class Notifier:
     def run_channel(self, channel: Channel) -> None:
         """Deliver the channel's notifications in order while they succeed (or are given up); stop at the
         first that waits for a retry. Another notifier holding the channel wins: this one backs off."""
+        leased = False
         while True:
             now = self.clock.now()
-            claimed = self.store.save_channel(lease(channel, now, self.lease_seconds))
+            claimed = channel if leased else self.store.save_channel(lease(channel, now, self.lease_seconds))
             if claimed is None:
                 return
             pending = self.store.get_notifications(channel.job_id, after=claimed.cursor, limit=1)
@@ -214,7 +220,7 @@ class Notifier:
                 woken = self.store.save_channel(wake(rested, now) or rested)
                 if woken is None:
                     return
-                channel = woken
+                channel, leased = woken, False
                 continue
             n = pending[0]
             assert self.key is not None
@@ -228,13 +234,17 @@ class Notifier:
                 attempt=claimed.attempt + 1, at=now, verdict=verdict.value, status_code=result.status_code,
                 duration_ms=result.duration_ms, error=error,
             ))
-            after = step(claimed, n.seq, verdict, error, self.clock.now(), self.schedule, self.rand)
-            saved = self.store.save_channel(after)
-            if saved is None or saved.state != ACTIVE or saved.next_at is None or saved.next_at > self.clock.now():
+            now = self.clock.now()
+            after = step(claimed, n.seq, verdict, error, now, self.schedule, self.rand)
+            going_on = after.state == ACTIVE and after.next_at is not None and after.next_at <= now
+            # Going on with the next notification: keep the lease in the same write.
+            saved = self.store.save_channel(lease(after, now, self.lease_seconds) if going_on else after)
+            if saved is None or not going_on:
                 if saved is not None and saved.state == ACTIVE and saved.attempt:
                     log.info("webhook %s to %s: %s, retry at %s", n.id, _display(saved.url), error, saved.next_at)
                 return
             channel = saved
+            leased = True
 
 
 def _display(url: str) -> str:

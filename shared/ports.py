@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.domain.job import Job, LogLine
+from shared.domain.delivery import Attempt, Channel
 from shared.domain.lifecycle import Change, Notification, TimelineEvent
 from shared.domain.metrics import MetricPoint
 
@@ -120,6 +121,30 @@ class JobStore(Protocol):
 
     def list_rejections(self, batch_id: str, limit: int = 1000) -> list[Rejection]:
         """A batch's rejections by index."""
+
+    def unpublished(self, limit: int = 500, job_id: str | None = None) -> list[Notification]:
+        """The outbox: notifications not yet marked published (all jobs', or one's), each job's in order."""
+
+    def mark_published(self, notifications: Sequence[Notification]) -> None: ...
+
+    def get_notifications(self, job_id: str, after: int = 0, limit: int = 100) -> list[Notification]:
+        """A job's notifications with seq > after, in order (what its delivery channels walk)."""
+
+    # Delivery channels (shared/domain/delivery.py): one per (job, subscriber), compare-and-set on version.
+    def get_channel(self, job_id: str, key: str) -> "Channel | None": ...
+
+    def list_channels(self, job_id: str) -> "list[Channel]": ...
+
+    def save_channel(self, channel: "Channel") -> "Channel | None":
+        """Create (version 0) or compare-and-set a channel; the saved one, or None if another writer won."""
+
+    def due_channels(self, now: datetime, limit: int = 100) -> "list[Channel]":
+        """Channels whose next attempt is at or before `now`, soonest first."""
+
+    def record_attempt(self, attempt: "Attempt") -> None:
+        """Store one delivery attempt (by its id: writing it twice is writing it once)."""
+
+    def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]: ...
 
     def ping(self) -> None:
         """Raise if the store can't be reached."""

@@ -98,6 +98,8 @@ class FirestoreJobStore:
         self.channels = client.collection(f"{prefix}channels")
         self._cache: OrderedDict[str, tuple[Job, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # (job, channel key, version) -> the update time of that version as last read or written here.
+        self._channel_times: dict[tuple[str, str, int], Any] = {}
 
     @classmethod
     def from_settings(cls, project: str, database: str, prefix: str = "") -> "FirestoreJobStore":
@@ -296,9 +298,11 @@ class FirestoreJobStore:
             writer.set(self.outbox.document(n.id), {**doc, "at": n.at})
 
     # ---- outbox and deliveries -------------------------------------------------------------------
-    def unpublished(self, limit: int = 500) -> list[Notification]:
+    def unpublished(self, limit: int = 500, job_id: str | None = None) -> list[Notification]:
+        # One job's (after its own handler's commits): an equality filter alone, which needs no index.
+        q = self.outbox.where(filter=FieldFilter("jobId", "==", job_id)) if job_id is not None else self.outbox.order_by("at")
         try:
-            snaps = list(self.outbox.order_by("at").limit(limit).stream())
+            snaps = list(q.limit(limit).stream())
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
         notes = [Notification.from_doc(json.loads(s.to_dict()["doc"])) for s in snaps]
@@ -321,55 +325,62 @@ class FirestoreJobStore:
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
 
-    @staticmethod
-    def _channel_of(data: dict[str, Any]) -> Channel:
-        return Channel.from_doc(json.loads(data["doc"]), int(data["v"]))
+    def _channel_of(self, snap: Any) -> Channel:
+        channel = Channel.from_doc(json.loads(snap.get("doc")), int(snap.get("v")))
+        # The write time of the version read: the precondition of the next compare-and-set of it.
+        with self._cache_lock:
+            self._channel_times[(channel.job_id, channel.key, channel.version)] = snap.update_time
+            while len(self._channel_times) > CACHE_SIZE:
+                self._channel_times.pop(next(iter(self._channel_times)))
+        return channel
 
     def get_channel(self, job_id: str, key: str) -> Channel | None:
         try:
             snap = self.channels.document(f"{job_id}.{key}").get()
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
-        return self._channel_of(snap.to_dict()) if snap.exists else None
+        return self._channel_of(snap) if snap.exists else None
 
     def list_channels(self, job_id: str) -> list[Channel]:
         try:
             snaps = list(self.channels.where(filter=FieldFilter("jobId", "==", job_id)).stream())
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
-        return sorted((self._channel_of(s.to_dict()) for s in snaps), key=lambda c: c.key)
+        return sorted((self._channel_of(s) for s in snaps), key=lambda c: c.key)
 
     def save_channel(self, channel: Channel) -> Channel | None:
-        """Create (version 0) or compare-and-set (the version read) a channel; None if someone else won."""
+        """Create (version 0) or compare-and-set (the version read) a channel; None if someone else won.
+        A write with a precondition, not a transaction: a loser learns it at once (the emulator makes a
+        contended transaction wait seconds), and several notifiers do race for one channel."""
         ref = self.channels.document(f"{channel.job_id}.{channel.key}")
         doc = {"jobId": channel.job_id, "key": channel.key, "v": channel.version + 1, "nextAt": channel.next_at,
                "doc": json.dumps(channel.to_doc(), separators=(",", ":"))}
-
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> bool:
-            snap = ref.get(transaction=tx)
-            if channel.version == 0:
-                if snap.exists:
-                    return False
-                tx.create(ref, doc)
-                return True
-            if not snap.exists or int(snap.to_dict()["v"]) != channel.version:
-                return False
-            tx.set(ref, doc)
-            return True
-
         try:
-            won = run(self.client.transaction())
-        except gexc.AlreadyExists:
-            won = False
+            if channel.version == 0:
+                result = ref.create(doc)
+            else:
+                with self._cache_lock:
+                    seen = self._channel_times.pop((channel.job_id, channel.key, channel.version), None)
+                if seen is None:
+                    current = self.get_channel(channel.job_id, channel.key)
+                    if current is None or current.version != channel.version:
+                        return None
+                    with self._cache_lock:
+                        seen = self._channel_times.pop((channel.job_id, channel.key, channel.version), None)
+                result = ref.update(doc, option=self.client.write_option(last_update_time=seen))
+        except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound):
+            return None
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
-        return dataclasses.replace(channel, version=channel.version + 1) if won else None
+        saved = dataclasses.replace(channel, version=channel.version + 1)
+        with self._cache_lock:
+            self._channel_times[(saved.job_id, saved.key, saved.version)] = result.update_time
+        return saved
 
     def due_channels(self, now: datetime, limit: int = 100) -> list[Channel]:
         q = self.channels.where(filter=FieldFilter("nextAt", "<=", now)).order_by("nextAt").limit(limit)
         try:
-            return [self._channel_of(s.to_dict()) for s in q.stream()]
+            return [self._channel_of(s) for s in q.stream()]
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
 

@@ -578,10 +578,12 @@ class SqliteJobStore:
 
     # ---- outbox and deliveries -------------------------------------------------------------------
     @_store_errors
-    def unpublished(self, limit: int = 500) -> list[Notification]:
-        rows = self._conn().execute(
-            "SELECT doc FROM notifications WHERE published = 0 ORDER BY job_id, seq LIMIT ?", (limit,)
-        ).fetchall()
+    def unpublished(self, limit: int = 500, job_id: str | None = None) -> list[Notification]:
+        if job_id is None:
+            sql, params = "SELECT doc FROM notifications WHERE published = 0 ORDER BY job_id, seq LIMIT ?", (limit,)
+        else:
+            sql, params = "SELECT doc FROM notifications WHERE published = 0 AND job_id = ? ORDER BY seq LIMIT ?", (job_id, limit)
+        rows = self._conn().execute(sql, params).fetchall()
         return [Notification.from_doc(jsonutil.loads(r[0])) for r in rows]
 
     @_store_errors

@@ -187,7 +187,7 @@ def run_emulators(n: int, rate: float) -> dict[str, Any]:
                         pass
 
             threading.Thread(target=scheduler, daemon=True).start()
-            driven = drive(store, n, receiver, lambda job_id: relay.run_once(), workers=8, job_prefix="emu", rate=rate)
+            driven = drive(store, n, receiver, lambda job_id: relay.run_once(job_id), workers=8, job_prefix="emu", rate=rate)
             result = verdict(receiver, driven["committed"], n, time.monotonic() + 300)
             result.update(drive_s=round(driven["drive_s"], 1), jobs_per_s=rate)
             retry_stop.set()
