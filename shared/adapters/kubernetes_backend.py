@@ -487,7 +487,12 @@ class KubernetesBackend:
             self._own_secret(secret_obj, job_obj, secrets)
         service = next((item for item in manifest["items"] if item["kind"] == "Service"), None)
         if service is not None:
-            self._ensure_service(job, service, job_obj)
+            try:
+                self._ensure_service(job, service, job_obj)
+            except PermanentError:
+                # Without its Service the ranks can't meet: don't leave the Job holding GPUs (its Secret goes with it).
+                self._delete_job_quietly(name)
+                raise
         return Submission(external_id=external_id, manifest=manifest)
 
     def cancel(self, job: Job) -> bool | None:
@@ -644,6 +649,14 @@ class KubernetesBackend:
             return self._json(call(name, namespace, body, _preload_content=False, _request_timeout=self.request_timeout))
         except Exception as exc:  # noqa: BLE001
             raise api_error(exc, f"patch {resource} {namespace}/{name}", secrets) from exc
+
+    def _delete_job_quietly(self, name: str) -> None:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": FOREGROUND}
+        try:
+            self._batch().delete_namespaced_job(name, self.config.namespace, body=body, _preload_content=False, _request_timeout=self.request_timeout)
+        except Exception as exc:  # noqa: BLE001 - best effort: the job is failed either way
+            if not is_not_found(exc):
+                log.warning("could not delete Job %s/%s: %s", self.config.namespace, name, api_error(exc, "delete"))
 
     def _delete_quietly(self, resource: str, name: str, namespace: str | None = None) -> None:
         namespace = namespace or self.config.namespace

@@ -20,7 +20,7 @@ import requests
 from functions.asgi import AsgiApi
 from functions.embedded import build_embedded
 from shared.adapters.k8s_watcher import ClusterWatcher
-from shared.adapters.kubernetes_backend import KubernetesBackend, KubernetesConfig
+from shared.adapters.kubernetes_backend import KubernetesBackend, KubernetesConfig, job_name
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import FailureClass, JobStatus
@@ -269,3 +269,14 @@ def test_a_two_index_job_runs_when_both_run_and_fails_naming_the_index(fake, tmp
     assert job.error and "index 1" in job.error
     timeline = [e.data.get("to") for e in store.list_events(job.id) if e.kind == "status"]
     assert "running" in timeline and timeline[-1] == "failed"
+
+
+def test_a_service_name_taken_by_something_else_fails_the_job_and_leaves_no_job(fake, tmp_path) -> None:
+    launch = Launch(tmp_path, fake, {"nodes": 2})
+    name = job_name(launch.job)
+    fake.put("services", {"metadata": {"name": name, "namespace": NS, "labels": {"app": "someone-else"}}, "spec": {"clusterIP": "None"}})
+    launch.deliver()
+    job = launch.store.get(launch.job.id)
+    assert job.status is JobStatus.FAILED and job.status_reason == "NameCollision"
+    assert fake.objects("jobs", NS) == [] and fake.objects("secrets", NS) == []  # the Secret went with its Job
+    assert fake.get("services", NS, name)["metadata"]["labels"] == {"app": "someone-else"}  # theirs, untouched
