@@ -260,7 +260,7 @@ def resolve_resume(args) -> str | None:
     if value != "auto":
         if storage.is_remote(value):
             local = Path(args.output_dir, Path(value.rstrip("/")).name)
-            storage.download_dir(value, local)
+            download_checkpoint(value, local)
             return str(local)
         return value
     candidates = storage.complete_checkpoints(args.output_dir)
@@ -271,9 +271,41 @@ def resolve_resume(args) -> str | None:
     step, uri = max(candidates, key=lambda c: (c[0], not storage.is_remote(c[1])))
     if storage.is_remote(uri):
         local = Path(args.output_dir, f"checkpoint-{step}")
-        storage.download_dir(uri, local)
+        download_checkpoint(uri, local)
         return str(local)
     return uri
+
+
+def download_checkpoint(uri: str, local: Path) -> None:
+    """A remote checkpoint into `local`, once: every rank of a node resolves the same one at the same
+    time, so each downloads into a folder of its own and the first to finish renames it into place."""
+    import shutil
+    import tempfile
+
+    if (local / storage.COMPLETE_MARKER).is_file():
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{local.name}.partial-", dir=local.parent))
+    storage.download_dir(uri, partial)
+    try:
+        partial.rename(local)
+        return
+    except OSError:  # another rank got there first, or an incomplete folder of an earlier run is there
+        pass
+    if not (local / storage.COMPLETE_MARKER).is_file():
+        # Moved aside (atomically), never deleted in place: should another rank's complete copy have
+        # landed meanwhile, what ends up at `local` is still a complete copy (ours).
+        aside = Path(tempfile.mkdtemp(prefix=f".{local.name}.stale-", dir=local.parent))
+        try:
+            local.replace(aside)  # onto the empty folder just made (rename replaces an empty one)
+        except OSError:
+            pass
+        try:
+            partial.rename(local)
+            partial = aside
+        except OSError:
+            shutil.rmtree(aside, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 # Files a dry run leaves behind when it fetches a remote model folder: it needs the tokenizer and config.

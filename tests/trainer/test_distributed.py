@@ -317,3 +317,45 @@ def test_world_comes_from_the_elastic_agent_only():
     assert World.from_env({"WORLD_SIZE": "4", "RANK": "3"}) == World()  # Vertex's node-level values, alone
     w = World.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
     assert (w.rank, w.local_rank, w.size, w.nodes, w.is_main, w.distributed) == (3, 1, 4, 2, False, True)
+
+
+def test_a_remote_checkpoint_is_downloaded_into_place_once_by_ranks_at_the_same_time(tmp_path, monkeypatch):
+    """Every rank of a node resolves the same remote checkpoint at once: each downloads into a folder
+    of its own and renames it into place, so none reads a folder another is still writing, and a stale
+    incomplete folder of an earlier attempt is replaced. (The bucket is stood in for by a local copy.)"""
+    import shutil
+    import threading
+
+    from trainer import storage, train
+
+    source = tmp_path / "bucket" / "checkpoint-7"
+    source.mkdir(parents=True)
+    (source / "adapter_model.safetensors").write_bytes(b"w" * 1000)
+    (source / "trainer_state.json").write_text("{}")
+    barrier = threading.Barrier(4)
+
+    def download(uri, dest, **kw):
+        barrier.wait(5)  # all four "ranks" download at the same moment
+        shutil.copytree(source, dest, dirs_exist_ok=True)
+        return 2
+
+    monkeypatch.setattr(storage, "download_dir", download)
+    local = tmp_path / "out" / "checkpoint-7"
+    local.mkdir(parents=True)
+    (local / "adapter_model.safetensors").write_bytes(b"half")  # an earlier attempt died mid-download
+    errors = []
+
+    def rank():
+        try:
+            train.download_checkpoint("gs://bucket/checkpoint-7", local)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=rank) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    assert sorted(p.name for p in local.parent.iterdir()) == ["checkpoint-7"]  # no partial or stale folder left
+    assert (local / "adapter_model.safetensors").read_bytes() == b"w" * 1000 and (local / "trainer_state.json").is_file()
