@@ -286,7 +286,11 @@ def download_checkpoint(uri: str, local: Path) -> None:
         return
     local.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{local.name}.partial-", dir=local.parent))
-    storage.download_dir(uri, partial)
+    try:
+        storage.download_dir(uri, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     try:
         partial.rename(local)
         return
