@@ -183,6 +183,25 @@ def test_sigterm_stops_every_rank_at_one_step_and_lora_resumes_on_one_process(ti
     assert s["resumed_from"] == str(ckpt) and s["steps"] == steps and s["world_size"] == 1
 
 
+@pytest.mark.slow
+def test_qlora_trains_data_parallel_on_a_vertex_node(tiny_model, chat_file, tmp_path, train_inproc):
+    """QLoRA on two ranks, each with its own 4-bit model; the rendezvous from the node-level variables
+    Vertex sets (one node here, so WORLD_SIZE=1 and RANK=0), which the workers never see as theirs."""
+    args = [*common(tiny_model, chat_file, 2), "--method", "qlora", "--max_steps", "3"]
+    ref = train_inproc(*args, "--per_device_train_batch_size", "4", "--output_dir", tmp_path / "ref")
+    assert ref.code == 0, ref.stderr[-3000:]
+    out = tmp_path / "out"
+    env = launch_env(WORLD_SIZE="1", RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    run = finish(start(["--nproc_per_node", "2", "--", *args, "--output_dir", out], env=env))
+    assert run.code == 0, run.stderr[-3000:]
+    assert "1 node(s) x 2 process(es), node 0 (vertex), 127.0.0.1:" in run.stderr
+    assert_one_report_per_step(run, 3)
+    assert run.losses == pytest.approx(ref.losses, rel=LOSS_REL)
+    s = summary(out)
+    assert s["loaded_in_4bit"] is True and s["world_size"] == 2 and s["parallelism"] == "ddp"
+    assert (out / "adapter_model.safetensors").is_file()
+
+
 def ranks_of(marker: str) -> list[int]:
     """Live processes whose command line holds `marker` (a unique output folder: the launcher and each rank)."""
     found = []
