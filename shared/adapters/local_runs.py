@@ -20,7 +20,10 @@ The trainer leads a process group of its own inside the supervisor's session, so
 everything it started without reaching the supervisor: SIGTERM to the supervisor is forwarded to the
 trainer's group, SIGKILL follows after the grace period, and the supervisor survives both to write
 `exit.json`. When the trainer exits, whatever is left in its group is killed (nothing it started
-outlives the run), and the pipes are drained for at most `DRAIN_SECONDS`.
+outlives the run), and the pipes are drained for at most `DRAIN_SECONDS`. A several-process run's
+trainer is the distributed launcher (`trainer/launch.py`): its ranks run in sessions of their own, out
+of the group's reach, so the launcher forwards a SIGTERM to each, and each rank dies with the launcher
+should it be SIGKILLed (`PR_SET_PDEATHSIG`, set by `train.py`).
 
 This module runs alone in the supervisor process: the standard library and the pure redaction only.
 """
