@@ -15,7 +15,7 @@ of a backlog; the rate used is in the report.
   process fed by the push subscription local_stack creates; the relay runs here after each commit, as
   the launcher and status_sync do after theirs.
 
-    .venv/bin/python -m tests.bench.bench_webhooks [--jobs 1000] [--emulator-jobs 200]
+    .venv/bin/python -m tests.bench.bench_webhooks [--jobs 1000] [--emulator-jobs 100] [--rate 20] [--emulator-rate 2]
 Writes tests/bench/results/bench_webhooks.json.
 """
 
@@ -200,9 +200,9 @@ def run_emulators(n: int, rate: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000, help="jobs on the embedded default (5 transitions each)")
-    parser.add_argument("--emulator-jobs", type=int, default=200, help="jobs on the emulators (0: skip)")
+    parser.add_argument("--emulator-jobs", type=int, default=100, help="jobs on the emulators (0: skip)")
     parser.add_argument("--rate", type=float, default=20.0, help="new jobs a second on the embedded default (5 transitions each)")
-    parser.add_argument("--emulator-rate", type=float, default=4.0, help="new jobs a second on the emulators")
+    parser.add_argument("--emulator-rate", type=float, default=2.0, help="new jobs a second on the emulators")
     parser.add_argument("--out", default=str(REPO / "tests" / "bench" / "results"))
     args = parser.parse_args()
     report: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "embedded": run_embedded(args.jobs, args.rate)}
