@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from shared import jsonutil
 from shared.domain import ssrf
+from shared.domain.json_types import type_name as _type_name
 from shared.domain.job import Backend
 from shared.domain.resources import GPU_TYPES, LOCAL_PLACEMENT, Placement, Resources, parse_resources, placement_problems
 from shared.errors import FieldError, ValidationFailed
@@ -228,22 +229,6 @@ def _key_name(key: object) -> str:
 def _suggest(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name.replace("-", "_").lower(), choices, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def _check_text(value: str, path: str, errors: list[FieldError], *, limit: int = MAX_VALUE_CHARS) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from shared.domain.json_types import type_name as _type_name
 from shared.errors import FieldError
 
 MAX_GPUS = 16  # per node
@@ -94,18 +95,6 @@ def canonical_gpu_type(name: str, known: tuple[str, ...] | frozenset[str]) -> st
     """`h100` -> `H100`: the table's own spelling, case-insensitive; None when no table has it."""
     folded = name.strip().casefold()
     return next((k for k in known if k.casefold() == folded), None)
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 def _int(value: Any, path: str, low: int, high: int, errors: list[FieldError]) -> int | None:

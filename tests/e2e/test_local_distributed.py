@@ -6,59 +6,16 @@ bus, local supervisor), the real trainer and its launcher, real HTTP."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from functions.embedded import build_embedded
-from functions.wiring import Container
 from shared.domain.job import Backend
-from shared.settings import Settings
-from tests.integration.conftest import wsgi
+from tests.fakes.tiny_job import CHAT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]
-
-CHAT = [
-    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": f"{a + b}"}]}
-    for a in range(6)
-    for b in range(4)
-]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer import tiny_model
-
-    return tiny_model.write(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture
-def platform(tmp_path: Path, serve):
-    settings = Settings(
-        SQLITE_PATH=str(tmp_path / "jobs.db"), DEFAULT_TRAINING_BACKEND="local", LOCAL_ALLOWED_ROOTS=f"{tmp_path}:/tmp",
-        RECONCILE_INTERVAL_SECONDS="0", LAUNCH_RETRY_BASE_SECONDS="0.05",
-    )
-    container: Container = build_embedded(settings)
-    container.api.follow_poll_seconds = 0.1
-    served = serve(wsgi(container))
-    yield served.url, container, tmp_path
-    container.shutdown()
-    container.bus.stop()
-
-
-def wait_for(url: str, job_id: str, pred, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    job = {}
-    while time.monotonic() < deadline:
-        job = requests.get(f"{url}/jobs/{job_id}", params={"logs_limit": 1}).json()["job"]
-        if pred(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; last state: {json.dumps({k: job.get(k) for k in ('status', 'statusReason', 'error', 'logTail')})}")
-
 
 def processes_mentioning(text: str) -> list[int]:
     """Live processes whose command line holds `text` (the job's unique output folder): every rank has it."""
@@ -92,7 +49,7 @@ def test_a_two_gpu_local_job_trains_on_two_processes_to_succeeded_and_saves_its_
     r = requests.post(f"{url}/train", json=body(tiny, data, out, max_steps=6))
     assert r.status_code == 202, r.text
     job_id = r.json()["job"]["id"]
-    done = wait_for(url, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    done = wait_for(url, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout=240)
     assert done["status"] == "succeeded", done
     assert done["exitCode"] == 0 and done["progress"]["event"] == "done" and done["progress"]["step"] == 6
     job = requests.get(f"{url}/jobs/{job_id}").json()["job"]
@@ -115,7 +72,7 @@ def test_cancel_of_a_two_process_local_job_stops_every_rank(platform, tiny: Path
     data.write_text("".join(json.dumps(r) + "\n" for r in CHAT * 20))
     out = tmp / "out-cancel"
     job_id = requests.post(f"{url}/train", json=body(tiny, data, out, max_steps=100000, save_steps=100000)).json()["job"]["id"]
-    wait_for(url, job_id, lambda j: j["status"] == "running" and (j.get("progress") or {}).get("event") == "step")
+    wait_for(url, job_id, lambda j: j["status"] == "running" and (j.get("progress") or {}).get("event") == "step", timeout=240)
     ranks = processes_mentioning(str(out))
     assert len(ranks) >= 3, ranks  # the launcher and its two workers
     r = requests.post(f"{url}/jobs/{job_id}/cancel")

@@ -12,52 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.embedded import build_embedded
-from functions.wiring import Container
 from shared.domain.job import Backend
-from shared.settings import Settings
-from tests.integration.conftest import wsgi
+from tests.fakes.tiny_job import CHAT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]
-
-CHAT = [
-    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": f"{a + b}"}]}
-    for a in range(6)
-    for b in range(4)
-]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer import tiny_model
-
-    return tiny_model.write(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture
-def platform(tmp_path: Path, serve):
-    settings = Settings(
-        SQLITE_PATH=str(tmp_path / "jobs.db"), DEFAULT_TRAINING_BACKEND="local", LOCAL_ALLOWED_ROOTS=f"{tmp_path}:/tmp",
-        RECONCILE_INTERVAL_SECONDS="0", LAUNCH_RETRY_BASE_SECONDS="0.05",
-    )
-    container: Container = build_embedded(settings)
-    container.api.follow_poll_seconds = 0.1
-    served = serve(wsgi(container))
-    yield served.url, container, tmp_path
-    container.shutdown()
-    container.bus.stop()
-
-
-def wait_for(url: str, job_id: str, pred, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    job = {}
-    while time.monotonic() < deadline:
-        job = requests.get(f"{url}/jobs/{job_id}", params={"logs_limit": 1}).json()["job"]
-        if pred(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; last state: {json.dumps({k: job.get(k) for k in ('status', 'statusReason', 'error', 'logTail')})}")
-
 
 def test_local_tiny_job_runs_to_succeeded_with_progress_and_logs(platform, tiny: Path) -> None:
     url, container, tmp = platform
