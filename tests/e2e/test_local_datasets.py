@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.test_local_tiny import CHAT, platform, tiny, wait_for  # noqa: F401  (fixtures)
+from tests.fakes.tiny_job import CHAT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]
 
