@@ -99,6 +99,7 @@ def build_job(req: NormalisedRequest, *, job_id: str, now: datetime, idempotency
         labels=labels,
         webhooks=req.webhooks,
         resources=req.resources,
+        callback=req.callback,
         command=display_command(req.args),
         idempotency_key=idempotency_key,
         request_hash=req.request_hash,

@@ -93,6 +93,16 @@ def _number(value: float) -> str:
 DATASET_FORMATS = ("auto", "messages", "prompt_completion", "text", "aml")
 DATASET_FILE_FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "arrow")
 METHODS = ("qlora", "lora", "full")
+LORA_BIASES = ("none", "all", "lora_only")
+BNB_QUANT_TYPES = ("nf4", "fp4")
+BNB_COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+# The secret environment variable that carries per-source credentials to the trainer (never a flag): JSON
+# {"datasets": [null | creds, ...] (one per --dataset_file, in order), "artifacts": null | creds}, where
+# creds is {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"?, "aws_region"?} or
+# {"role_arn", "aws_region"?} (assumed with the trainer's own identity). The artifacts' creds write
+# --upload_output_to and --log_uri. Its prefix is reserved: a request's `env` can't set it.
+CREDENTIALS_ENV = "TRAINING_PLATFORM_CREDENTIALS"
 LR_SCHEDULERS = (
     "linear",
     "cosine",
@@ -156,6 +166,24 @@ FLAGS: tuple[Flag, ...] = (
         None,
         "Module names LoRA adapts (repeat the flag); default: all linear layers.",
     ),
+    Flag("lora_bias", "choice", "none", "Which biases LoRA trains (peft's `bias`).", choices=LORA_BIASES),
+    Flag("use_rslora", "bool", False, "Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r."),
+    Flag(
+        "trainable_layers",
+        "list",
+        None,
+        "Module-name prefixes (repeat the flag), e.g. model.layers.0: LoRA adapts only modules under them, full "
+        "fine-tuning unfreezes only their parameters (the rest stays frozen); default: every layer.",
+    ),
+    Flag("fp16", "bool", False, "Train in float16 mixed precision (a CUDA GPU)."),
+    Flag("bnb_4bit_quant_type", "choice", "nf4", "QLoRA: the 4-bit quantisation type.", choices=BNB_QUANT_TYPES),
+    Flag("bnb_4bit_use_double_quant", "bool", True, "QLoRA: quantise the quantisation constants too."),
+    Flag("bnb_4bit_compute_dtype", "choice", "auto",
+         "QLoRA: the compute dtype of the 4-bit layers; auto: bfloat16 where supported, else float32.", choices=BNB_COMPUTE_DTYPES),
+    Flag("log_uri", "str", None,
+         "gs:// or s3:// folder (or a local one) the trainer writes its full log (train.log) and run_summary.json to: "
+         "at the end, and every --log_upload_interval_seconds while it runs."),
+    Flag("log_upload_interval_seconds", "int", 300, "How often the log is written to --log_uri while training runs.", minimum=5),
     Flag("seed", "int", 42, "Random seed.", minimum=0, maximum=SEED_MAX),
     Flag(
         "resume_from_checkpoint",

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
+from shared.domain.callback import Callback
 from shared.domain.resources import Resources
 from shared.domain.status import FailureClass, JobStatus
 
@@ -64,6 +65,8 @@ class Job:
     webhooks: tuple[str, ...] = ()
     # What the request's `resources` asked for (unset fields: the backend's settings).
     resources: Resources = Resources()
+    # The studio's status callback (its `callbacks`), the Authorization value sealed; None: none asked.
+    callback: Callback | None = None
     status_reason: str | None = None
     failure_class: FailureClass | None = None
     external_id: str | None = None

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from shared import jsonutil
 from shared.domain import ssrf
 from shared.domain.json_types import type_name as _type_name
+from shared.domain.callback import Callback
 from shared.domain.job import Backend
 from shared.domain.resources import GPU_TYPES, LOCAL_PLACEMENT, Placement, Resources, parse_resources, placement_problems
 from shared.errors import FieldError, ValidationFailed
@@ -157,6 +158,9 @@ class RequestPolicy:
     # one (Vertex passes secrets only as Secret Manager references: VERTEX_HF_TOKEN_SECRET).
     secret_names: dict[Backend, frozenset[str] | None] = field(default_factory=dict)
     secret_settings: dict[str, str] = field(default_factory=dict)
+    # Seals a secret the job must keep (the studio's callback Authorization value) for storage; injected
+    # from settings like `check_webhook`. None: such secrets can't be accepted (a 400 says why).
+    seal: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,9 @@ class NormalisedRequest:
     dataset_files: tuple[str, ...] = ()  # every source, in order
     webhooks: tuple[str, ...] = ()  # this job's own subscribers
     resources: Resources = Resources()  # what was asked; unset fields: the backend's settings
+    callback: Callback | None = None  # the studio's status callback (Authorization sealed)
+    log_uri: str | None = None  # where the trainer writes its full log and run_summary.json (studio artifacts.log_uri)
+    idempotency_key: str | None = None  # from the body (the studio's job_id); the Idempotency-Key header is the other way
 
     @property
     def env_names(self) -> tuple[str, ...]:
