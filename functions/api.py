@@ -166,6 +166,7 @@ class Api:
         self.store = store
         self.bus_kind = bus_kind
         self.tokens = tuple(t.encode() for t in settings.tokens)
+        self.token_header = settings.api_token_header
         # API_TOKENS set but unusable: every route but /health is refused, never served unauthenticated.
         self.auth_problem = settings.auth_problem
         self.cors_origins = frozenset(settings.cors_origin_list)
@@ -247,7 +248,7 @@ class Api:
         origin = request.headers.get("Origin")
         if origin and origin in self.cors_origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
-            resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+            resp.headers["Access-Control-Allow-Headers"] = ", ".join(["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", *([self.token_header] if self.token_header else [])])
             resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             resp.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed, Retry-After"
             resp.headers["Access-Control-Max-Age"] = "600"
@@ -257,9 +258,13 @@ class Api:
             return True
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() == "bearer" and token:
+            given = token.strip().encode()
+        elif self.token_header and request.headers.get(self.token_header):
+            # The studio's other way: the raw token in the header its cluster is configured with.
+            given = request.headers.get(self.token_header, "").strip().encode()
+        else:
             return False
-        given = token.strip().encode()
         ok = False
         for expected in self.tokens:  # compare with every token: time does not depend on which matched
             ok |= hmac.compare_digest(given, expected)

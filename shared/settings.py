@@ -201,6 +201,13 @@ class Settings(BaseSettings):
         "(the embedded server exits; the deployed api refuses every route but `/health`), never auth turned off.",
         repr=False,
     )
+    api_token_header: str | None = Field(
+        None,
+        validation_alias="API_TOKEN_HEADER",
+        description="A second header that may carry one of API_TOKENS raw, without `Bearer ` (the studio's clusters "
+        "configured with another header name send it so, e.g. `X-Cluster-Token`); `Authorization: Bearer` always works.",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+    )
     cors_origins: str | None = Field(
         None, validation_alias="CORS_ORIGINS", description="Comma-separated origins allowed by CORS (none by default)."
     )

@@ -66,6 +66,25 @@ def test_valid_tokens_are_on_and_say_so(api) -> None:
     assert requests.get(f"{url}/jobs", headers={"Authorization": f"Bearer {GOOD}"}).status_code == 200
 
 
+def test_a_configured_token_header_takes_the_raw_token(api) -> None:
+    """The studio's clusters configured with another header name send the raw token there (no `Bearer `)."""
+    url, _, _ = api(API_TOKENS=GOOD, API_TOKEN_HEADER="X-Cluster-Token")
+    assert requests.get(f"{url}/jobs", headers={"X-Cluster-Token": GOOD}).status_code == 200
+    assert requests.get(f"{url}/jobs", headers={"Authorization": f"Bearer {GOOD}"}).status_code == 200
+    for headers in ({"X-Cluster-Token": GOOD[::-1]}, {"X-Cluster-Token": ""}, {"X-Other": GOOD}, {"Authorization": GOOD}):
+        assert requests.get(f"{url}/jobs", headers=headers).status_code == 401, headers
+    # Without the setting, that header is not a way in.
+    url, _, _ = api(API_TOKENS=GOOD)
+    assert requests.get(f"{url}/jobs", headers={"X-Cluster-Token": GOOD}).status_code == 401
+
+
+def test_a_token_header_name_is_checked() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Settings(API_TOKEN_HEADER="X Bad: header")
+
+
 @pytest.mark.parametrize("value", [v for _, v in BAD], ids=[n for n, _ in BAD])
 def test_the_deployed_api_refuses_every_route_but_health(api, value: str) -> None:
     url, bus, container = api(API_TOKENS=value)
