@@ -119,6 +119,7 @@ class Container:
             clock=self.clock,
             lease_seconds=max(30.0, 3 * self.settings.webhook_timeout_seconds),
             background=self.notify_in_background,
+            unseal=sealer.unseal if (sealer := self.settings.sealer) is not None else None,
         )
         self.batch = BatchSubmitter(
             service=self.service, store=self.store, bus=self.bus, rejected_topic=self.settings.topic_train_submissions_rejected, clock=self.clock

@@ -5,7 +5,9 @@
   published. A crash between the commit and the publish loses nothing: what is unpublished goes out at
   the next run (on start, after each handler, from reconcile); a re-publish carries the same id.
 - `Notifier` consumes `job-transitions`: it opens (or wakes) one delivery channel per subscriber of the
-  job — `WEBHOOK_URLS` and the job's own `webhooks` — and runs the channels that are due. A channel
+  job — `WEBHOOK_URLS` and the job's own `webhooks` (signed Standard Webhooks), and the job's studio
+  callback (`{"status", "log"}` with its unsealed `Authorization`, `shared.domain.studio_callbacks`)
+  — and runs the channels that are due. A channel
   delivers its job's notifications to its subscriber strictly in order (`shared.domain.delivery`), with
   retries on the schedule; channels are independent, so a slow or dead subscriber holds back only
   itself. Every attempt is recorded (`GET /jobs/{id}/deliveries`). At least once: a notifier that dies
@@ -19,12 +21,16 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from shared import jsonutil
-from shared.domain.delivery import ACTIVE, IDLE, Attempt, Channel, Subscriber, idle, lease, new_channel, step, wake
+from shared.domain.delivery import ACTIVE, IDLE, STUDIO, WEBHOOK, Attempt, Channel, Subscriber, idle, lease, new_channel, skip, step, wake
 from shared.domain.job import Job
+from shared.domain.lifecycle import PROGRESS, STATUS, Notification
+from shared.domain.studio_callbacks import callback_body
 from shared.domain.webhooks import Schedule, headers_for, judge
+from shared.errors import PermanentError
 from shared.messages import Message
 from shared.ports import Bus, JobStore
 from shared.service import SystemClock
@@ -34,6 +40,16 @@ log = logging.getLogger(__name__)
 
 class Sender(Protocol):
     def send(self, url: str, headers: dict[str, str], body: bytes) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """An attempt that could not be made (the Authorization won't unseal): recorded as refused."""
+
+    error: str
+    status_code: int | None = None
+    duration_ms: float = 0.0
+    refused: bool = True
 
 
 class OutboxRelay:
@@ -85,12 +101,14 @@ class Notifier:
         background: bool = False,
         hold_seconds: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
+        unseal: Callable[[str], str] | None = None,
     ):
         """`background`: hand the channels to this notifier's own threads and return at once (the
         embedded server, where `handle` runs on a bus worker that launches and status events share);
         otherwise `handle` delivers before it returns (a Cloud Function's request), and stays up to
         `hold_seconds` for this job's retries that come due by then (the schedule's first ones, 5 s); later
-        ones are run by reconcile (`run_due`, every minute) or by the next message."""
+        ones are run by reconcile (`run_due`, every minute) or by the next message. `unseal` opens a
+        callback's sealed Authorization (`shared.sealing`, built at the edge)."""
         self.store = store
         self.sender = sender
         self.key = signing_key
@@ -104,12 +122,16 @@ class Notifier:
         self.background = background
         self.hold_seconds = hold_seconds
         self.sleep = sleep
+        self.unseal = unseal
         self._in_flight: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def subscribers(self, job: Job) -> list[Subscriber]:
         urls = list(dict.fromkeys([*self.global_urls, *job.webhooks]))
-        return [Subscriber("webhook", url) for url in urls]
+        subs = [Subscriber(WEBHOOK, url) for url in urls]
+        if job.callback is not None:
+            subs.append(Subscriber(STUDIO, job.callback.url))
+        return subs
 
     # ---- entry points ----------------------------------------------------------------------------
     def handle(self, message: Message) -> None:
@@ -142,14 +164,16 @@ class Notifier:
         job = self.store.get(job_id)
         if job is None:
             return []
-        if self.key is None:
-            if self.subscribers(job):
-                log.error("job %s has webhook subscribers but WEBHOOK_SIGNING_SECRET is not set: nothing delivered", job_id)
+        subscribers = self.subscribers(job)
+        if self.key is None and any(s.kind == WEBHOOK for s in subscribers):
+            log.error("job %s has webhook subscribers but WEBHOOK_SIGNING_SECRET is not set: nothing delivered to them", job_id)
+            subscribers = [s for s in subscribers if s.kind != WEBHOOK]
+        if not subscribers:
             return []
         now = self.clock.now()
         existing = {c.key: c for c in self.store.list_channels(job_id)}
         out = []
-        for sub in self.subscribers(job):
+        for sub in subscribers:
             channel = existing.get(sub.key)
             changed = new_channel(job_id, sub, now) if channel is None else wake(channel, now)
             saved = self.store.save_channel(changed) if changed is not None else None
@@ -223,10 +247,19 @@ class Notifier:
                 channel, leased = woken, False
                 continue
             n = pending[0]
-            assert self.key is not None
-            body = jsonutil.dumps(n.body)
-            headers = headers_for(self.key, n.id, int(now.timestamp()), body)
-            result = self.sender.send(claimed.url, headers, body)
+            try:
+                request = self._request(claimed, n, now)
+            except PermanentError as exc:  # an Authorization that won't unseal: recorded, not retried
+                result: Any = Unsent(f"not sent: {exc}")
+            else:
+                if request is None:
+                    # Nothing for this subscriber in this one: on to the next, keeping the lease.
+                    skipped = self.store.save_channel(lease(skip(claimed, n.seq, now), now, self.lease_seconds))
+                    if skipped is None:
+                        return
+                    channel, leased = skipped, True
+                    continue
+                result = self.sender.send(claimed.url, *request)
             verdict = judge(result.status_code, result.error, result.refused)
             error = result.error or (None if verdict.value == "delivered" else f"HTTP {result.status_code}")
             self.store.record_attempt(Attempt(
@@ -245,6 +278,29 @@ class Notifier:
                 return
             channel = saved
             leased = True
+
+
+    def _request(self, channel: Channel, n: Notification, now: Any) -> tuple[dict[str, str], bytes] | None:
+        """The headers and body of notification `n` for this channel's kind, or None: skip it."""
+        if channel.kind == STUDIO:
+            # A progress notification with anything after it is stale (fresher progress, or a status past running).
+            superseded = n.kind == PROGRESS and bool(self.store.get_notifications(n.job_id, after=n.seq, limit=1))
+            payload = callback_body(n, superseded=superseded)
+            if payload is None:
+                return None
+            headers = {"content-type": "application/json"}
+            job = self.store.get(n.job_id)
+            sealed = job.callback.sealed_authorization if job is not None and job.callback is not None else None
+            if sealed:
+                if self.unseal is None:
+                    raise PermanentError("the callback's Authorization is sealed but no key is set to unseal it (WEBHOOK_SIGNING_SECRET)")
+                headers["authorization"] = self.unseal(sealed)
+            return headers, jsonutil.dumps(payload)
+        if n.kind != STATUS:
+            return None  # Standard Webhooks subscribers get transitions only
+        assert self.key is not None
+        body = jsonutil.dumps(n.body)
+        return headers_for(self.key, n.id, int(now.timestamp()), body), body
 
 
 def _display(url: str) -> str:

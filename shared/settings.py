@@ -15,7 +15,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +23,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.domain import resources as res
 from shared.domain.job import Backend
 from shared.domain.request import RequestPolicy
+
+if TYPE_CHECKING:
+    from shared.sealing import Sealer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -443,6 +446,14 @@ class Settings(BaseSettings):
             return None
 
     @property
+    def sealer(self) -> "Sealer | None":
+        """Seals and unseals the secrets the platform keeps for itself (a callback's Authorization), or
+        None without a (valid) WEBHOOK_SIGNING_SECRET."""
+        from shared.sealing import sealer
+
+        return sealer(self.webhook_key)
+
+    @property
     def cors_origin_list(self) -> tuple[str, ...]:
         return tuple(o.strip() for o in (self.cors_origins or "").split(",") if o.strip())
 
@@ -487,6 +498,8 @@ class Settings(BaseSettings):
             local_base=str(REPO_ROOT),
             webhook_allowed_hosts=self.webhook_allowed_host_set,
             webhooks_problem=None if self.webhook_key is not None else "webhooks need WEBHOOK_SIGNING_SECRET to be set on the platform",
+            # A callback's Authorization is kept sealed under a key derived from the signing secret.
+            seal=self.sealer.seal if self.sealer is not None else None,
             gpu_types=res.known_gpu_types(self.gpu_node_selectors, self.vertex_machine_table),
             placements={
                 Backend.KUBERNETES: res.k8s_placement(self.gpu_node_selectors),

@@ -13,13 +13,14 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from shared import jsonutil
+from shared.domain.callback import Callback
 from shared.domain.job import Backend, Job
 from shared.domain.resources import Resources
 from shared.domain.status import FailureClass, JobStatus
 
 SCHEMA_VERSION = 1
 
-_TIMESTAMPS = ("createdAt", "updatedAt", "startedAt", "finishedAt", "lastEventAt")
+_TIMESTAMPS = ("createdAt", "updatedAt", "startedAt", "finishedAt", "lastEventAt", "progressNotifiedAt")
 
 
 def _identity(value: Any) -> Any:
@@ -60,6 +61,9 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
         "logCount": job.log_count,
         "eventCount": job.event_count,
         "progress": job.progress,
+        "progressNotifiedAt": job.progress_notified_at,
+        # The Authorization value only sealed (`shared.sealing`): the store never holds it in plain text.
+        "callback": job.callback.to_dict() if job.callback is not None else None,
         "manifest": jsonutil.dumps(job.manifest, sort_keys=True).decode() if job.manifest is not None else None,
         "dryRun": job.dry_run,
         "cancelRequested": job.cancel_requested,
@@ -116,6 +120,8 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
         log_count=int(rec.get("logCount") or 0),
         event_count=int(rec.get("eventCount") or 0),
         progress=rec.get("progress"),
+        progress_notified_at=ts("progressNotifiedAt"),
+        callback=Callback.from_dict(rec.get("callback")),
         manifest=jsonutil.loads(manifest) if isinstance(manifest, str) else manifest,
         dry_run=bool(rec.get("dryRun")),
         cancel_requested=bool(rec.get("cancelRequested")),

@@ -21,6 +21,9 @@ IDLE = "idle"  # nothing to deliver until the next notification wakes it
 ACTIVE = "active"  # a notification waits: attempt it at `next_at`
 STOPPED = "stopped"  # the subscriber answered 410: nothing more of this job goes to it
 
+WEBHOOK = "webhook"
+STUDIO = "studio"
+
 
 def subscriber_key(kind: str, url: str) -> str:
     """A short stable name for a subscriber of a job (the URL itself may be long, or carry a token)."""
@@ -29,7 +32,7 @@ def subscriber_key(kind: str, url: str) -> str:
 
 @dataclass(frozen=True)
 class Subscriber:
-    kind: str  # "webhook": Standard Webhooks, signed
+    kind: str  # WEBHOOK: Standard Webhooks, signed; STUDIO: the studio's `{"status", "log"}` callback
     url: str
 
     @property
@@ -118,6 +121,12 @@ class Attempt:
             "subscriber": self.subscriber, "url": self.url, "attempt": self.attempt, "at": iso(self.at), "verdict": self.verdict,
             "statusCode": self.status_code, "durationMs": round(self.duration_ms, 1), "error": self.error,
         }
+
+
+def skip(channel: Channel, notification_seq: int, now: datetime) -> Channel:
+    """Done with a notification this subscriber doesn't get (not its kind, or nothing new for it): no
+    call, no attempt recorded, the next one goes now. Only the cursor moves, so order is kept."""
+    return replace(channel, cursor=notification_seq, attempt=0, next_at=now, state=ACTIVE)
 
 
 def step(channel: Channel, notification_seq: int, verdict: Verdict, error: str | None, now: datetime, schedule: Schedule,

@@ -79,6 +79,8 @@ class Job:
     log_count: int = 0
     event_count: int = 0  # entries in the job's timeline (their seq is 1..event_count)
     progress: dict[str, Any] | None = None
+    # When the last `progress` notification was planned (only jobs with a callback get them, one a minute).
+    progress_notified_at: datetime | None = None
     # Rendered Kubernetes manifest or Vertex spec, secrets redacted (kept for dry runs and debugging).
     manifest: dict[str, Any] | None = None
     dry_run: bool = False

@@ -10,12 +10,17 @@ change into exactly what one store transaction commits:
 - one `Notification` per status entry: the outbox row the same transaction stores and the relay
   publishes to `job-transitions`. Its id is `<job id>.<timeline seq>`, the same on every re-publish and
   every delivery attempt (it is the Standard Webhooks `webhook-id`).
+- for a job with a status callback (the studio's), a `progress` entry and its notification while it runs,
+  when its progress changed and `PROGRESS_INTERVAL_SECONDS` passed (by the change's `updated_at`) since
+  the last one (`Job.progress_notified_at`): the studio sees progress at most once a minute, and the
+  notification rides the same channel, order and retries as the statuses. Jobs without a callback get
+  none (their timeline is as it always was); Standard Webhooks channels skip them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.job import Job, LogLine, clip_tail, iso
@@ -23,6 +28,9 @@ from shared.domain.status import JobStatus
 from shared.domain.webhooks import event_body
 
 STATUS = "status"
+PROGRESS = "progress"
+# At most one progress notification a minute per job (the studio's contract).
+PROGRESS_INTERVAL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -57,14 +65,18 @@ class Notification:
     previous: str | None
     at: datetime
     body: dict[str, Any]  # the webhook message: {"type": "job.<status>", "timestamp", "data": {...}}
+    # `status`: a transition; `progress`: a running job's progress (status and previous both `running`).
+    kind: str = STATUS
 
     def to_doc(self) -> dict[str, Any]:
-        return {"id": self.id, "jobId": self.job_id, "seq": self.seq, "status": self.status, "previous": self.previous, "at": iso(self.at), "body": self.body}
+        return {"id": self.id, "jobId": self.job_id, "seq": self.seq, "status": self.status, "previous": self.previous, "at": iso(self.at), "body": self.body,
+                "kind": self.kind}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Notification":
         at = datetime.fromisoformat(str(doc["at"]).replace("Z", "+00:00"))
-        return cls(id=doc["id"], job_id=doc["jobId"], seq=int(doc["seq"]), status=doc["status"], previous=doc.get("previous"), at=at, body=doc["body"])
+        return cls(id=doc["id"], job_id=doc["jobId"], seq=int(doc["seq"]), status=doc["status"], previous=doc.get("previous"), at=at, body=doc["body"],
+                   kind=doc.get("kind") or STATUS)
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,18 @@ def notification_summary(job: Job) -> dict[str, Any]:
     return summary
 
 
+def progress_due(current: Job, new: Job, interval_seconds: float = PROGRESS_INTERVAL_SECONDS) -> bool:
+    """Whether this change of a running job with a callback announces its progress: it stays running
+    (a status change announces itself), its progress changed, and the last progress notification is at
+    least `interval_seconds` old by the change's own time (so a test moves time by moving `updated_at`)."""
+    if new.callback is None or current.status is not JobStatus.RUNNING or new.status is not JobStatus.RUNNING:
+        return False
+    if not new.progress or new.progress == current.progress:
+        return False
+    last = current.progress_notified_at
+    return last is None or new.updated_at - last >= timedelta(seconds=interval_seconds)
+
+
 def plan(current: Job | None, change: Change, max_tail_chars: int = -1) -> Plan:
     """The write of `change` over `current` (None: a new job, `change.job` is it)."""
     if current is None:
@@ -119,6 +143,9 @@ def plan(current: Job | None, change: Change, max_tail_chars: int = -1) -> Plan:
         if new.status != current.status and not any(e.kind == STATUS for e in entries):
             entries.append(status_entry(new.updated_at, current.status, new.status, source=change.source or "platform", reason=new.status_reason))
     changes: dict[str, Any] = {}
+    if current is not None and progress_due(current, new):
+        entries.append(TimelineEvent(at=new.updated_at, kind=PROGRESS, data=dict(new.progress or {})))
+        changes["progress_notified_at"] = new.updated_at
     lines: tuple[LogLine, ...] = ()
     if change.lines:
         first = base.log_count
@@ -137,6 +164,13 @@ def plan(current: Job | None, change: Change, max_tail_chars: int = -1) -> Plan:
     notes = []
     summary: dict[str, Any] | None = None
     for e in timeline:
+        if e.kind == PROGRESS:
+            summary = summary or notification_summary(new)
+            notes.append(Notification(
+                id=f"{new.id}.{e.seq}", job_id=new.id, seq=e.seq, status=JobStatus.RUNNING.value, previous=JobStatus.RUNNING.value, at=e.at,
+                body=event_body(PROGRESS, JobStatus.RUNNING.value, iso(e.at) or "", summary), kind=PROGRESS,
+            ))
+            continue
         if e.kind != STATUS:
             continue
         summary = summary or notification_summary(new)
