@@ -19,6 +19,7 @@ import pytest
 
 from shared.adapters.webhook_sender import WebhookSender
 from shared.domain.callback import Callback
+from shared.domain.events import EventLog, TrainingEvent
 from shared.domain.job import Backend, Job
 from shared.domain.lifecycle import Change
 from shared.domain.status import JobStatus
@@ -26,6 +27,7 @@ from shared.domain.webhooks import Schedule
 from shared.messages import Message
 from shared.notify import Notifier
 from shared.sealing import Sealer
+from shared.status_sync import StatusSync
 from tests.fakes.studio_receiver import StudioReceiver
 from tests.fakes.webhook_receiver import Receiver
 
@@ -164,6 +166,35 @@ def test_the_studio_sees_queued_running_progress_and_the_end(store, studio, tmp_
     finally:
         run.close()
         hook.close()
+
+
+class Clock:
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def now(self) -> datetime:
+        return self.t
+
+
+def test_progress_lines_through_status_sync_reach_the_studio_once_a_minute(store, studio) -> None:
+    """The trainer's `PROGRESS` lines, as the local supervisor forwards them, applied by status sync on
+    its (injected) clock: three within a minute give one callback, the next a minute later another."""
+    run = Run(store, studio)
+    clock = Clock(T0)
+    sync = StatusSync(store=store, max_log_chars=10_000, clock=clock)
+    try:
+        to_running(run)
+        for i, (at, step) in enumerate([(10, 1), (25, 2), (50, 3), (75, 4), (80, 5)]):
+            clock.t = T0 + timedelta(seconds=at)
+            line = 'PROGRESS {"event": "step", "step": %d, "total_steps": 50, "loss": 0.5, "eta_seconds": 600}' % step
+            sync.apply_event(TrainingEvent(job_id=run.id, source="local", observed_at=clock.t, logs=(EventLog(i + 1, clock.t, "stdout", line),)))
+            run.pump()
+        assert [b["log"] for b in studio.accepted(STUDIO_ID)] == [
+            "queued", "running", "step 1/50 · loss 0.5 · 10 min left", "step 4/50 · loss 0.5 · 10 min left",
+        ]
+        assert store.get(run.id).progress["step"] == 5  # every line was applied; only the callbacks are spaced
+    finally:
+        run.close()
 
 
 def test_never_a_stale_running_after_the_end(store, studio) -> None:
