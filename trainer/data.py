@@ -298,8 +298,10 @@ class Loaded:
     sources: list[Source]
 
 
-def load_sources(uris: list[str], file_format: str = "auto", fmt: str = "auto") -> Loaded:
-    """Read and check every source (a file, or a folder / prefix of shards), concatenated in order."""
+def load_sources(uris: list[str], file_format: str = "auto", fmt: str = "auto",
+                 options: list[dict | None] | None = None) -> Loaded:
+    """Read and check every source (a file, or a folder / prefix of shards), concatenated in order;
+    `options[i]` are the i-th source's storage options (its own credentials, `trainer.credentials`)."""
     from trainer import sources as src
 
     examples: list[dict] = []
@@ -307,7 +309,7 @@ def load_sources(uris: list[str], file_format: str = "auto", fmt: str = "auto") 
     infos: list[Source] = []
     for index, uri in enumerate(uris):
         try:
-            shards = src.resolve(uri, file_format)
+            shards = src.resolve(uri, file_format, options[index] if options else None)
         except storage.StorageError as e:
             raise DatasetError(str(e)) from e
         rows = 0
@@ -316,7 +318,7 @@ def load_sources(uris: list[str], file_format: str = "auto", fmt: str = "auto") 
         for shard in shards:
             try:
                 if shard.file_format == "jsonl":
-                    part = parse_lines(storage.read_lines(shard.uri), row_format, shard.uri, allow_empty=several)
+                    part = parse_lines(src.read_lines(shard), row_format, shard.uri, allow_empty=several)
                 else:
                     columns, records = src.read_table(shard)
                     if columns is not None:

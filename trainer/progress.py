@@ -7,7 +7,9 @@ line is strict JSON. Only rank 0 prints (a multi-process run would otherwise rep
 line is flushed at once so a log tail seen by the controller is never behind the trainer.
 
 No environment value is ever printed: messages pass through `redact`, which blanks the values of
-secret-looking variables (HF_TOKEN and friends) should an exception happen to quote one.
+secret-looking variables (HF_TOKEN and friends), every string inside the per-source credentials variable
+(`TRAINING_PLATFORM_CREDENTIALS`: a botocore error may echo an access key id), and the temporary keys the
+trainer obtained at run time (`add_secret`), should an exception happen to quote one.
 """
 
 from __future__ import annotations
@@ -19,9 +21,44 @@ import sys
 import time
 from typing import Any, TextIO
 
+from trainer.flags import CREDENTIALS_ENV  # every string inside it is a secret
+
 PREFIX = "PROGRESS "
 EVENTS = ("dataset", "started", "step", "eval", "checkpoint", "upload", "done", "error")
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Keys inside it whose values are not secrets: redacting a region would blank "us-east-1" everywhere.
+NOT_SECRET_KEYS = ("aws_region",)
+_runtime_secrets: set[str] = set()
+
+
+def add_secret(value: str | None) -> None:
+    """A secret the trainer came by at run time (keys from an assumed role): redacted from now on."""
+    if value and len(value) >= 4:
+        _runtime_secrets.add(value)
+
+
+def _leaf_strings(value: Any, key: str | None = None) -> list[str]:
+    if isinstance(value, str):
+        return [] if key in NOT_SECRET_KEYS else [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _leaf_strings(v, k)]
+    if isinstance(value, list):
+        return [s for v in value for s in _leaf_strings(v, key)]
+    return []
+
+
+def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+    """Every value `redact` blanks, longest first (so a secret containing another goes whole)."""
+    env = os.environ if environ is None else environ
+    values = [env.get(name) or "" for name in SECRET_ENV]
+    raw = env.get(CREDENTIALS_ENV)
+    if raw:
+        try:
+            values += _leaf_strings(json.loads(raw))
+        except (json.JSONDecodeError, RecursionError):
+            values.append(raw)  # unparseable: the whole of it is the secret
+    values += _runtime_secrets
+    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 
 def is_rank_zero(environ: dict[str, str] | None = None) -> bool:
@@ -48,11 +85,8 @@ def sanitize(value: Any) -> Any:
 
 
 def redact(text: str, environ: dict[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    for name in SECRET_ENV:
-        secret = env.get(name)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+    for secret in secret_values(environ):
+        text = text.replace(secret, "***")
     return text
 
 

@@ -9,6 +9,9 @@ with the place it came from ("line 3" for JSONL, "row 3" otherwise, 1-based, a C
 
 CSV cells are text: the columns that hold structures (`messages`, `facts`, an object `decision`,
 `fired_rules`) are JSON in the cell (`fired_rules` may also be `R1;R7` or `R1,R7`, and empty for none).
+
+Each source may have credentials of its own (`trainer.credentials`): `resolve` takes that source's
+storage options and every shard it returns carries them, so each shard is read with its source's.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import io
 import json
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from trainer import storage
@@ -36,6 +39,8 @@ JSON_CELLS = ("messages", "facts", "decision", "fired_rules")
 class Shard:
     uri: str
     file_format: str
+    # fsspec storage options of the source's credentials (None: the ambient identity); never shown
+    options: dict | None = field(default=None, compare=False, repr=False)
 
 
 def _error(reason: str, uri: str, where: str | None = None):
@@ -54,29 +59,29 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith((".", "_")) for part in rel.split("/"))
 
 
-def resolve(uri: str, file_format: str = "auto") -> list[Shard]:
+def resolve(uri: str, file_format: str = "auto", options: dict | None = None) -> list[Shard]:
     """The shards of one source, in order; raises DatasetError/StorageError when there are none."""
-    files = storage.list_folder(uri)
+    files = storage.list_folder(uri, options)
     if files is None:
         fmt = _format_of(uri, file_format)
         if fmt is None:
             raise _error("cannot tell the file format from the extension: use .jsonl, .json, .csv, .parquet or "
                          ".arrow, or pass --dataset_file_format", uri)
-        return [Shard(uri, fmt)]
+        return [Shard(uri, fmt, options)]
     root = uri.rstrip("/")
     rel = {f: f[len(root):].lstrip("/") for f in files}
     names = set(rel.values())
     if DATASET_DICT_MARKER in names:
         if not any(r.startswith("train/") for r in names):
             raise _error("a saved DatasetDict with no 'train' split", uri)
-        return resolve(f"{root}/train", file_format)
+        return resolve(f"{root}/train", file_format, options)
     if all(m in names for m in SAVE_TO_DISK_MARKERS):
-        state = json.loads(storage.read_text(f"{root}/state.json"))
+        state = json.loads(storage.read_text(f"{root}/state.json", options))
         data_files = [f["filename"] for f in state.get("_data_files", [])]
         if not data_files:
             raise _error("a save_to_disk folder whose state.json lists no data files", uri)
-        return [Shard(f"{root}/{name}", "arrow") for name in data_files]
-    shards = [Shard(f, fmt) for f in files if not _hidden(rel[f])
+        return [Shard(f"{root}/{name}", "arrow", options) for name in data_files]
+    shards = [Shard(f, fmt, options) for f in files if not _hidden(rel[f])
               for fmt in [_format_of(f, file_format)] if fmt is not None]
     if not shards:
         listed = ", ".join(sorted(names)[:5]) or "nothing"
@@ -91,16 +96,17 @@ def resolve(uri: str, file_format: str = "auto") -> list[Shard]:
 def read_table(shard: Shard) -> tuple[list[str] | None, Iterator[tuple[str, Any]]]:
     """(columns, (where, row) records) of a non-JSONL shard; columns is None where rows are free-form."""
     if shard.file_format == "json":
-        return None, _json_array(shard.uri)
+        return None, _json_array(shard)
     if shard.file_format == "csv":
-        return _csv(shard.uri)
+        return _csv(shard)
     if shard.file_format in ("parquet", "arrow"):
         return _arrow(shard)
     raise _error(f"unknown file format {shard.file_format!r}", shard.uri)
 
 
-def _json_array(uri: str) -> Iterator[tuple[str, Any]]:
-    text = storage.read_text(uri)
+def _json_array(shard: Shard) -> Iterator[tuple[str, Any]]:
+    uri = shard.uri
+    text = storage.read_text(uri, shard.options)
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as e:
@@ -124,8 +130,9 @@ def _csv_cell(column: str, value: str) -> Any:
     return json.loads(text)
 
 
-def _csv(uri: str) -> tuple[list[str], Iterator[tuple[str, Any]]]:
-    reader = csv.reader(io.StringIO(storage.read_text(uri), newline=""))
+def _csv(shard: Shard) -> tuple[list[str], Iterator[tuple[str, Any]]]:
+    uri = shard.uri
+    reader = csv.reader(io.StringIO(storage.read_text(uri, shard.options), newline=""))
     header = next(reader, None)
     if not header:
         raise _error("the file is empty (no header row)", uri, "header")
@@ -156,7 +163,7 @@ def _arrow(shard: Shard) -> tuple[list[str], Iterator[tuple[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with storage.open_binary(shard.uri) as fh:
+    with storage.open_binary(shard.uri, shard.options) as fh:
         raw = fh.read()
     try:
         if shard.file_format == "parquet":
@@ -178,3 +185,8 @@ def _arrow(shard: Shard) -> tuple[list[str], Iterator[tuple[str, Any]]]:
             yield f"row {i}", row
 
     return table.column_names, records()
+
+
+def read_lines(shard: Shard) -> Iterator[str]:
+    """The lines of a JSONL shard, read with its source's credentials."""
+    return storage.read_lines(shard.uri, shard.options)
