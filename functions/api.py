@@ -389,7 +389,7 @@ class Api:
             if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
                 raise ValidationFailed([FieldError("Idempotency-Key", f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters")])
         job, req = self.service.prepare(body, idempotency_key=key)
-        return job, req, key
+        return job, req, job.idempotency_key  # the header's, or the body's (the studio's job_id)
 
     def _train_answer(self, result: Submitted) -> Response:
         headers = {"Location": f"/jobs/{result.job.id}"}

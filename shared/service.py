@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
+from shared.domain import studio
 from shared.domain.job import Job
 from shared.domain.lifecycle import Change
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.domain.status import FailureClass, JobStatus
-from shared.errors import Conflict, NotFound, TransientError
+from shared.errors import Conflict, FieldError, NotFound, TransientError, ValidationFailed
 from shared.ports import Bus, IdempotentCreate, JobQuery, JobStore
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,9 @@ class TrainingService:
         self.id_factory = id_factory
 
     def validate(self, body: Any) -> NormalisedRequest:
+        """Either request shape (the studio's job spec is recognised by its own objects) -> one request."""
+        if studio.is_studio_body(body):
+            return studio.normalise_studio_request(body, self.policy)
         return normalise_request(body, self.policy)
 
     def submit_training(
@@ -161,7 +165,7 @@ class TrainingService:
     ) -> Submitted:
         """Validate, store (queued), publish the launch. Raises ValidationFailed, Conflict, PublishFailed."""
         job, req = self.prepare(body, idempotency_key=idempotency_key, extra_labels=extra_labels, normalised=normalised)
-        return self.finish_submission(req, self.store.create(job, idempotency_key))
+        return self.finish_submission(req, self.store.create(job, job.idempotency_key))
 
     def prepare(
         self,
@@ -171,8 +175,14 @@ class TrainingService:
         extra_labels: dict[str, str] | None = None,
         normalised: NormalisedRequest | None = None,
     ) -> tuple[Job, NormalisedRequest]:
-        """The first half of a submission, no I/O: validate and build the queued job to store."""
+        """The first half of a submission, no I/O: validate and build the queued job to store. The job's
+        idempotency key is the caller's (the Idempotency-Key header), else the body's (the studio's job_id)."""
         req = normalised or self.validate(body)
+        if req.idempotency_key is not None:
+            same = idempotency_key is None or idempotency_key in (req.idempotency_key, req.idempotency_key.removeprefix(studio.IDEMPOTENCY_PREFIX))
+            if not same:
+                raise ValidationFailed([FieldError("job_id", "is this run's idempotency key, and the Idempotency-Key header names another: send one, or the same")])
+            idempotency_key = req.idempotency_key
         job = build_job(req, job_id=self.id_factory(), now=self.clock.now(), idempotency_key=idempotency_key, extra_labels=extra_labels)
         return job, req
 

@@ -510,7 +510,36 @@ class Settings(BaseSettings):
             # submission can't pass it, so the api refuses it up front.
             secret_names={Backend.VERTEX: frozenset(self.vertex_secret_refs) if self.vertex_submit else None},
             secret_settings={"HF_TOKEN": "VERTEX_HF_TOKEN_SECRET"},
+            # The studio's runs: the output folder the platform picks (a container folder; locally inside
+            # the first allowed root), and the ranks its global batch_size is split over when the request
+            # leaves gpus / nodes to the settings (what each adapter then runs).
+            studio_output_roots={
+                Backend.KUBERNETES: "/tmp/studio",
+                Backend.VERTEX: "/tmp/studio",
+                Backend.LOCAL: str(Path(self._studio_local_root()) / "studio"),
+            },
+            default_parallel={
+                Backend.KUBERNETES: (self._k8s_default_gpus(), 1),
+                Backend.VERTEX: (max(self.vertex_accelerator_count, 1) if self.vertex_accelerator_type else 1, self.vertex_replica_count),
+                Backend.LOCAL: (1, 1),
+            },
         )
+
+    def _studio_local_root(self) -> str:
+        """The allowed root a local studio run writes under: the temp folder when it is one (a run's
+        output is no business of the repository checkout), else the first root."""
+        temp = str(Path(tempfile.gettempdir()).resolve())
+        roots = self.local_roots
+        return temp if temp in roots or not roots else roots[0]
+
+    def _k8s_default_gpus(self) -> int:
+        """Trainer processes per pod when a request names no GPUs: K8S_RESOURCE_LIMITS' GPU count (one
+        CPU process without one), as the Kubernetes adapter renders it."""
+        raw = (self.json_value("K8S_RESOURCE_LIMITS") or {}).get("nvidia.com/gpu")
+        try:
+            return max(int(str(raw)), 1) if raw is not None else 1
+        except ValueError:
+            return 1
 
     @property
     def vertex_secret_refs(self) -> dict[str, str]:

@@ -23,7 +23,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
@@ -161,6 +161,15 @@ class RequestPolicy:
     # Seals a secret the job must keep (the studio's callback Authorization value) for storage; injected
     # from settings like `check_webhook`. None: such secrets can't be accepted (a 400 says why).
     seal: Callable[[str], str] | None = None
+    # The studio's spec names no output folder: per backend, the folder its runs write to (the studio's
+    # job_id is appended), inside the container / VM or, for local, inside an allowed root. Missing for
+    # local: `<first local root>/studio`.
+    studio_output_roots: dict[Backend, str] = field(
+        default_factory=lambda: {Backend.KUBERNETES: "/tmp/studio", Backend.VERTEX: "/tmp/studio"}
+    )
+    # Backend -> (trainer processes per node, nodes) a job gets when its `resources` leave gpus / nodes
+    # unset: the studio's global batch_size is split over these data-parallel ranks.
+    default_parallel: dict[Backend, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -404,8 +413,15 @@ def _check_location(
     return value
 
 
-def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
-    """Validate a decoded `POST /train` body and render its trainer flags. Raises ValidationFailed."""
+def normalise_request(
+    body: Any, policy: RequestPolicy, *, platform_env: Mapping[str, tuple[str, str]] | None = None
+) -> NormalisedRequest:
+    """Validate a decoded `POST /train` body and render its trainer flags. Raises ValidationFailed.
+
+    `platform_env`: secret variables the platform itself sets, name -> (value, the field it came from),
+    such as the per-source credentials (`trainer.flags.CREDENTIALS_ENV`) the studio's spec carries; a
+    request's own `env` can't set them (their prefix is reserved). They pass the backend's secret checks
+    like any other, named by their field."""
     if not isinstance(body, dict):
         raise ValidationFailed([FieldError("body", f"must be a JSON object, got {_type_name(body)}")])
     errors: list[FieldError] = []
@@ -529,6 +545,10 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
             errors.append(FieldError("hf_token", "must not contain control characters"))
         else:
             env[name] = value
+    origins = {}
+    for name, (value, where) in (platform_env or {}).items():
+        env[name] = value
+        origins[name] = where
 
     labels: dict[str, str] = {}
     if len(typed.labels) > MAX_LABELS:
@@ -546,7 +566,7 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
     placement = policy.placements.get(backend)
     if placement is not None and len(errors) == before:
         errors += placement_problems(resources, placement)
-    errors += _secret_problems(backend, env, typed, policy)
+    errors += _secret_problems(backend, env, typed, policy, origins)
 
     for name in ("dataset_file", "output_dir"):
         if name in body and isinstance(body[name], str) and not body[name].strip():
@@ -579,10 +599,13 @@ def normalise_request(body: Any, policy: RequestPolicy) -> NormalisedRequest:
         request_hash=request_fingerprint(body),
         webhooks=webhooks,
         resources=resources,
+        log_uri=flag_values.get("log_uri"),
     )
 
 
-def _secret_problems(backend: Backend, env: dict[str, str], typed: TrainRequestBody, policy: RequestPolicy) -> list[FieldError]:
+def _secret_problems(
+    backend: Backend, env: dict[str, str], typed: TrainRequestBody, policy: RequestPolicy, origins: Mapping[str, str] | None = None
+) -> list[FieldError]:
     """A secret the backend can't pass is a 400 here, naming where it was given and the setting that
     would make it passable, never a 202 that fails at launch."""
     allowed = policy.secret_names.get(backend)
@@ -592,7 +615,7 @@ def _secret_problems(backend: Backend, env: dict[str, str], typed: TrainRequestB
     for name in sorted(env):
         if name in allowed:
             continue
-        where = f"env.{name}" if name in typed.env else "hf_token"
+        where = (origins or {}).get(name) or (f"env.{name}" if name in typed.env else "hf_token")
         setting = policy.secret_settings.get(name)
         how = f"set {setting}" if setting else "no setting maps it"
         out.append(FieldError(where, f"the {backend.value} backend passes secrets only as Secret Manager references and none is configured for {name} ({how})"))
