@@ -35,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `trainer.*` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer import data, flags, preflight, progress, storage  # noqa: E402  (after the sys.path fix above)
+from trainer import credentials, data, flags, preflight, progress, run_log, storage  # noqa: E402  (after the sys.path fix above)
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -66,6 +66,13 @@ def check_args(args) -> list[str]:
         problems.append("--merge_adapter applies to --method lora or qlora only (full fine-tuning saves the model)")
     if args.upload_output_to and not storage.is_remote(args.upload_output_to):
         problems.append("--upload_output_to must be a gs:// or s3:// URI")
+    if args.log_uri and "://" in args.log_uri and not storage.is_remote(args.log_uri):
+        problems.append(f"--log_uri {args.log_uri}: must be a local folder, gs:// or s3:// URI")
+    if args.bf16 and args.fp16:
+        problems.append("--bf16 and --fp16 exclude each other: pick one mixed precision")
+    for prefix in args.trainable_layers or []:
+        if not prefix.strip(".") or prefix != prefix.strip():
+            problems.append(f"--trainable_layers {prefix!r}: a module-name prefix such as model.layers.0")
     for uri in args.dataset_file or []:
         if "://" in uri and not storage.is_remote(uri):
             problems.append(f"--dataset_file {uri}: must be a local path, gs:// or s3:// URI")
@@ -95,6 +102,8 @@ def check_machine(args, machine: Machine) -> list[str]:
     if args.bf16 and not machine.bf16:
         where = "this GPU" if machine.cuda else "this CPU (no AVX512-BF16/AMX)"
         problems.append(f"--bf16 is not supported on {where}: drop --bf16 (training then runs in float32)")
+    if args.fp16 and not machine.cuda:
+        problems.append("--fp16 needs a CUDA GPU: drop --fp16 (training then runs in float32)")
     if args.method == "qlora" and not machine.bitsandbytes:
         problems.append("--method qlora needs bitsandbytes: install it, or use --method lora")
     return problems
@@ -252,31 +261,32 @@ def hub_access_problem(exc: BaseException, model_id: str) -> str | None:
     return None
 
 
-def resolve_resume(args) -> str | None:
-    """The checkpoint folder to resume from (downloaded first when the newest one is remote)."""
+def resolve_resume(args, options: dict | None = None) -> str | None:
+    """The checkpoint folder to resume from (downloaded first when the newest one is remote); `options`
+    are the artifacts' storage options (checkpoints live under --upload_output_to)."""
     value = args.resume_from_checkpoint
     if not value:
         return None
     if value != "auto":
         if storage.is_remote(value):
             local = Path(args.output_dir, Path(value.rstrip("/")).name)
-            download_checkpoint(value, local)
+            download_checkpoint(value, local, options)
             return str(local)
         return value
     candidates = storage.complete_checkpoints(args.output_dir)
     if args.upload_output_to:
-        candidates += storage.complete_checkpoints(args.upload_output_to)
+        candidates += storage.complete_checkpoints(args.upload_output_to, options)
     if not candidates:
         return None  # nothing to resume: a fresh start (the first attempt of a job)
     step, uri = max(candidates, key=lambda c: (c[0], not storage.is_remote(c[1])))
     if storage.is_remote(uri):
         local = Path(args.output_dir, f"checkpoint-{step}")
-        download_checkpoint(uri, local)
+        download_checkpoint(uri, local, options)
         return str(local)
     return uri
 
 
-def download_checkpoint(uri: str, local: Path) -> None:
+def download_checkpoint(uri: str, local: Path, options: dict | None = None) -> None:
     """A remote checkpoint into `local`, once: every rank of a node resolves the same one at the same
     time, so each downloads into a folder of its own and the first to finish renames it into place."""
     import shutil
@@ -287,7 +297,7 @@ def download_checkpoint(uri: str, local: Path) -> None:
     local.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{local.name}.partial-", dir=local.parent))
     try:
-        storage.download_dir(uri, partial)
+        storage.download_dir(uri, partial, options=options)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -358,27 +368,136 @@ def hub_kwargs(args) -> dict[str, Any]:
     return kwargs
 
 
+def compute_dtype(args, machine: Machine):
+    """QLoRA's compute dtype: the flag's, or (auto) bfloat16 on a GPU that has it, else float32."""
+    import torch
+
+    if args.bnb_4bit_compute_dtype != "auto":
+        return getattr(torch, args.bnb_4bit_compute_dtype)
+    return torch.bfloat16 if (machine.cuda and machine.bf16) else torch.float32
+
+
+def quantization_config(args, machine: Machine):
+    """The BitsAndBytesConfig QLoRA loads the base model with (building it needs no bitsandbytes)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=args.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=args.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(args, machine),
+    )
+
+
 def load_model(args, machine: Machine, *, quantize: bool, dtype=None, model_path: str | None = None):
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = hub_kwargs(args)
-    compute = torch.bfloat16 if (machine.cuda and machine.bf16) else torch.float32
     if quantize:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-        kwargs["dtype"] = compute
+        kwargs["quantization_config"] = quantization_config(args, machine)
+        kwargs["dtype"] = compute_dtype(args, machine)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))} if machine.cuda else {"": "cpu"}
     else:
-        kwargs["dtype"] = dtype or (torch.bfloat16 if args.bf16 and args.method != "full" else torch.float32)
+        # Half-precision base weights under a LoRA adapter (which peft keeps in float32); full fine-tuning
+        # keeps float32 master weights, as mixed precision needs.
+        half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+        kwargs["dtype"] = dtype or (half if half is not None and args.method != "full" else torch.float32)
     return AutoModelForCausalLM.from_pretrained(model_path or args.model_id, **kwargs)
 
 
-def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption, world: World):
+DECODER_ALIAS = "decoder."
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def resolve_layers(prefixes: list[str], module_names: list[str]) -> tuple[list[str], list[str]]:
+    """(the prefixes in the model's own naming, problems) for --trainable_layers.
+
+    A prefix matches a module name equal to it or under it (`model.layers.0` matches
+    `model.layers.0.self_attn.q_proj`, not `model.layers.10`). The studio names layers generically
+    (`decoder.layers.0`): a `decoder.` prefix that matches nothing as given is looked up by the rest of
+    it (`layers.0`) at the end of a module name, and used when exactly one module ends so
+    (`model.layers.0` in a Llama, `transformer.h.0` would need `decoder.h.0`)."""
+    resolved, problems = [], []
+    for prefix in prefixes:
+        if any(_under(n, prefix) for n in module_names):
+            resolved.append(prefix)
+            continue
+        if prefix.startswith(DECODER_ALIAS):
+            rest = prefix[len(DECODER_ALIAS):]
+            candidates = sorted({n for n in module_names if n == rest or n.endswith("." + rest)})
+            if len(candidates) == 1:
+                resolved.append(candidates[0])
+                continue
+            if len(candidates) > 1:
+                problems.append(f"--trainable_layers {prefix}: ambiguous, it could be any of "
+                                f"{', '.join(candidates[:4])}: give the full module name")
+                continue
+        examples = _layer_examples(module_names)
+        problems.append(f"--trainable_layers {prefix}: no module of this model is named so or lies under it "
+                        f"(its modules are named like {', '.join(examples)})")
+    return resolved, problems
+
+
+def _layer_examples(module_names: list[str]) -> list[str]:
+    """A few real module names worth suggesting: the first decoder layers, else the first top-level ones."""
+    layers = [n for n in module_names if re.search(r"\.\d+$", n)]
+    return (layers or [n for n in module_names if n and "." not in n] or module_names)[:4]
+
+
+def select_trainable(model, prefixes: list[str]) -> int:
+    """Full fine-tuning with --trainable_layers: freeze every parameter not under a prefix; the number left."""
+    trainable = 0
+    for name, param in model.named_parameters():
+        param.requires_grad = any(_under(name, p) for p in prefixes)
+        trainable += param.numel() if param.requires_grad else 0
+    return trainable
+
+
+def lora_target_modules(args, model, prefixes: list[str] | None):
+    """What LoRA adapts: --lora_target_modules (module name suffixes) or every linear layer, narrowed to the
+    modules under --trainable_layers (an explicit list of full module names then)."""
+    import torch
+
+    targets = args.lora_target_modules
+    if not prefixes:
+        return targets or "all-linear"
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    chosen = []
+    for name, module in model.named_modules():
+        if not any(_under(name, p) for p in prefixes):
+            continue
+        if targets:
+            if any(name == t or name.endswith("." + t) for t in targets):
+                chosen.append(name)
+        elif isinstance(module, torch.nn.Linear) and module is not output:  # peft's all-linear leaves the head
+            chosen.append(name)
+    if not chosen:
+        what = f"--lora_target_modules {' '.join(targets)}" if targets else "a linear layer"
+        raise BadInput(f"--trainable_layers {' '.join(prefixes)}: no {what} lies under them, so LoRA would adapt "
+                       "nothing")
+    return chosen
+
+
+def lora_config(args, target_modules):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=target_modules,
+        bias=args.lora_bias,
+        use_rslora=args.use_rslora,
+        task_type="CAUSAL_LM",
+    )
+
+
+def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption, world: World,
+                   artifact_options: dict | None = None):
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
@@ -420,7 +539,7 @@ def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption, wo
             reporter.emit("checkpoint", **self._common(state), path=str(ckpt))
             if args.upload_output_to:
                 dest = storage.join(args.upload_output_to, ckpt.name)
-                n = storage.upload_dir(ckpt, dest)
+                n = storage.upload_dir(ckpt, dest, options=artifact_options)
                 reporter.emit("upload", step=state.global_step, total_steps=state.max_steps, uri=dest, files=n)
 
     return [ProgressCallback()]
@@ -473,7 +592,7 @@ def sft_config(args, machine: Machine, has_eval: bool, parallel: dict[str, Any] 
         activation_checkpointing=args.gradient_checkpointing,  # transformers 5's name for it
         activation_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
         bf16=args.bf16,
-        fp16=False,
+        fp16=args.fp16,
         use_cpu=not machine.cuda,
         seed=args.seed,
         data_seed=args.seed,
@@ -488,14 +607,38 @@ def sft_config(args, machine: Machine, has_eval: bool, parallel: dict[str, Any] 
     return SFTConfig(**options)
 
 
-def run(args, reporter: progress.Reporter, preemption: Preemption, world: World | None = None) -> int:
+def source_credentials(args) -> credentials.SourceCredentials:
+    """TRAINING_PLATFORM_CREDENTIALS, checked against the flags (BadInput naming the entry, never a value)."""
+    try:
+        creds = credentials.from_env(len(args.dataset_file or []))
+    except credentials.CredentialsError as e:
+        raise BadInput(str(e)) from None
+    artifact_uris = [u for u in (args.upload_output_to, args.log_uri) if u]
+    problems = credentials.problems(creds, list(args.dataset_file or []), artifact_uris)
+    if problems:
+        raise BadInput("; ".join(problems))
+    return creds
+
+
+def storage_options(creds: credentials.SourceCredentials, n_datasets: int) -> credentials.Resolved:
+    try:
+        return credentials.resolve(creds, n_datasets)
+    except credentials.CredentialsError as e:
+        raise BadInput(str(e)) from None
+
+
+def run(args, reporter: progress.Reporter, preemption: Preemption, world: World | None = None,
+        creds: credentials.SourceCredentials | None = None) -> int:
     world = world or World()
     started = time.time()
     problems = check_args(args)
     if problems:
         raise BadInput("; ".join(problems))
+    creds = creds if creds is not None else source_credentials(args)
+    stores = storage_options(creds, len(args.dataset_file))
     # Every source, whole, before any model: a bad row costs seconds, not a GPU start-up.
-    loaded = data.load_sources(args.dataset_file, args.dataset_file_format, args.dataset_format)
+    loaded = data.load_sources(args.dataset_file, args.dataset_file_format, args.dataset_format,
+                               options=stores.datasets)
     dataset = loaded.dataset
     train_idx, val_idx = data.split(list(range(len(dataset.examples))), args.val_split_size, args.seed)
     _check_train_rows(len(train_idx), "")
@@ -508,7 +651,7 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
 
     import datasets as hf_datasets
     import transformers
-    from peft import LoraConfig, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
     from transformers import AutoTokenizer, PrinterCallback, set_seed
     from trl import SFTTrainer
 
@@ -518,7 +661,7 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
     transformers.utils.logging.disable_progress_bar()
     set_seed(args.seed)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    resume = None if args.dry_run else resolve_resume(args)
+    resume = None if args.dry_run else resolve_resume(args, stores.artifacts)
 
     model_path = args.model_id
     if storage.is_remote(args.model_id):
@@ -545,15 +688,19 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
     loaded_in_4bit = bool(getattr(model, "is_loaded_in_4bit", False))
     if args.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    prefixes = None
+    if args.trainable_layers:
+        prefixes, problems = resolve_layers(args.trainable_layers, [n for n, _ in model.named_modules() if n])
+        if problems:
+            raise BadInput("; ".join(problems))
+        if prefixes != args.trainable_layers:
+            print(f"--trainable_layers {' '.join(args.trainable_layers)}: this model's {' '.join(prefixes)}",
+                  file=sys.stderr, flush=True)
+        if args.method == "full":
+            select_trainable(model, prefixes)
     peft_config = None
     if args.method in ("lora", "qlora"):
-        peft_config = LoraConfig(
-            r=args.lora_rank,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            target_modules=args.lora_target_modules or "all-linear",
-            task_type="CAUSAL_LM",
-        )
+        peft_config = lora_config(args, lora_target_modules(args, model, prefixes))
 
     layer_classes = list(getattr(model, "_no_split_modules", None) or [])
     trainer = SFTTrainer(
@@ -565,7 +712,7 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
         eval_dataset=hf_datasets.Dataset.from_list(prepared.eval) if prepared.eval else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=make_callbacks(args, reporter, preemption, world),
+        callbacks=make_callbacks(args, reporter, preemption, world, stores.artifacts),
     )
     trainer.remove_callback(PrinterCallback)
     if args.method == "qlora" and not machine.cuda:
@@ -638,7 +785,7 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
     if args.upload_output_to:
         # checkpoints went up as they were saved; the summary goes last so its presence means "complete"
         n = storage.upload_dir(args.output_dir, args.upload_output_to, last=(SUMMARY_FILE,),
-                               exclude=(storage.CHECKPOINT_RE,))
+                               exclude=(storage.CHECKPOINT_RE,), options=stores.artifacts)
         reporter.emit("upload", step=state.global_step, total_steps=state.max_steps,
                       uri=args.upload_output_to, files=n)
     reporter.emit("done", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
@@ -708,18 +855,30 @@ def main(argv: list[str] | None = None) -> int:
     reporter = progress.Reporter(enabled=world.is_main)
     preemption = Preemption()
     preemption.install()
+    log: run_log.RunLog | None = None
+    code = EXIT_RUNTIME  # what the log's summary says should something escape every handler below
     try:
-        return run(args, reporter, preemption, world)
+        # The credentials first: --log_uri is written with the artifacts' (a bad variable is the one
+        # failure the log folder cannot hear of).
+        creds = source_credentials(args)
+        if args.log_uri and world.is_main:
+            artifacts = storage_options(creds, 0).artifacts
+            log = run_log.RunLog(args.log_uri, artifacts, args.log_upload_interval_seconds,
+                                 summary_file=Path(args.output_dir, SUMMARY_FILE)).start()
+        code = run(args, reporter, preemption, world, creds)
     except (BadInput, data.DatasetError) as e:
-        return _fail(reporter, EXIT_BAD_INPUT, f"bad input: {e}")
+        code = _fail(reporter, EXIT_BAD_INPUT, f"bad input: {e}")
     except Preempted:
         print(f"SIGTERM before training started: exiting {EXIT_PREEMPTED}", file=sys.stderr, flush=True)
-        return EXIT_PREEMPTED
+        code = EXIT_PREEMPTED
     except Exception as e:  # noqa: BLE001 - the trainer's last line of defence: report, then exit 1
         print(progress.redact(traceback.format_exc()), file=sys.stderr, flush=True)
-        return _fail(reporter, EXIT_RUNTIME, f"{type(e).__name__}: {e}")
+        code = _fail(reporter, EXIT_RUNTIME, f"{type(e).__name__}: {e}")
     finally:
         preemption.restore()
+        if log is not None:
+            log.finish(code)  # best effort: a failed upload is a warning, never another exit code
+    return code
 
 
 def _fail(reporter: progress.Reporter, code: int, message: str) -> int:
