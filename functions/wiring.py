@@ -98,7 +98,7 @@ class Container:
         self.launcher = Launcher(
             store=self.store, backends=self.backends, clock=self.clock, bus=self.bus, requests_topic=self.settings.topic_train_requests
         )
-        self.status_sync = StatusSync(store=self.store, max_log_chars=self.settings.max_log_chars, clock=self.clock)
+        self.status_sync = StatusSync(store=self.store, max_log_chars=self.settings.max_log_chars, clock=self.clock, backends=self.backends)
         self.reconciler = Reconciler(
             store=self.store,
             backends=self.backends,

@@ -179,6 +179,16 @@ class Backend(Protocol):
     def observe(self, job: Job) -> "Observation | None":
         """Ask the backend for the job's state (reconcile). None: the backend can't tell."""
 
+    def release(self, job: Job) -> None:
+        """Free what the job held only while it ran (Vertex: its per-job Secret Manager secret), once the
+        job is final. Idempotent: nothing left to free is success. Raises TransientError to be retried;
+        status_sync calls it after it wrote a final status (never before, never instead), reconcile for
+        whatever `held()` still lists."""
+
+    def held(self) -> "list[str]":
+        """Ids of the jobs the backend still holds such resources for (reconcile releases those whose job
+        is final: a release that failed, a launcher that died mid-submit). [] when it holds none."""
+
 
 @dataclass(frozen=True)
 class Observation:

@@ -7,6 +7,8 @@ For each job not updated for `min_age`:
   status_sync's own decision, so the same mapping and compare-and-set hold.
 - a job with no sign of life for `stale_after` is flagged `statusReason: Stale` — its status is never
   guessed: only evidence from the backend moves it.
+- what a backend still holds for a job that is final (`Backend.held()`: Vertex's per-job secrets whose
+  release failed, or whose submit died half-way) is released (`Backend.release`).
 Dry runs are final and skipped.
 """
 
@@ -38,9 +40,10 @@ class ReconcileReport:
     updated: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    released: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checked": self.checked, "relaunched": self.relaunched, "updated": self.updated, "stale": self.stale, "errors": self.errors}
+        return {"checked": self.checked, "relaunched": self.relaunched, "updated": self.updated, "stale": self.stale, "errors": self.errors, "released": self.released}
 
 
 class Reconciler:
@@ -78,8 +81,32 @@ class Reconciler:
                 except PlatformError as exc:
                     report.errors[job.id] = f"{exc.__class__.__name__}: {exc}"
                     log.warning("reconcile of %s failed: %s", job.id, exc)
+        self._release_held(report)
         log.info("reconcile: %s", report.to_dict())
         return report
+
+    def _release_held(self, report: ReconcileReport) -> None:
+        """Release what each backend still holds for a final job: the jobs that ended while nothing was
+        listening, a release that failed, a submit that died between the secret and the job."""
+        for kind, backend in self.backends.items():
+            held, release = getattr(backend, "held", None), getattr(backend, "release", None)
+            if held is None or release is None:
+                continue
+            try:
+                job_ids = held()
+            except PlatformError as exc:
+                report.errors[f"{kind.value}:held"] = f"{exc.__class__.__name__}: {exc}"
+                continue
+            for job_id in job_ids:
+                job = self.store.get(job_id)
+                if job is None or not job.is_terminal():
+                    continue  # still running (or not ours to judge): it needs what it holds
+                try:
+                    release(job)
+                    report.released.append(job_id)
+                except PlatformError as exc:
+                    report.errors[job_id] = f"{exc.__class__.__name__}: {exc}"
+                    log.warning("release of %s failed: %s", job_id, exc)
 
     def _one(self, job: Job, now: Any, report: ReconcileReport) -> None:
         if job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING) and not job.cancel_requested:

@@ -153,7 +153,26 @@ class Settings(BaseSettings):
     vertex_hf_token_secret: str | None = Field(
         None,
         validation_alias="VERTEX_HF_TOKEN_SECRET",
-        description="Vertex: Secret Manager secret version the trainer resolves for HF_TOKEN.",
+        description="Vertex: Secret Manager secret version the trainer resolves for HF_TOKEN (used where per-job secrets are off, or a relaunch lost the value).",
+    )
+    vertex_job_secrets: bool = Field(
+        True,
+        validation_alias="VERTEX_JOB_SECRETS",
+        description="Vertex: `1` puts each job's secret variables in a Secret Manager secret of its own, created at submit and deleted when the job ends; `0`: only the per-name references (`VERTEX_HF_TOKEN_SECRET`), and the api refuses other secrets.",
+    )
+    vertex_secret_project: str | None = Field(
+        None, validation_alias="VERTEX_SECRET_PROJECT", description="Vertex: project of the per-job secrets (default: `VERTEX_PROJECT`)."
+    )
+    vertex_secret_manager_endpoint: str = Field(
+        "https://secretmanager.googleapis.com",
+        validation_alias="VERTEX_SECRET_MANAGER_ENDPOINT",
+        description="Vertex: Secret Manager REST endpoint, for the launcher and (passed on) the trainer; a plain `http://` one (a test fake) is called without credentials.",
+    )
+    vertex_secret_ttl_seconds: int = Field(
+        8 * 24 * 3600,
+        validation_alias="VERTEX_SECRET_TTL_SECONDS",
+        description="Vertex: seconds after which Secret Manager itself deletes a per-job secret, should the platform never get to (a backstop; Vertex's longest default timeout is 7 days); `0`: none.",
+        ge=0,
     )
 
     # ---- ours ------------------------------------------------------------------------------------
@@ -508,8 +527,9 @@ class Settings(BaseSettings):
             },
             # A Vertex dry run renders a placeholder for a secret with no reference (and shows it); a real
             # submission can't pass it, so the api refuses it up front.
-            secret_names={Backend.VERTEX: frozenset(self.vertex_secret_refs) if self.vertex_submit else None},
-            secret_settings={"HF_TOKEN": "VERTEX_HF_TOKEN_SECRET"},
+            # With per-job secrets any secret can be passed.
+            secret_names={Backend.VERTEX: frozenset(self.vertex_secret_refs) if self.vertex_submit and not self.vertex_job_secrets else None},
+            secret_settings={"HF_TOKEN": "VERTEX_HF_TOKEN_SECRET", "*": "VERTEX_JOB_SECRETS=1"},
             # The studio's runs: the output folder the platform picks (a container folder; locally inside
             # the first allowed root), and the ranks its global batch_size is split over when the request
             # leaves gpus / nodes to the settings (what each adapter then runs).

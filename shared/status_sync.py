@@ -8,26 +8,30 @@ together, once. Redelivered, late or reordered events never move a job backwards
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 import dataclasses
 
 from shared.domain.events import TrainingEvent, from_message
 from shared.domain.vertex_logs import is_log_entry, parse_log_entry
+from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.translate import Decision, decide
 from shared.messages import Message
-from shared.ports import JobStore, TimelineEvent
+from shared.errors import PlatformError, TransientError
+from shared.ports import Backend, JobStore, TimelineEvent
 from shared.service import SystemClock
 
 log = logging.getLogger(__name__)
 
 
 class StatusSync:
-    def __init__(self, *, store: JobStore, max_log_chars: int, clock: Any | None = None):
+    def __init__(self, *, store: JobStore, max_log_chars: int, clock: Any | None = None, backends: Mapping[BackendKind, Backend] | None = None):
+        """`backends`: whose `release` is called once a job is final (its per-job secrets freed)."""
         self.store = store
         self.max_log_chars = max_log_chars
         self.clock = clock or SystemClock()
+        self.backends = dict(backends or {})
 
     def handle(self, message: Message) -> Job | None:
         now = self.clock.now()
@@ -48,10 +52,12 @@ class StatusSync:
     def apply_event(self, event: TrainingEvent) -> Job | None:
         now = self.clock.now()
         decided: list[Decision] = []
+        was_terminal: list[bool] = []
 
         def run(job: Job):
             d = decide(job, event, now)
             decided[:] = [d]
+            was_terminal[:] = [job.is_terminal()]
             timeline = ()
             if d.transition is not None:
                 old, new = d.transition
@@ -72,4 +78,24 @@ class StatusSync:
         d = decided[0] if decided else None
         if d is not None and d.transition is not None:
             log.info("job %s: %s -> %s (%s, from %s)", job.id, d.transition[0].value, d.transition[1].value, job.status_reason, event.source)
+        # Free what the job held while it ran, after its final status is written (never instead of it):
+        # when this event made it final, and again on a state event for a job already final — the
+        # redelivery of an event whose release failed. Log lines alone don't ask again.
+        if job.is_terminal() and (not (was_terminal and was_terminal[0]) or event.state):
+            self._release(job)
         return job
+
+    def _release(self, job: Job) -> None:
+        backend = self.backends.get(job.backend)
+        release = getattr(backend, "release", None)
+        if release is None:
+            return
+        try:
+            release(job)
+        except TransientError:
+            # The status is written; raising makes the bus redeliver the event, which asks again (and
+            # reconcile's sweep of `held()` catches whatever is still left).
+            log.warning("job %s: releasing its %s resources failed: retried", job.id, job.backend.value)
+            raise
+        except PlatformError as exc:
+            log.error("job %s: releasing its %s resources failed: %s (reconcile retries)", job.id, job.backend.value, exc)

@@ -212,6 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours, trainer_args = split_argv(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     opts = parser.parse_args(ours)
+    # First of all: the job's secrets on Vertex arrive as Secret Manager references; the workers inherit
+    # this environment, so they see the values (and never the references).
+    from trainer import job_secrets
+
+    try:
+        job_secrets.resolve(os.environ)
+    except job_secrets.SecretError as e:
+        print(f"launch: {e}", file=sys.stderr, flush=True)
+        return 1
     try:
         topology = resolve(opts, os.environ, cuda_device_count())
     except LaunchError as e:

@@ -48,7 +48,7 @@ from typing import Any, Callable, Mapping
 from shared.adapters.http_errors import error_for_status
 from shared.domain import naming
 from shared.domain.job import REDACTED, Job
-from shared.domain.redaction import redact
+from shared.domain.redaction import redact, secret_values
 from shared.domain.resources import DEFAULT_K8S_GPU_NODE_SELECTORS
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, PlatformError, TransientError
@@ -475,7 +475,7 @@ class KubernetesBackend:
         if not cfg.apply:
             return Submission(external_id=external_id, manifest=manifest, dry_run=True, status_reason=DRY_RUN_REASON)
 
-        secrets = list(env.values())
+        secrets = list(secret_values(env))
         secret_obj, secret_created = self._ensure_secret(job, names, env) if names else (None, False)
         try:
             job_obj = self._ensure_job(job, job_body, secrets)
@@ -520,6 +520,12 @@ class KubernetesBackend:
             self._delete_quietly("secrets", naming.k8s_secret_name(job.name, job.id), namespace)
         return deleted
 
+    def release(self, job: Job) -> None:
+        """Nothing to free: the job's Secret is owned by its Job and goes with it (garbage collection)."""
+
+    def held(self) -> list[str]:
+        return []
+
     # ---- steps ---------------------------------------------------------------------------------
     def _ensure_secret(self, job: Job, names: list[str], env: dict[str, str]) -> tuple[dict[str, Any], bool]:
         """The job's Secret, created or adopted; True when this call created it."""
@@ -527,7 +533,7 @@ class KubernetesBackend:
         secret_name = naming.k8s_secret_name(job.name, job.id)
         missing = [n for n in names if n not in env]
         core = self._core()
-        secrets = list(env.values())
+        secrets = list(secret_values(env))
         if not missing:
             body = render_secret(job, {n: env[n] for n in names}, cfg)
             try:

@@ -52,7 +52,7 @@ import shared
 from shared.adapters.local_runs import DRAIN_SECONDS, MAX_LINE_CHARS, RunDir, exit_code_of, read_bound  # noqa: F401 - re-exported
 from shared.domain.events import EventLog, TrainingEvent
 from shared.domain.job import REDACTED, Job
-from shared.domain.redaction import redact
+from shared.domain.redaction import redact, secret_values
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, TransientError
 from shared.ports import Observation, Submission
@@ -203,6 +203,12 @@ class LocalBackend:
             return Observation("exited", exit_code=record.exit_code, message=record.message)
         return Observation("lost", message="no live process and no exit record for this job")
 
+    def release(self, job: Job) -> None:
+        """Nothing to free: the secrets lived only in the trainer's environment, gone with its process."""
+
+    def held(self) -> list[str]:
+        return []
+
     # ---- lifecycle -----------------------------------------------------------------------------
     def adopt(self, job: Job) -> bool:
         """Take over the job's run from an earlier server (on start): follow it if it is alive, report
@@ -272,7 +278,7 @@ class LocalBackend:
     def display_command(argv: list[str], env: Mapping[str, str]) -> str:
         """The command line as shown to users: secret variables by name only, values redacted."""
         prefix = [f"{name}={REDACTED}" for name in sorted(env)]
-        return redact(" ".join([*prefix, shlex.join(argv)]), env.values())
+        return redact(" ".join([*prefix, shlex.join(argv)]), secret_values(env))
 
     # ---- starting and attaching ----------------------------------------------------------------
     def _start(self, job: Job, env: dict[str, str], folder: RunDir, lock_fd: int) -> _Run:

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
-from shared.domain.redaction import redact_cut
+from shared.domain.redaction import redact_cut, secret_values
 
 MAX_LINE_CHARS = 16_384
 # After the trainer exits, how long its pipes may stay open (held by a grandchild) before its group is killed.
@@ -70,11 +70,6 @@ def read_bound(secrets: Sequence[str]) -> int:
     the longest secret, so one that starts before the cut is read whole and redacted. The rest of a
     longer line is read and dropped: one endless line can't fill the memory."""
     return 4 * (MAX_LINE_CHARS + max((len(s) for s in secrets), default=0)) + 4
-
-
-def secret_pieces(values: Sequence[str]) -> tuple[str, ...]:
-    """Each value and each line of a multi-line one: a trainer printing it shows it line by line."""
-    return tuple(p for v in values if v for p in (v, *v.splitlines()) if p)
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -357,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = RunDir(Path(args.runs_dir), args.job_id)
     os.set_inheritable(args.lock_fd, False)  # held here for life; the trainer must not keep the run "alive"
     names = [n for n in args.secret_names.split(",") if n]
-    secrets = secret_pieces([os.environ.get(n, "") for n in names])
+    # Each value, its lines and each leaf of a JSON one (the per-source credentials): see secret_values.
+    secrets = secret_values({n: os.environ.get(n, "") for n in names})
     return supervise(run, trainer, cwd=args.cwd, command=args.command, grace=args.grace, secrets=secrets)
 
 

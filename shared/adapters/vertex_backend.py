@@ -2,12 +2,18 @@
 
 Rendering is pure (`render_custom_job`): the job and a `VertexConfig` give the CustomJob as REST JSON
 (camelCase, the shape stored with the job and the one `CustomJob.from_json` reads). Secrets never
-enter the spec: each secret variable is passed as a Secret Manager reference that the trainer resolves
-at start (`HF_TOKEN` -> env `HF_TOKEN_SECRET=<VERTEX_HF_TOKEN_SECRET>`, a secret version resource
-name). A secret with no configured reference is refused by the api when `VERTEX_SUBMIT=1` (a `400`
-naming the field and the setting) and, should one reach the launcher, here (`PermanentError`, class
-`user`) rather than dropped or passed by value. A dry run renders it as a visible placeholder
-reference instead, so the spec can be shown.
+enter the spec. With per-job secrets (`VERTEX_JOB_SECRETS=1`, the default) the launcher puts the job's
+secret variables (`HF_TOKEN`, `TRAINING_PLATFORM_CREDENTIALS`, `env` values), as one JSON object, in a
+Secret Manager secret of the job's own (`SecretManager` below: id derived from the job id, labelled and
+annotated with it, a TTL as a backstop), adds a version, and passes that version's resource name in
+one variable, `TRAINING_PLATFORM_SECRET_REF`; the trainer (`trainer/secrets.py`) reads it at start and
+exports the variables before anything reads them. The secret is deleted once the job is final
+(`release`, called by status_sync; reconcile sweeps what `held` still lists), and at once when the
+submit that created it is refused. Switched off, or for a variable the launch message no longer
+carries, the operator's per-name references remain (`HF_TOKEN` -> `HF_TOKEN_SECRET=<VERTEX_HF_TOKEN_SECRET>`);
+a secret with neither is refused by the api (a `400` naming the field and the setting) and, should one
+reach the launcher, here (`PermanentError`) rather than dropped or passed by value. A dry run renders
+visible placeholder references instead, so the spec can be shown.
 
 Resources: `gpu_type` x `gpus` -> machine type and accelerator from one table
 (`shared/domain/resources.py` `DEFAULT_VERTEX_MACHINE_TYPES`, `VERTEX_MACHINE_TYPES` over it); neither
@@ -28,8 +34,11 @@ the status table in `http_errors.py`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -48,6 +57,15 @@ SECRET_REF_SUFFIX = "_SECRET"
 LAUNCH_COMMAND = ["python", "-m", "trainer.launch"]
 # A dry run's stand-in for a secret reference that isn't configured: shown, never resolvable.
 UNSET_REFERENCE = "[no Secret Manager reference configured{hint}]"
+# The one variable that names the job's own secret version (read by trainer/secrets.py: keep in step).
+JOB_SECRET_ENV = "TRAINING_PLATFORM_SECRET_REF"
+JOB_SECRET_ENDPOINT_ENV = "TRAINING_PLATFORM_SECRET_ENDPOINT"
+JOB_SECRET_PLACEHOLDER = "[the job's own Secret Manager secret version, created at submit, holding {names}]"
+SECRET_MANAGER_ENDPOINT = "https://secretmanager.googleapis.com"
+# Secret Manager's limit on one version's payload.
+MAX_SECRET_PAYLOAD_BYTES = 65536
+JOB_ID_ANNOTATION = "training-platform/job-id"
+_SECRET_ID_SAFE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,11 @@ class VertexConfig:
     # GPU type -> {"accelerator", "machines": {"<gpus>": machine type}} (VERTEX_MACHINE_TYPES over the defaults).
     machine_table: dict[str, dict[str, Any]] = field(default_factory=lambda: json.loads(json.dumps(res.DEFAULT_VERTEX_MACHINE_TYPES)))
     cpu_machine_type: str = "n1-standard-8"
+    # Per-job Secret Manager secrets (see the module docstring); off: per-name references only.
+    job_secrets: bool = True
+    secret_project: str | None = None  # default: `project`
+    secret_endpoint: str = SECRET_MANAGER_ENDPOINT
+    secret_ttl_seconds: int = 8 * 24 * 3600  # 0: none
 
     @classmethod
     def from_settings(cls, settings: Any) -> "VertexConfig":
@@ -85,6 +108,10 @@ class VertexConfig:
             secret_refs=refs,
             machine_table=settings.vertex_machine_table,
             cpu_machine_type=settings.vertex_cpu_machine_type,
+            job_secrets=settings.vertex_job_secrets,
+            secret_project=settings.vertex_secret_project,
+            secret_endpoint=settings.vertex_secret_manager_endpoint,
+            secret_ttl_seconds=settings.vertex_secret_ttl_seconds,
         )
 
     @property
@@ -94,6 +121,10 @@ class VertexConfig:
     @property
     def api_endpoint(self) -> str:
         return f"{self.region}-aiplatform.googleapis.com"
+
+    @property
+    def secrets_parent(self) -> str:
+        return f"projects/{self.secret_project or self.project}"
 
 
 def _config_error(message: str) -> PermanentError:
@@ -150,9 +181,50 @@ def machine_spec(job: Job, cfg: VertexConfig) -> dict[str, Any]:
     return {"machineType": machine_type, "acceleratorType": accelerator, "acceleratorCount": count}
 
 
-def render_custom_job(job: Job, env_names: list[str] | tuple[str, ...], cfg: VertexConfig) -> dict[str, Any]:
+def job_secret_id(job_id: str) -> str:
+    """The job's own secret: its id derives from the job id (so every attempt finds the same one)."""
+    if _SECRET_ID_SAFE.fullmatch(job_id):
+        return f"training-job-{job_id}"
+    return "training-job-h-" + hashlib.sha256(job_id.encode()).hexdigest()[:40]
+
+
+def job_secret_payload(values: dict[str, str]) -> bytes:
+    """The secret variables as one JSON object; over Secret Manager's limit a PermanentError (user)."""
+    payload = json.dumps(values, sort_keys=True, separators=(",", ":")).encode()
+    if len(payload) > MAX_SECRET_PAYLOAD_BYTES:
+        raise PermanentError(
+            f"the job's secret variables ({', '.join(sorted(values))}) take {len(payload)} bytes; Secret Manager holds at most "
+            f"{MAX_SECRET_PAYLOAD_BYTES}",
+            reason="SecretTooLarge",
+            failure_class=FailureClass.USER.value,
+        )
+    return payload
+
+
+def job_secret_env(by_value: list[str] | tuple[str, ...], cfg: VertexConfig, version: str | None) -> list[dict[str, str]]:
+    """The variable naming the job's own secret version (a placeholder until one exists) and, when the
+    endpoint is not the public one, where the trainer finds it."""
+    if not by_value:
+        return []
+    ref = version or JOB_SECRET_PLACEHOLDER.format(names=", ".join(sorted(by_value)))
+    env = [{"name": JOB_SECRET_ENV, "value": ref}]
+    if cfg.secret_endpoint.rstrip("/") != SECRET_MANAGER_ENDPOINT:
+        env.append({"name": JOB_SECRET_ENDPOINT_ENV, "value": cfg.secret_endpoint})
+    return env
+
+
+def render_custom_job(
+    job: Job,
+    env_names: list[str] | tuple[str, ...],
+    cfg: VertexConfig,
+    *,
+    by_value: list[str] | tuple[str, ...] | None = None,
+    job_secret: str | None = None,
+) -> dict[str, Any]:
     """The CustomJob as REST JSON. More than one node: Vertex wants the first pool (the chief) to
-    have exactly one replica, so the others go in a second, identical pool."""
+    have exactly one replica, so the others go in a second, identical pool. `by_value`: the secret
+    variables the job's own secret carries (default: all of them with `job_secrets`, else none), the
+    others go by per-name reference; `job_secret`: that secret's version (None: a placeholder)."""
     if not cfg.project:
         raise _config_error("VERTEX_PROJECT (or PROJECT_ID) is not set")
     if not cfg.image_uri:
@@ -164,7 +236,9 @@ def render_custom_job(job: Job, env_names: list[str] | tuple[str, ...], cfg: Ver
         "command": list(LAUNCH_COMMAND),
         "args": [f"--nproc_per_node={nproc}", "--", *job.args],
     }
-    env = secret_env(env_names, cfg)
+    if by_value is None:
+        by_value = list(env_names) if cfg.job_secrets else []
+    env = job_secret_env(by_value, cfg, job_secret) + secret_env([n for n in env_names if n not in by_value], cfg)
     if env:
         container["env"] = env
     chief = {"machineSpec": machine, "replicaCount": 1, "containerSpec": container}
@@ -231,7 +305,104 @@ def api_error(exc: BaseException, what: str) -> PlatformError:
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}", reason="VertexError", failure_class=FailureClass.INFRA.value)
 
 
+# ---- Secret Manager (REST, through google-auth's AuthorizedSession: no client library needed) ----------
+
+
+def _authorized_session(endpoint: str = SECRET_MANAGER_ENDPOINT) -> Any:
+    """Google credentials for the public endpoint; none for a plain-HTTP one (a local fake: a token is
+    never sent in the clear)."""
+    import requests
+
+    if endpoint.startswith("http://"):
+        return requests.Session()
+    import google.auth
+    from google.auth.transport.requests import AuthorizedSession
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    return AuthorizedSession(credentials)
+
+
+@dataclass
+class SecretManager:
+    """The few Secret Manager calls the launcher makes: create a secret, add a version, delete, list ours.
+    `session` (a `requests.Session`-like object; production: an AuthorizedSession) is built on first use.
+    Every failure is wrapped once, here, through the status table (`http_errors.py`); a payload is never
+    part of an error message."""
+
+    parent: str  # projects/P
+    endpoint: str = SECRET_MANAGER_ENDPOINT
+    session: Any = None
+    session_factory: Callable[[str], Any] = _authorized_session
+    timeout: float = 30.0
+
+    def _call(self, method: str, path: str, what: str, *, ok: tuple[int, ...] = (200,), secrets: tuple[str, ...] = (), **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        try:
+            if self.session is None:
+                self.session = self.session_factory(self.endpoint)
+            response = self.session.request(method, f"{self.endpoint.rstrip('/')}/v1/{path}", timeout=self.timeout, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - requests and google.auth errors
+            raise api_error(exc, what) from exc
+        try:
+            body = response.json() if response.content else {}
+        except ValueError:
+            body = {}
+        if response.status_code in ok:
+            return response.status_code, body if isinstance(body, dict) else {}
+        message = ((body.get("error") or {}).get("message") if isinstance(body, dict) else None) or response.text[:300]
+        raise error_for_status(response.status_code, str(message), what=what, secrets=secrets)
+
+    def create(self, secret_id: str, *, labels: dict[str, str], annotations: dict[str, str], ttl_seconds: int) -> bool:
+        """Create the secret (no version yet). True: created; False: it existed (an earlier attempt's)."""
+        body: dict[str, Any] = {"replication": {"automatic": {}}, "labels": labels, "annotations": annotations}
+        if ttl_seconds > 0:
+            body["ttl"] = f"{ttl_seconds}s"
+        status, _ = self._call("POST", f"{self.parent}/secrets", f"create secret {self.parent}/secrets/{secret_id}",
+                               ok=(200, 409), params={"secretId": secret_id}, json=body)
+        return status == 200
+
+    def add_version(self, secret_id: str, payload: bytes, secrets: tuple[str, ...] = ()) -> str:
+        """Add a version holding `payload`; its resource name (what the trainer accesses)."""
+        data = base64.b64encode(payload).decode()
+        _, body = self._call("POST", f"{self.parent}/secrets/{secret_id}:addVersion", f"add a version to secret {secret_id}",
+                             secrets=secrets, json={"payload": {"data": data}})
+        name = body.get("name")
+        if not isinstance(name, str) or "/versions/" not in name:
+            raise TransientError(f"add a version to secret {secret_id}: the answer names no version")
+        return name
+
+    def delete(self, secret_id: str) -> bool:
+        """Delete the secret and its versions. False: there was none (already deleted: success)."""
+        status, _ = self._call("DELETE", f"{self.parent}/secrets/{secret_id}", f"delete secret {self.parent}/secrets/{secret_id}", ok=(200, 404))
+        return status == 200
+
+    def list_ours(self) -> list[dict[str, Any]]:
+        """The secrets this platform made (by label), every page."""
+        out: list[dict[str, Any]] = []
+        token = ""
+        for _ in range(1000):  # bounded: 1000 pages of 250
+            params = {"filter": f"labels.{naming.VERTEX_MANAGED_BY_LABEL}={naming.MANAGED_BY}", "pageSize": 250}
+            if token:
+                params["pageToken"] = token
+            _, body = self._call("GET", f"{self.parent}/secrets", f"list secrets in {self.parent}", params=params)
+            out += [s for s in body.get("secrets") or [] if isinstance(s, dict)]
+            token = body.get("nextPageToken") or ""
+            if not token:
+                break
+        return out
+
+
 # ---- the adapter -----------------------------------------------------------------------------------
+
+
+def _job_secret_of(custom_job: Any) -> str | None:
+    """The job-secret version an existing CustomJob was created with (for the spec stored on adoption)."""
+    try:
+        for item in custom_job.job_spec.worker_pool_specs[0].container_spec.env:
+            if item.name == JOB_SECRET_ENV:
+                return str(item.value)
+    except (AttributeError, IndexError):
+        pass
+    return None
 
 
 def make_client(cfg: VertexConfig) -> Any:
@@ -251,12 +422,19 @@ class VertexBackend:
     client: Any = None
     client_factory: Callable[[VertexConfig], Any] = make_client
     timeout: float = 30.0  # seconds per call
+    # Secret Manager (per-job secrets); built from the config on first use unless given.
+    secrets: SecretManager | None = None
     name: str = field(default="vertex", init=False)
 
     def submit(self, job: Job, env: dict[str, str]) -> Submission:
         cfg = self.config
         names = sorted(set(env) | set(job.env_names))
-        spec = render_custom_job(job, names, cfg)
+        # The message's values go in the job's own secret; a name it no longer carries (a relaunch)
+        # can only go by the operator's per-name reference.
+        by_value = [n for n in names if n in env] if cfg.job_secrets else []
+        # ... and one with neither is lost, which only adopting an existing CustomJob survives.
+        lost = [n for n in names if n not in env and n not in cfg.secret_refs] if cfg.job_secrets else []
+        spec = render_custom_job(job, names, cfg, by_value=by_value + lost)
         proto = to_proto(spec)
         if not cfg.submit:
             return Submission(external_id=spec["displayName"], manifest=spec, dry_run=True, status_reason=DRY_RUN_REASON)
@@ -265,11 +443,26 @@ class VertexBackend:
         if existing:
             adopted = self._oldest(existing)
             log.info("job %s: adopted the existing CustomJob %s", job.id, adopted.name)
-            return Submission(external_id=adopted.name, manifest=spec)
+            return Submission(external_id=adopted.name, manifest=render_custom_job(job, names, cfg, by_value=by_value + lost, job_secret=_job_secret_of(adopted)))
+        if lost:
+            raise PermanentError(
+                f"the values of {', '.join(lost)} are no longer available (the launch was retried without them) and no CustomJob of this job exists: submit the job again",
+                reason="SecretValuesUnavailable",
+                failure_class=FailureClass.INFRA.value,
+            )
+        version, secret_created = self._store_secret(job, {n: env[n] for n in by_value}) if by_value else (None, False)
+        if version is not None:
+            spec = render_custom_job(job, names, cfg, by_value=by_value, job_secret=version)
+            proto = to_proto(spec)
         try:
             created = self._get_client().create_custom_job(parent=cfg.parent, custom_job=proto, timeout=self.timeout)
         except Exception as exc:  # noqa: BLE001
-            raise api_error(exc, f"create CustomJob in {cfg.parent}") from exc
+            error = api_error(exc, f"create CustomJob in {cfg.parent}")
+            # Refused for good: no CustomJob will read the secret, so its values don't stay behind. A
+            # transient failure keeps it: the create may have happened, and the retry adopts that job.
+            if secret_created and isinstance(error, PermanentError):
+                self._delete_secret_quietly(job.id)
+            raise error from exc
         # Converge when two attempts raced past the list: the oldest wins, the others cancel themselves.
         winner = self._oldest(self._find(job) or [created])
         if winner.name != created.name:
@@ -309,7 +502,51 @@ class VertexBackend:
         message = current.error.message if getattr(current, "error", None) and current.error.message else None
         return Observation(state, message=message)
 
+    def release(self, job: Job) -> None:
+        """Delete the job's own secret (idempotent: none is success). Jobs without secret variables, and
+        dry runs, never had one."""
+        if job.dry_run or not job.env_names or not self.config.submit:
+            return
+        if self._secret_manager().delete(job_secret_id(job.id)):
+            log.info("job %s: deleted its Secret Manager secret", job.id)
+
+    def held(self) -> list[str]:
+        """The job ids whose secrets still exist (from the annotation each was created with)."""
+        if not self.config.submit or not self.config.job_secrets:
+            return []
+        ids = [(s.get("annotations") or {}).get(JOB_ID_ANNOTATION) for s in self._secret_manager().list_ours()]
+        return [i for i in ids if isinstance(i, str) and i]
+
     # ---- helpers -------------------------------------------------------------------------------
+    def _secret_manager(self) -> SecretManager:
+        if self.secrets is None:
+            self.secrets = SecretManager(self.config.secrets_parent, endpoint=self.config.secret_endpoint, timeout=self.timeout)
+        return self.secrets
+
+    def _store_secret(self, job: Job, values: dict[str, str]) -> tuple[str, bool]:
+        """The job's secret, created (or an earlier attempt's adopted), with a new version holding
+        `values`: (the version's name, whether this call created the secret)."""
+        from shared.domain.redaction import secret_values
+
+        payload = job_secret_payload(values)
+        sm = self._secret_manager()
+        secret_id = job_secret_id(job.id)
+        labels = {naming.VERTEX_JOB_ID_LABEL: naming.gcp_label_value(job.id), naming.VERTEX_MANAGED_BY_LABEL: naming.MANAGED_BY}
+        created = sm.create(secret_id, labels=labels, annotations={JOB_ID_ANNOTATION: job.id}, ttl_seconds=self.config.secret_ttl_seconds)
+        try:
+            version = sm.add_version(secret_id, payload, secrets=secret_values(values))
+        except PermanentError:
+            if created:
+                self._delete_secret_quietly(job.id)
+            raise
+        return version, created
+
+    def _delete_secret_quietly(self, job_id: str) -> None:
+        try:
+            self._secret_manager().delete(job_secret_id(job_id))
+        except PlatformError as exc:  # reconcile's sweep (held) deletes it later
+            log.warning("job %s: could not delete its secret now (%s): reconcile will", job_id, exc)
+
     def _get_client(self) -> Any:
         if self.client is None:
             self.client = self.client_factory(self.config)

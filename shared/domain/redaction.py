@@ -10,12 +10,44 @@ of a secret ends the head is redacted too.
 
 from __future__ import annotations
 
-from typing import Iterable
+import json
+from typing import Any, Iterable, Mapping
 
 from shared.domain.job import REDACTED
 
 # Shorter values would redact ordinary words; 4 is what every caller has used.
 MIN_SECRET_CHARS = 4
+# Leaves of a JSON secret that name where, not who: a region in a log line is no leak, and redacting
+# `us-east-1` from every line that names an endpoint would only hide what went wrong.
+NOT_SECRET_KEYS = frozenset({"aws_region", "region"})
+
+
+def secret_values(env: Mapping[str, object]) -> tuple[str, ...]:
+    """Every piece of the secret variables' values a program may print on its own: each value, each line
+    of a multi-line one, and, for a value that is JSON (the per-source credentials in
+    `TRAINING_PLATFORM_CREDENTIALS`), each string leaf in it. A trainer logging one access key shows
+    that key, never the whole JSON, so redacting only the whole string would miss it."""
+    out: list[str] = []
+    for value in env.values():
+        if not isinstance(value, str) or not value:
+            continue
+        out += [value, *(line for line in value.splitlines() if line)]
+        if value.lstrip()[:1] in ("{", "["):
+            try:
+                out += _leaves(json.loads(value))
+            except ValueError:
+                pass
+    return tuple(dict.fromkeys(out))
+
+
+def _leaves(value: Any, key: str | None = None) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, str(k))]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v, key)]
+    if isinstance(value, str) and value and key not in NOT_SECRET_KEYS:
+        return [value]
+    return []
 
 
 def _values(secrets: Iterable[object]) -> list[str]:

@@ -607,7 +607,8 @@ def _secret_problems(
     backend: Backend, env: dict[str, str], typed: TrainRequestBody, policy: RequestPolicy, origins: Mapping[str, str] | None = None
 ) -> list[FieldError]:
     """A secret the backend can't pass is a 400 here, naming where it was given and the setting that
-    would make it passable, never a 202 that fails at launch."""
+    would make it passable, never a 202 that fails at launch (`secret_settings["*"]`: the one setting
+    that makes any secret passable, e.g. Vertex's per-job secrets)."""
     allowed = policy.secret_names.get(backend)
     if allowed is None:
         return []
@@ -617,7 +618,8 @@ def _secret_problems(
             continue
         where = (origins or {}).get(name) or (f"env.{name}" if name in typed.env else "hf_token")
         setting = policy.secret_settings.get(name)
-        how = f"set {setting}" if setting else "no setting maps it"
+        every = policy.secret_settings.get("*")
+        how = " or ".join(f"set {x}" for x in (setting, every) if x) or "no setting maps it"
         out.append(FieldError(where, f"the {backend.value} backend passes secrets only as Secret Manager references and none is configured for {name} ({how})"))
     return out
 

@@ -99,12 +99,13 @@ def test_post_train_a_vertex_dry_run_with_a_secret_renders_and_shows_its_spec(em
     [custom_job] = view["objects"]
     pool = custom_job["jobSpec"]["workerPoolSpecs"][0]
     assert pool["machineSpec"] == {"machineType": "g2-standard-8", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 1}
-    assert pool["containerSpec"]["env"] == [{"name": "HF_TOKEN_SECRET", "value": "[no Secret Manager reference configured: set VERTEX_HF_TOKEN_SECRET]"}]
+    # Per-job secrets (the default): the job's own Secret Manager secret, created at submit.
+    assert pool["containerSpec"]["env"] == [{"name": "TRAINING_PLATFORM_SECRET_REF", "value": "[the job's own Secret Manager secret version, created at submit, holding HF_TOKEN]"}]
     assert "hf_xxx" not in str(view) and "hf_xxx" not in str(job)
 
 
 def test_post_train_submitting_a_secret_without_a_reference_is_a_400_naming_the_setting(embedded) -> None:
-    url = embedded(VERTEX_SUBMIT="1")
+    url = embedded(VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0")  # per-job secrets off: only configured references pass
     r = requests.post(f"{url}/train", json={**README_KUBERNETES, "backend": "vertex", "dataset_file": "gs://b/data.jsonl"}, timeout=10)
     assert r.status_code == 400
     [error] = r.json()["errors"]

@@ -35,6 +35,8 @@ def fake():
 
 def make_backend(fake: FakeVertexAPI, *, submit: bool = True, timeout: float = 10.0, **config) -> VertexBackend:
     client = aiplatform_v1.JobServiceClient(transport="rest", client_options={"api_endpoint": fake.url}, credentials=AnonymousCredentials())
+    # Per-job secrets off: these tests pin the per-name references (tests/integration/test_job_secrets.py has the per-job secrets).
+    config = {"job_secrets": False, **config}
     cfg = VertexConfig(project="acme-ml", image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, secret_refs={"HF_TOKEN": HF_REF}, **config)
     return VertexBackend(cfg, client=client, timeout=timeout)
 

@@ -272,6 +272,8 @@ def test_each_vertex_variable(variable, value, path, expected):
     base = {"VERTEX_IMAGE_URI": "us-docker.pkg.dev/acme/trainer:1.0"}
     if variable != "PROJECT_ID":
         base["VERTEX_PROJECT"] = "acme-ml"
+    if variable == "VERTEX_HF_TOKEN_SECRET":
+        base["VERTEX_JOB_SECRETS"] = "0"  # the per-name reference is what is passed with per-job secrets off
     cfg = VertexConfig.from_settings(Settings(**{**base, variable: value}))
     spec = render_custom_job(job, sorted(env), cfg)
     to_proto(spec)
@@ -285,7 +287,7 @@ def test_each_vertex_variable(variable, value, path, expected):
 def test_vertex_refuses_a_secret_it_cannot_pass_by_reference():
     job, env = job_from(README_KUBERNETES | {"backend": "vertex", "dataset_file": "gs://b/d.jsonl"})
     with pytest.raises(PermanentError) as info:
-        render_custom_job(job, sorted(env), vertex_config(VERTEX_SUBMIT="1"))
+        render_custom_job(job, sorted(env), vertex_config(VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0"))
     assert info.value.reason == "SecretNotSupported" and info.value.failure_class == "user"
     assert "VERTEX_HF_TOKEN_SECRET" in str(info.value) and "hf_xxx" not in str(info.value)
 

@@ -166,10 +166,13 @@ def test_a_broken_gpu_table_makes_its_backend_unavailable(env, needle):
 
 
 def test_vertex_submitting_refuses_a_secret_without_a_reference_up_front():
-    found = errors_of({**README_KUBERNETES, "backend": "vertex", "dataset_file": "gs://b/d.jsonl"}, VERTEX_SUBMIT="1")
-    assert found == [("env.HF_TOKEN", "the vertex backend passes secrets only as Secret Manager references and none is configured for HF_TOKEN (set VERTEX_HF_TOKEN_SECRET)")]
-    found = errors_of({**REQUEST, "backend": "vertex", "env": {"WANDB_API_KEY": "k"}}, VERTEX_SUBMIT="1", VERTEX_HF_TOKEN_SECRET="projects/p/secrets/hf/versions/1")
-    assert found[0][0] == "env.WANDB_API_KEY" and "no setting maps it" in found[0][1]
+    # Per-job secrets off (VERTEX_JOB_SECRETS=0): only configured references pass.
+    found = errors_of({**README_KUBERNETES, "backend": "vertex", "dataset_file": "gs://b/d.jsonl"}, VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0")
+    assert found == [("env.HF_TOKEN", "the vertex backend passes secrets only as Secret Manager references and none is configured for HF_TOKEN (set VERTEX_HF_TOKEN_SECRET or set VERTEX_JOB_SECRETS=1)")]
+    found = errors_of({**REQUEST, "backend": "vertex", "env": {"WANDB_API_KEY": "k"}}, VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0", VERTEX_HF_TOKEN_SECRET="projects/p/secrets/hf/versions/1")
+    assert found[0][0] == "env.WANDB_API_KEY" and "set VERTEX_JOB_SECRETS=1" in found[0][1]
+    # With per-job secrets (the default) any secret passes.
+    normalise_request({**REQUEST, "backend": "vertex", "env": {"WANDB_API_KEY": "k"}}, settings(VERTEX_SUBMIT="1").request_policy())
     # With the reference configured, or on a dry run, the request is accepted.
     ok = {**REQUEST, "backend": "vertex", "hf_token": "hf_x"}
     normalise_request(ok, settings(VERTEX_SUBMIT="1", VERTEX_HF_TOKEN_SECRET="projects/p/secrets/hf/versions/1").request_policy())
@@ -348,7 +351,7 @@ def test_vertex_nodes_are_two_worker_pools_and_the_deadline_a_timeout():
 
 
 def test_a_vertex_dry_run_with_secrets_renders_and_shows_its_spec():
-    job, secret, cfg = vertex_job({}, body={**README_KUBERNETES, "backend": "vertex", "dataset_file": "gs://b/d.jsonl"})
+    job, secret, cfg = vertex_job({}, body={**README_KUBERNETES, "backend": "vertex", "dataset_file": "gs://b/d.jsonl"}, VERTEX_JOB_SECRETS="0")
     assert not cfg.submit and secret == {"HF_TOKEN": "hf_xxx"}
     spec = render_custom_job(job, sorted(secret), cfg)
     env = spec["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]
@@ -358,7 +361,7 @@ def test_a_vertex_dry_run_with_secrets_renders_and_shows_its_spec():
     assert [o["kind"] for o in view["objects"]] == ["CustomJob"] and view["objects"][0]["jobSpec"] == spec["jobSpec"]
     # Submitting, the launcher still refuses it (the api already does, up front).
     with pytest.raises(PermanentError) as info:
-        render_custom_job(job, sorted(secret), VertexConfig.from_settings(settings(VERTEX_SUBMIT="1")))
+        render_custom_job(job, sorted(secret), VertexConfig.from_settings(settings(VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0")))
     assert info.value.reason == "SecretNotSupported"
 
 
