@@ -545,7 +545,7 @@ def normalise_request(
             errors.append(FieldError("hf_token", "must not contain control characters"))
         else:
             env[name] = value
-    origins = {}
+    origins: dict[str, str] = {}
     for name, (value, where) in (platform_env or {}).items():
         env[name] = value
         origins[name] = where
