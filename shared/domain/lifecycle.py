@@ -116,11 +116,16 @@ def notification_summary(job: Job) -> dict[str, Any]:
 
 def progress_due(current: Job, new: Job, interval_seconds: float = PROGRESS_INTERVAL_SECONDS) -> bool:
     """Whether this change of a running job with a callback announces its progress: it stays running
-    (a status change announces itself), its progress changed, and the last progress notification is at
+    (a status change announces itself), its progress changed and has a training step, and the last progress notification is at
     least `interval_seconds` old by the change's own time (so a test moves time by moving `updated_at`)."""
     if new.callback is None or current.status is not JobStatus.RUNNING or new.status is not JobStatus.RUNNING:
         return False
     if not new.progress or new.progress == current.progress:
+        return False
+    step = new.progress.get("step")
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        # Not a training step (the trainer's start or dataset report): nothing to show yet, and it would
+        # use up the minute the first step's progress needs.
         return False
     last = current.progress_notified_at
     return last is None or new.updated_at - last >= timedelta(seconds=interval_seconds)

@@ -263,7 +263,9 @@ class _Translation:
                 self.error("base_model.revision", "names a revision of a hub model; base_model.weights_url is a folder of weights: drop one of them")
         elif name is not None:
             self.flag("model_id", name, "base_model.model_name")
-            self.flag("model_revision", revision, "base_model.revision")
+            # `main` is the hub's default (and the studio's): not rendered, so a model folder (the hub id
+            # may name one) is not refused for having a revision.
+            self.flag("model_revision", None if revision == "main" else revision, "base_model.revision")
         elif base.get("model_name") is None and base.get("weights_url") is None:
             self.error("base_model.model_name", "is required (or base_model.weights_url)")
         token = base.get("auth_token")

@@ -109,6 +109,18 @@ def test_plan_makes_at_most_one_progress_notification_a_minute_for_a_job_with_a_
     assert plans[-1].notifications[0].body["data"]["job"]["progress"]["step"] == 6
 
 
+def test_progress_without_a_training_step_is_not_announced_and_keeps_the_minute_free() -> None:
+    """The trainer's start and dataset reports come before any step: announcing them would show the
+    studio nothing and hold back the first step's progress for a minute."""
+    current = job()
+    for offset, progress in ((0, {"event": "start"}), (1, {"event": "dataset", "rows": 24}), (2, {"event": "x", "step": True})):
+        p = plan(current, Change(current.replace(progress=progress, updated_at=T0 + timedelta(seconds=offset))))
+        assert p.notifications == () and p.timeline == ()
+        current = p.job or current
+    first_step = plan(current, Change(current.replace(progress={"step": 1, "total_steps": 9}, updated_at=T0 + timedelta(seconds=3))))
+    assert [n.kind for n in first_step.notifications] == [PROGRESS]
+
+
 def test_plan_is_unchanged_for_a_job_without_a_callback_and_outside_running() -> None:
     for p in changes(job(callback=False), (0, 1), (60, 2), (120, 3)):
         assert p.timeline == () and p.notifications == () and p.job.progress_notified_at is None

@@ -103,7 +103,6 @@ def test_the_reference_example_renders_one_normalised_request() -> None:
     assert list(req.args) == [
         "--method=qlora",
         "--model_id=meta-llama/Llama-3.2-3B-Instruct",
-        "--model_revision=main",
         "--dataset_file=s3://studio-data/users/u1/projects/p1/ingestion/chat.jsonl",
         "--dataset_file_format=jsonl",
         f"--output_dir=/tmp/studio/{JOB_ID}",
