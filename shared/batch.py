@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import jsonutil
+from shared.domain import studio
 from shared.errors import Conflict, FieldError, PlatformError, ValidationFailed
 from shared.messages import Message
 from shared.ports import Bus, JobStore, Rejection
@@ -127,7 +128,9 @@ class BatchSubmitter:
                 result.rejected.append(index)
                 continue
             try:
-                submitted = self.service.submit_training(body, idempotency_key=key, extra_labels={"batch_id": batch_id})
+                # A studio body carries its own key (its job_id): the same run in two messages is one job.
+                own_key = studio.is_studio_body(body)
+                submitted = self.service.submit_training(body, idempotency_key=None if own_key else key, extra_labels={"batch_id": batch_id})
             except ValidationFailed as exc:
                 self._reject(key, batch_id, index, message.id, exc.errors)
                 result.rejected.append(index)

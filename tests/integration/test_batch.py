@@ -97,6 +97,19 @@ def test_idempotency_key_attribute_spans_messages(container) -> None:
     assert a.accepted == b.accepted and len(all_jobs(container.store)) == 1
 
 
+def test_a_studio_body_in_a_batch_is_keyed_by_its_job_id(container) -> None:
+    """The studio's body carries its own idempotency key (its job_id): the same run in two messages (or
+    a message and `POST /train`) is one job, not one per message."""
+    run = {"job_id": "0b8f7c1e-9d2a-4c55-8a61-3f0e2d9b7a10", "base_model": {"provider": "huggingface", "model_name": "org/m"},
+           "customization": {"method": "lora", "rank": 8}, "datasets": [{"source": "gs://b/d.jsonl", "format": "jsonl"}],
+           "artifacts": {"output_uri": "gs://b/out"}}
+    a = container.batch.handle(message(json.dumps([run]).encode(), message_id="m-a"))
+    b = container.batch.handle(message(json.dumps(run).encode(), message_id="m-b"))
+    assert a.rejected == [] and a.accepted == b.accepted and len(a.accepted) == 1
+    jobs = all_jobs(container.store)
+    assert len(jobs) == 1 and jobs[0].idempotency_key == f"studio:{run['job_id']}" and jobs[0].labels["studio_job_id"] == run["job_id"]
+
+
 def test_submission_route(container, serve) -> None:
     container.batch.handle(message(json.dumps(batch_of_50()).encode(), batch_id="b-route"))
     url = serve(wsgi(container)).url
