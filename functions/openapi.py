@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from shared.domain.request import TrainRequestBody
+from shared.domain.studio_schema import StudioTrainRequest
 from shared.domain.status import FailureClass, JobStatus
 
 
@@ -53,6 +54,7 @@ class JobSummary(BaseModel):
     env: dict[str, str] = Field(description="Names of the secret variables; values are always redacted.")
     labels: dict[str, str]
     webhooks: list[str] = Field(default_factory=list, description="The job's own webhook URLs (without their query strings).")
+    callback: dict[str, str] | None = Field(None, description="The studio's status callback: {kind, url} (without its query string; never its Authorization).")
     resources: dict[str, Any] = Field(
         default_factory=dict, description="What the request's `resources` asked for (gpus, gpu_type, nodes, cpus, memory_gb, max_duration_minutes); unset: the settings."
     )
@@ -173,7 +175,7 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    models = [TrainRequestBody, ErrorBody, JobEnvelope, JobDetailEnvelope, JobList, Health, EventList, MetricList, ManifestModel]
+    models = [TrainRequestBody, StudioTrainRequest, ErrorBody, JobEnvelope, JobDetailEnvelope, JobList, Health, EventList, MetricList, ManifestModel]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,128}$"}}
@@ -194,7 +196,10 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrainRequestBody"}, "example": TRAIN_EXAMPLE}},
+                        "content": {"application/json": {
+                            "schema": {"oneOf": [{"$ref": "#/components/schemas/TrainRequestBody"}, {"$ref": "#/components/schemas/StudioTrainRequest"}]},
+                            "example": TRAIN_EXAMPLE,
+                        }},
                     },
                     "responses": {
                         "202": _json_response("JobEnvelope", "Accepted and queued."),

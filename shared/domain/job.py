@@ -143,6 +143,8 @@ class Job:
             # Without query strings: a receiver's URL may carry a token there.
             "webhooks": [u.split("?", 1)[0].split("#", 1)[0] for u in self.webhooks],
             "resources": self.resources.to_dict(),
+            # Never the Authorization, sealed or not.
+            "callback": {"kind": self.callback.kind, "url": self.callback.url.split("?", 1)[0].split("#", 1)[0]} if self.callback else None,
             "error": self.error,
             "logTail": self.log_tail,
             "logCount": self.log_count,

@@ -78,6 +78,8 @@ def test_the_studio_body_is_accepted_once_per_job_id(api, tmp_path: Path) -> Non
     assert "--per_device_train_batch_size=8" in job["args"] and "--gradient_accumulation_steps=2" in job["args"]
     assert f"--output_dir=/tmp/studio/{JOB_ID}" in job["args"] and "--upload_output_to=s3://studio-models/lora-refinement-1796113031796" in job["args"]
     assert set(job["env"]) == {"HF_TOKEN", trainer_flags.CREDENTIALS_ENV}
+    # The callback is shown by its URL only: never its Authorization, sealed or not.
+    assert job["callback"] == {"kind": "studio", "url": studio_body()["callbacks"]["webhook_url"].split("?")[0]}
     # The secrets travel only inside the launch message.
     assert len(bus.messages) == 1
     _, data, _, _ = bus.messages[0]
