@@ -10,7 +10,10 @@
 #                publish job-transitions (the outbox relay) and sign due webhook retries
 #   notify       Firestore; read the webhook signing secret (it calls subscribers' URLs, no GCP API)
 # launcher and status_sync also publish job-transitions: they relay the outbox after their commits; the
-# api, notify and reconcile read the webhook signing secret (the api to accept a request's webhooks).
+# api, notify and reconcile read the webhook signing secret (the api to accept a request's webhooks and
+# to seal the studio's callback tokens, notify to unseal them). launcher, status_sync and reconcile
+# manage the Vertex per-job secrets `training-job-*` (created at submit, deleted when the job ends), which
+# the trainer SA reads; both grants are conditioned on that name.
 #
 # Firestore grants are conditioned on the platform's database. Kubernetes permissions are not IAM: the
 # kubeconfig's user is the `training-launcher` service account, bound by infra/k8s/rbac.yaml to
@@ -117,6 +120,36 @@ resource "google_project_iam_member" "reconcile_vertex" {
   project = var.project_id
   role    = "roles/aiplatform.viewer"
   member  = google_service_account.fn["reconcile"].member
+}
+
+# Vertex per-job secrets (shared/adapters/vertex_backend.py): the launcher creates `training-job-<id>`
+# with the job's secret variables, status_sync and reconcile delete it when the job ends, the trainer
+# reads it. Each grant is limited by an IAM condition to secrets of that name, never the project's others.
+locals {
+  job_secret_prefix = "projects/${local.project_number}/secrets/training-job-"
+}
+
+resource "google_project_iam_member" "job_secrets_admin" {
+  for_each = toset(["launcher", "status_sync", "reconcile"])
+  project  = var.project_id
+  role     = "roles/secretmanager.admin"
+  member   = google_service_account.fn[each.value].member
+  condition {
+    title       = "per-job-secrets-only"
+    description = "Only the platform's per-job secrets (training-job-*)."
+    expression  = "resource.name.startsWith(\"${local.job_secret_prefix}\")"
+  }
+}
+
+resource "google_project_iam_member" "job_secrets_trainer" {
+  project = var.project_id
+  role    = "roles/secretmanager.secretAccessor"
+  member  = google_service_account.trainer.member
+  condition {
+    title       = "per-job-secrets-only"
+    description = "Only the platform's per-job secrets (training-job-*)."
+    expression  = "resource.name.startsWith(\"${local.job_secret_prefix}\")"
+  }
 }
 
 # --- The trainer: identity of Vertex CustomJobs -------------------------------------------------------
