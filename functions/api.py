@@ -27,7 +27,7 @@ from shared.domain.status import JobStatus
 from shared.domain.request import NormalisedRequest
 from shared.errors import Conflict, FieldError, NotFound, PlatformError, StoreUnavailable, TransientError, ValidationFailed
 from shared.ports import IdempotentCreate, JobQuery, JobStore
-from shared.service import PublishFailed, Submitted, TrainingService, iter_jobs
+from shared.usecases.service import PublishFailed, Submitted, TrainingService, iter_jobs
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from shared.adapters.inline_bus import InlineBus
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.status import JobStatus
 from shared.errors import PlatformError
-from shared.launching import Launcher
+from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.service import OP_SUBMIT, iter_jobs, publish_launch
+from shared.usecases.service import OP_SUBMIT, iter_jobs, publish_launch
 from shared.settings import Settings
 
 log = logging.getLogger("embedded")

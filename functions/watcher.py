@@ -19,7 +19,7 @@ from typing import Any
 from shared.adapters.k8s_watcher import ClusterWatcher, build_api_client
 from shared.adapters.pubsub_bus import PubSubBus
 from shared.ports import Bus
-from shared.service import SystemClock
+from shared.ports import SystemClock
 from shared.settings import Settings
 
 log = logging.getLogger("functions.watcher")

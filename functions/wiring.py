@@ -13,17 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from functions.api import Api
-from shared.batch import BatchSubmitter
+from shared.usecases.batch import BatchSubmitter
 from shared.domain.job import Backend as BackendKind
 from datetime import timedelta
 
 from shared.domain.webhooks import Schedule
-from shared.launching import Launcher
-from shared.notify import Notifier, OutboxRelay
-from shared.reconcile import Reconciler
+from shared.usecases.launching import Launcher
+from shared.usecases.notify import Notifier, OutboxRelay
+from shared.usecases.reconcile import Reconciler
 from shared.ports import Backend, Bus, JobStore
-from shared.service import SystemClock, TrainingService
-from shared.status_sync import StatusSync
+from shared.ports import SystemClock
+from shared.usecases.service import TrainingService
+from shared.usecases.status_sync import StatusSync
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,17 +6,24 @@ Only these shapes cross the boundary: domain objects in, domain objects out. No 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
-from shared.domain.job import Job, LogLine
 from shared.domain.delivery import Attempt, Channel
+from shared.domain.job import Job, LogLine
 from shared.domain.lifecycle import Change, Notification, TimelineEvent
 from shared.domain.metrics import MetricPoint
 
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock (UTC): the default wherever a Clock is not injected."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)

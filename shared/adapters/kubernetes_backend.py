@@ -6,7 +6,7 @@ secret variables and a `KubernetesConfig`, and returns plain dicts, so the unit 
 `K8S_*` variable's effect without a server. Every manifest is checked against the Kubernetes schema
 (`kubernetes-validate`, strict) before anything is sent; a spec that fails is a `PermanentError`.
 
-Exactly once (see `shared/launching.py`): every name derives from the job (`shared/domain/naming.py`),
+Exactly once (see `shared/usecases/launching.py`): every name derives from the job (`shared/domain/naming.py`),
 so a second attempt (redelivery, crash after create) meets `409 AlreadyExists` and adopts what the
 first created, after checking the object carries this job's id label. Order of writes:
 1. the Secret (`HF_TOKEN` and `env` values; the Job can't start without it), created or adopted;

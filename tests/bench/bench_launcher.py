@@ -68,7 +68,7 @@ def main() -> None:
         os.environ.update({"PUBSUB_EMULATOR_HOST": ps.host, "FIRESTORE_EMULATOR_HOST": fs.host})
         from shared.adapters.firestore_store import FirestoreJobStore
         from shared.adapters.pubsub_bus import PubSubBus
-        from shared.service import TrainingService
+        from shared.usecases.service import TrainingService
         from shared.settings import Settings
 
         env = {

@@ -27,7 +27,7 @@ from shared.adapters.records import to_record
 from shared.domain.events import EventLog, TrainingEvent
 from shared.domain.job import Backend, Job
 from shared.domain.status import JobStatus
-from shared.status_sync import StatusSync
+from shared.usecases.status_sync import StatusSync
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 29, tzinfo=timezone.utc)

@@ -151,7 +151,7 @@ def run_emulators(n: int, rate: float) -> dict[str, Any]:
         os.environ.update({"PUBSUB_EMULATOR_HOST": ps.host, "FIRESTORE_EMULATOR_HOST": fs.host})
         from shared.adapters.firestore_store import FirestoreJobStore
         from shared.adapters.pubsub_bus import PubSubBus
-        from shared.notify import OutboxRelay
+        from shared.usecases.notify import OutboxRelay
         from shared.settings import Settings
 
         hook_env = {"WEBHOOK_SIGNING_SECRET": SECRET, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "WEBHOOK_RETRY_SCHEDULE": "0,0.1,0.2,0.4,0.8,1.6,3.2"}
@@ -175,7 +175,7 @@ def run_emulators(n: int, rate: float) -> dict[str, Any]:
                 # Cloud Scheduler's part (reconcile runs the due retries): here every half second.
                 from shared.adapters.webhook_sender import WebhookSender
                 from shared.domain.webhooks import Schedule
-                from shared.notify import Notifier
+                from shared.usecases.notify import Notifier
 
                 n2 = Notifier(store=store, sender=WebhookSender(allowed_hosts=settings.webhook_allowed_host_set), signing_key=settings.webhook_key,
                               schedule=Schedule.parse(settings.webhook_retry_schedule))

@@ -185,8 +185,8 @@ class Burst:
 def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
     from shared.adapters.sqlite_store import SqliteJobStore
     from shared.domain.job import Backend as BackendKind
-    from shared.reconcile import Reconciler
-    from shared.status_sync import StatusSync
+    from shared.usecases.reconcile import Reconciler
+    from shared.usecases.status_sync import StatusSync
     from tests.integration.conftest import RecordingBus
 
     began = time.monotonic()

@@ -10,7 +10,7 @@ from typing import Any
 from shared.domain.job import Backend, Job
 from shared.domain.status import JobStatus
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
-from shared.service import build_job
+from shared.usecases.service import build_job
 
 # reference/old-training-api-README.md, "Kubernetes (default)" and "Vertex AI fallback", verbatim.
 README_KUBERNETES: dict[str, Any] = {

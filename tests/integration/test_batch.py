@@ -17,7 +17,7 @@ import requests
 from functions.local_stack import _wait_port, free_port, stop_group
 from functions.wiring import Container
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.batch import PoisonMessage
+from shared.usecases.batch import PoisonMessage
 from shared.messages import Message, to_push
 from shared.ports import JobQuery
 from tests.integration.conftest import RecordingBus, make_settings, wsgi

@@ -31,12 +31,12 @@ from shared.domain.redaction import redact, secret_values
 from shared.domain.request import normalise_request
 from shared.domain.status import JobStatus
 from shared.errors import TransientError, ValidationFailed
-from shared.launching import Launcher
+from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.reconcile import Reconciler
-from shared.service import OP_SUBMIT, build_job, launch_message
+from shared.usecases.reconcile import Reconciler
+from shared.usecases.service import OP_SUBMIT, build_job, launch_message
 from shared.settings import REPO_ROOT, Settings
-from shared.status_sync import StatusSync
+from shared.usecases.status_sync import StatusSync
 from tests.fakes import FakeKubernetesAPI, FakeVertexAPI
 from tests.fakes.jobs import JOB_ID, README_KUBERNETES, README_VERTEX, job_from
 from trainer import job_secrets

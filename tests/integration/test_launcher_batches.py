@@ -1,4 +1,4 @@
-"""Launcher.handle_batch / _submit_many (shared/launching.py) over a real SQLite store and a fake backend.
+"""Launcher.handle_batch / _submit_many (shared/usecases/launching.py) over a real SQLite store and a fake backend.
 
 A batch of launch messages has one outcome per message: None (ack) or the exception to retry it with.
 Submits share the store's compare-and-sets but each job is launched exactly once and fails or is retried
@@ -19,10 +19,10 @@ from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, TransientError
-from shared.launching import Launcher
+from shared.usecases.launching import Launcher
 from shared.messages import Message
 from shared.ports import Observation, Submission
-from shared.service import OP_CANCEL, OP_SUBMIT, launch_message
+from shared.usecases.service import OP_CANCEL, OP_SUBMIT, launch_message
 from tests.fakes.jobs import make_job
 
 TOPIC = "train-requests"

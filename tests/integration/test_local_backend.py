@@ -17,9 +17,9 @@ from shared.domain.events import from_message
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import JobStatus
 from shared.errors import PermanentError
-from shared.launching import Launcher
+from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.service import OP_SUBMIT, launch_message
+from shared.usecases.service import OP_SUBMIT, launch_message
 from shared.settings import REPO_ROOT, Settings
 from tests.fakes import FAKE_TRAINER
 from tests.fakes.jobs import JOB_ID, job_from

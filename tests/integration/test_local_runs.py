@@ -23,9 +23,9 @@ from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import JobStatus
 from shared.errors import TransientError
-from shared.reconcile import Reconciler
+from shared.usecases.reconcile import Reconciler
 from shared.settings import REPO_ROOT
-from shared.status_sync import StatusSync
+from shared.usecases.status_sync import StatusSync
 from tests.fakes import FAKE_TRAINER
 from tests.integration.conftest import RecordingBus
 from tests.integration.test_local_backend import Events, _assert_gone, local_job, make_backend

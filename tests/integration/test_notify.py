@@ -25,7 +25,7 @@ from shared.domain.lifecycle import Change
 from shared.domain.status import JobStatus
 from shared.domain.webhooks import Schedule
 from shared.messages import Message
-from shared.notify import Notifier, OutboxRelay
+from shared.usecases.notify import Notifier, OutboxRelay
 from shared.settings import Settings
 from tests.fakes.webhook_receiver import Receiver
 from tests.integration.conftest import wsgi

@@ -12,8 +12,8 @@ from shared.domain.job import Backend, Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import TransientError
 from shared.ports import Observation
-from shared.reconcile import Reconciler
-from shared.status_sync import StatusSync
+from shared.usecases.reconcile import Reconciler
+from shared.usecases.status_sync import StatusSync
 from tests.integration.conftest import RecordingBus
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)

@@ -25,11 +25,11 @@ from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import TransientError
-from shared.launching import Launcher
+from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.service import OP_CANCEL, OP_SUBMIT, launch_message
+from shared.usecases.service import OP_CANCEL, OP_SUBMIT, launch_message
 from shared.settings import Settings
-from shared.status_sync import StatusSync
+from shared.usecases.status_sync import StatusSync
 from tests.fakes.jobs import README_KUBERNETES, job_from
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
 

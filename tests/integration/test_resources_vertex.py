@@ -22,9 +22,9 @@ from shared.adapters.sqlite_store import SqliteJobStore
 from shared.adapters.vertex_backend import VertexBackend, VertexConfig
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import JobStatus
-from shared.launching import Launcher
+from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.service import OP_SUBMIT, launch_message
+from shared.usecases.service import OP_SUBMIT, launch_message
 from shared.settings import Settings
 from tests.fakes import FakeVertexAPI
 from tests.fakes.jobs import README_KUBERNETES, README_VERTEX, job_from

@@ -14,7 +14,7 @@ from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Backend, Job
 from shared.domain.status import JobStatus
 from shared.messages import Message, to_push
-from shared.status_sync import StatusSync
+from shared.usecases.status_sync import StatusSync
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"

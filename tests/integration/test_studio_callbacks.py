@@ -25,9 +25,9 @@ from shared.domain.lifecycle import Change
 from shared.domain.status import JobStatus
 from shared.domain.webhooks import Schedule
 from shared.messages import Message
-from shared.notify import Notifier
+from shared.usecases.notify import Notifier
 from shared.sealing import Sealer
-from shared.status_sync import StatusSync
+from shared.usecases.status_sync import StatusSync
 from tests.fakes.studio_receiver import StudioReceiver
 from tests.fakes.webhook_receiver import Receiver
 

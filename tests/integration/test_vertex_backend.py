@@ -17,9 +17,9 @@ from shared.domain import naming
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, TransientError
-from shared.launching import Launcher
+from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.service import OP_CANCEL, OP_SUBMIT, launch_message
+from shared.usecases.service import OP_CANCEL, OP_SUBMIT, launch_message
 from tests.fakes import FakeVertexAPI
 from tests.fakes.jobs import JOB_ID, README_VERTEX, job_from
 

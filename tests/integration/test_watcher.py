@@ -23,7 +23,7 @@ from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.messages import Message
-from shared.status_sync import StatusSync
+from shared.usecases.status_sync import StatusSync
 from tests.fakes.jobs import README_KUBERNETES, job_from
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
 

@@ -10,7 +10,7 @@ import pytest
 from shared.domain.job import Backend
 from shared.domain.request import RequestPolicy, normalise_request
 from shared.errors import ValidationFailed
-from shared.service import build_job
+from shared.usecases.service import build_job
 from trainer import flags as trainer_flags
 
 POLICY = RequestPolicy(

@@ -17,7 +17,7 @@ from shared.domain.job import Backend
 from shared.domain.request import RequestPolicy, normalise_request
 from shared.domain.resources import LOCAL_PLACEMENT, vertex_placement, DEFAULT_VERTEX_MACHINE_TYPES
 from shared.errors import ValidationFailed
-from shared.service import TrainingService, build_job
+from shared.usecases.service import TrainingService, build_job
 from trainer import flags as trainer_flags
 
 JOB_ID = "6a248301-0606-494f-8f45-c195e36937fb"

@@ -7,20 +7,18 @@ together, once. Redelivered, late or reordered events never move a job backwards
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Mapping
 
-import dataclasses
-
 from shared.domain.events import TrainingEvent, from_message
-from shared.domain.vertex_logs import is_log_entry, parse_log_entry
 from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.translate import Decision, decide
-from shared.messages import Message
+from shared.domain.vertex_logs import is_log_entry, parse_log_entry
 from shared.errors import PlatformError, TransientError
-from shared.ports import Backend, JobStore, TimelineEvent
-from shared.service import SystemClock
+from shared.messages import Message
+from shared.ports import Backend, JobStore, SystemClock, TimelineEvent
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from shared import jsonutil
 from shared.domain import studio
 from shared.errors import Conflict, FieldError, PlatformError, ValidationFailed
 from shared.messages import Message
-from shared.ports import Bus, JobStore, Rejection
-from shared.service import PublishFailed, SystemClock, TrainingService
+from shared.ports import Bus, JobStore, Rejection, SystemClock
+from shared.usecases.service import PublishFailed, TrainingService
 
 log = logging.getLogger(__name__)
 

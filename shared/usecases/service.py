@@ -12,7 +12,7 @@ import os
 import shlex
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Iterator
 
 from shared.domain import studio
@@ -21,17 +21,12 @@ from shared.domain.lifecycle import Change
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import Conflict, FieldError, NotFound, TransientError, ValidationFailed
-from shared.ports import Bus, IdempotentCreate, JobQuery, JobStore
+from shared.ports import Bus, IdempotentCreate, JobQuery, JobStore, SystemClock
 
 log = logging.getLogger(__name__)
 
 OP_SUBMIT = "submit"
 OP_CANCEL = "cancel"
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(timezone.utc)
 
 
 def new_job_id() -> str:

@@ -32,8 +32,7 @@ from shared.domain.studio_callbacks import callback_body
 from shared.domain.webhooks import Schedule, headers_for, judge
 from shared.errors import PermanentError
 from shared.messages import Message
-from shared.ports import Bus, JobStore
-from shared.service import SystemClock
+from shared.ports import Bus, JobStore, SystemClock
 
 log = logging.getLogger(__name__)
 

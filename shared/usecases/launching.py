@@ -24,8 +24,8 @@ from shared.domain.lifecycle import Change
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, StoreUnavailable
 from shared.messages import Message
-from shared.ports import Backend, Bus, JobStore
-from shared.service import OP_CANCEL, OP_SUBMIT, SystemClock, mark_failed
+from shared.ports import Backend, Bus, JobStore, SystemClock
+from shared.usecases.service import OP_CANCEL, OP_SUBMIT, mark_failed
 
 log = logging.getLogger(__name__)
 SOURCE = "launcher"  # who the timeline names for the launcher's transitions

@@ -24,9 +24,9 @@ from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.errors import PlatformError
-from shared.ports import Backend, Bus, JobStore
-from shared.service import OP_SUBMIT, SystemClock, iter_jobs, publish_launch
-from shared.status_sync import StatusSync
+from shared.ports import Backend, Bus, JobStore, SystemClock
+from shared.usecases.service import OP_SUBMIT, iter_jobs, publish_launch
+from shared.usecases.status_sync import StatusSync
 
 log = logging.getLogger(__name__)
 
