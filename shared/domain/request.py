@@ -13,33 +13,49 @@ Rendering rules (ARCHITECTURE.md "Request"):
   `null` -> omitted; a list -> the flag repeated (list flags only); a nested object -> 400.
 - values are rendered as `--name=value`, so a value that starts with `-` can't be read as a flag, and
   numbers are rendered so that argparse reads back the same value (`repr` of a float round-trips).
+
+The pieces live beside it: `flag_rendering.py` (text checks, one flag -> argv tokens) and
+`request_policy.py` (what the deployment allows: locations, forbidden env, secrets, webhooks).
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import json
-import posixpath
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from shared import jsonutil
-from shared.domain import ssrf
-from shared.domain.json_types import type_name as _type_name
 from shared.domain.callback import Callback
+from shared.domain.flag_rendering import (
+    CONTROL_RE,
+    FLAG_ORDER,
+    KEY_RE,
+    check_text,
+    key_name,
+    render_flag,
+    suggest,
+)
 from shared.domain.job import Backend
-from shared.domain.resources import GPU_TYPES, LOCAL_PLACEMENT, Placement, Resources, parse_resources, placement_problems
+from shared.domain.json_types import type_name as _type_name
+from shared.domain.request_policy import (
+    FORBIDDEN_ENV,
+    FORBIDDEN_ENV_PREFIXES,
+    MAX_WEBHOOKS,
+    RequestPolicy,
+    check_location,
+    secret_problems,
+    webhook_urls,
+)
+from shared.domain.resources import Resources, parse_resources, placement_problems
 from shared.errors import FieldError, ValidationFailed
 from trainer import flags as trainer_flags
 
-KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 MODEL_ALIASES = ("model", "model_name")
 SECRET_KEYS = ("hf_token",)
@@ -48,52 +64,10 @@ RESERVED_KEYS = frozenset(
     {"backend", "job_name", "env", "trainer_args", "labels", "webhooks", "resources", "idempotency_key", *MODEL_ALIASES, *SECRET_KEYS}
 )
 
-# Environment names that would change how the child process (or container) runs: refused on every backend.
-FORBIDDEN_ENV = frozenset(
-    {
-        "PATH",
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONSTARTUP",
-        "PYTHONINSPECT",
-        "PYTHONEXECUTABLE",
-        "PYTHONUSERBASE",
-        "PYTHONNOUSERSITE",
-        "PYTHONSAFEPATH",
-        "PYTHONPLATLIBDIR",
-        "PYTHONWARNINGS",
-        "PYTHONBREAKPOINT",
-        "PYTHONDEVMODE",
-        "PYTHONMALLOC",
-        "LD_PRELOAD",
-        "LD_LIBRARY_PATH",
-        "LD_AUDIT",
-        "LD_DEBUG",
-        "LD_PROFILE",
-        "HOME",
-        "SHELL",
-        "BASH_ENV",
-        "ENV",
-        "IFS",
-        "USER",
-        "LOGNAME",
-        "TMPDIR",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "KUBECONFIG",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-    }
-)
-FORBIDDEN_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "TRAINING_PLATFORM_")
 
 MAX_NAME_CHARS = 200
-MAX_VALUE_CHARS = 4096
-MAX_LIST_ITEMS = 64
 MAX_ENV_VARS = 64
 MAX_LABELS = 32
-MAX_WEBHOOKS = 5
 
 
 class TrainRequestBody(BaseModel):
@@ -131,48 +105,6 @@ class TrainRequestBody(BaseModel):
 
 
 @dataclass(frozen=True)
-class RequestPolicy:
-    """What this deployment accepts; built from settings at the edge and passed in."""
-
-    default_backend: Backend = Backend.KUBERNETES
-    # Backend -> None when usable, or a sentence saying what configuration is missing.
-    backend_problems: dict[Backend, str | None] = field(default_factory=dict)
-    # Absolute folders that a local job's dataset_file and output_dir must resolve inside.
-    local_roots: tuple[str, ...] = ()
-    # Folder relative local paths are resolved from (the repo root).
-    local_base: str = "/"
-    # Resolves symbolic links in a local path (`os.path.realpath`), so a link inside a root can't lead
-    # outside it. Injected by the service: the domain does no I/O. None: the check is lexical only.
-    resolve_links: Callable[[str], str] | None = None
-    # Why a caller's webhook URL may not be called (the SSRF guard, with DNS), or None. Injected by the
-    # service like `resolve_links`; None: only the URL's shape is checked here.
-    check_webhook: Callable[[str], str | None] | None = None
-    webhook_allowed_hosts: frozenset[str] = frozenset()
-    # Why webhooks can't be accepted at all in this deployment (no signing secret), or None.
-    webhooks_problem: str | None = None
-    # GPU type names `resources.gpu_type` may use (the built-in ones plus the settings' tables).
-    gpu_types: tuple[str, ...] = GPU_TYPES
-    # Backend -> what it can place (its own table; see shared/domain/resources.py). Missing: no limits.
-    placements: dict[Backend, Placement] = field(default_factory=lambda: {Backend.LOCAL: LOCAL_PLACEMENT})
-    # Backend -> the secret variable names it can pass (None or missing: any), and the setting that adds
-    # one (Vertex passes secrets only as Secret Manager references: VERTEX_HF_TOKEN_SECRET).
-    secret_names: dict[Backend, frozenset[str] | None] = field(default_factory=dict)
-    secret_settings: dict[str, str] = field(default_factory=dict)
-    # Seals a secret the job must keep (the studio's callback Authorization value) for storage; injected
-    # from settings like `check_webhook`. None: such secrets can't be accepted (a 400 says why).
-    seal: Callable[[str], str] | None = None
-    # The studio's spec names no output folder: per backend, the folder its runs write to (the studio's
-    # job_id is appended), inside the container / VM or, for local, inside an allowed root. Missing for
-    # local: `<first local root>/studio`.
-    studio_output_roots: dict[Backend, str] = field(
-        default_factory=lambda: {Backend.KUBERNETES: "/tmp/studio", Backend.VERTEX: "/tmp/studio"}
-    )
-    # Backend -> (trainer processes per node, nodes) a job gets when its `resources` leave gpus / nodes
-    # unset: the studio's global batch_size is split over these data-parallel ranks.
-    default_parallel: dict[Backend, tuple[int, int]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class NormalisedRequest:
     backend: Backend
     job_name: str | None
@@ -197,8 +129,6 @@ class NormalisedRequest:
     def env_names(self) -> tuple[str, ...]:
         return tuple(sorted(self.env))
 
-
-_FLAG_ORDER = {flag.name: i for i, flag in enumerate(trainer_flags.FLAGS)}
 
 
 def request_fingerprint(body: Any) -> str:
@@ -236,115 +166,6 @@ def _surrogate_paths(value: Any, path: str = "") -> list[str]:
     return found
 
 
-def _key_name(key: object) -> str:
-    """A key as an error's field name: an empty key is shown as `""`, so every error names something."""
-    text = str(key)
-    return text if text.strip() else json.dumps(text)
-
-
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name.replace("-", "_").lower(), choices, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _check_text(value: str, path: str, errors: list[FieldError], *, limit: int = MAX_VALUE_CHARS) -> bool:
-    if CONTROL_RE.search(value):
-        errors.append(FieldError(path, "must not contain control characters (newlines, tabs, NUL)"))
-        return False
-    if len(value) > limit:
-        errors.append(FieldError(path, f"must be at most {limit} characters"))
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:  # a lone surrogate escape: valid JSON, not text (no path, name or label)
-        errors.append(FieldError(path, "must not contain lone surrogate escapes (\\ud800-\\udfff)"))
-        return False
-    return True
-
-
-def _in_range(flag: trainer_flags.Flag, value: int | float, path: str, errors: list[FieldError]) -> bool:
-    """The flag table's range (the one the trainer's parser applies too): int64 at most for every int."""
-    if isinstance(value, int) and flag.type == "float" and abs(value) > 2**1023:
-        problem: str | None = "must be a finite number"  # float() of it would overflow
-    else:
-        problem = flag.range_problem(value)
-    if problem:
-        errors.append(FieldError(path, problem))
-        return False
-    return True
-
-
-def _render_scalar(flag: trainer_flags.Flag, value: Any, path: str, errors: list[FieldError]) -> str | None:
-    """Check one non-null, non-bool value against its flag's type; return its rendered text."""
-    kind = "list" if flag.type == "list" else flag.type
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            errors.append(FieldError(path, f"must be an integer, got {_type_name(value)}"))
-            return None
-        if not _in_range(flag, value, path, errors):
-            return None
-        return str(value)
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            errors.append(FieldError(path, f"must be a number, got {_type_name(value)}"))
-            return None
-        if not _in_range(flag, value, path, errors):
-            return None
-        return repr(float(value)) if isinstance(value, float) else str(value)
-    if not isinstance(value, str):
-        errors.append(FieldError(path, f"must be a string, got {_type_name(value)}"))
-        return None
-    if not _check_text(value, path, errors):
-        return None
-    if kind == "choice" and value not in flag.choices:
-        errors.append(FieldError(path, f"must be one of {', '.join(flag.choices)}{_suggest(value, list(flag.choices))}"))
-        return None
-    if value == "":
-        errors.append(FieldError(path, "must not be empty"))
-        return None
-    return value
-
-
-def render_flag(name: str, value: Any, path: str, errors: list[FieldError]) -> list[str]:
-    """Render one trainer flag (already known to exist) into argv tokens, or record why it can't be."""
-    flag = trainer_flags.BY_NAME[name]
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        errors.append(FieldError(path, "must not be an object: trainer flags take a string, number, boolean or list"))
-        return []
-    if flag.type == "bool":
-        if not isinstance(value, bool):
-            errors.append(FieldError(path, f"must be a boolean, got {_type_name(value)}"))
-            return []
-        if value:
-            return [flag.cli]
-        return [f"--no_{name}"] if flag.default is True else []
-    if isinstance(value, bool):
-        expected = {"list": "list of strings", "int": "integer", "float": "number", "choice": "string"}.get(flag.type, flag.type)
-        errors.append(FieldError(path, f"must be a {expected}, got boolean"))
-        return []
-    if flag.type == "list":
-        items = value if isinstance(value, list) else [value]
-        if len(items) > MAX_LIST_ITEMS:
-            errors.append(FieldError(path, f"must have at most {MAX_LIST_ITEMS} items"))
-            return []
-        out: list[str] = []
-        for i, item in enumerate(items):
-            if isinstance(item, (dict, list)):
-                errors.append(FieldError(f"{path}[{i}]", "must be a string"))
-                continue
-            text = _render_scalar(flag, item, f"{path}[{i}]", errors)
-            if text is not None:
-                out.append(f"{flag.cli}={text}")
-        return out
-    if isinstance(value, list):
-        errors.append(FieldError(path, f"takes a single value, not a list ({name} is not a repeatable flag)"))
-        return []
-    text = _render_scalar(flag, value, path, errors)
-    return [] if text is None else [f"{flag.cli}={text}"]
-
-
 def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
     out = []
     for err in exc.errors():
@@ -367,52 +188,6 @@ def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
     return out
 
 
-def _resolve_local(path: str, base: str) -> str:
-    joined = path if posixpath.isabs(path) else posixpath.join(base, path)
-    return posixpath.normpath(joined)
-
-
-def _inside(path: str, roots: tuple[str, ...]) -> bool:
-    for root in roots:
-        root = posixpath.normpath(root)
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return True
-    return False
-
-
-def _check_location(
-    backend: Backend, field_name: str, value: str, policy: RequestPolicy, errors: list[FieldError], path: str | None = None
-) -> str:
-    """Backend rules for dataset_file / output_dir; returns the value the trainer gets. Errors name `path`
-    (`dataset_file[1]` for one of several sources), or the field."""
-    where = path or field_name
-    if backend is Backend.KUBERNETES and field_name == "dataset_file":
-        if not value.startswith(("gs://", "s3://")):
-            errors.append(FieldError(where, "must be a gs:// or s3:// URI for the kubernetes backend"))
-        return value
-    if backend is Backend.VERTEX and field_name == "dataset_file":
-        if not value.startswith("gs://"):
-            errors.append(FieldError(where, "must be a gs:// URI for the vertex backend"))
-        return value
-    if backend is Backend.LOCAL:
-        if value.startswith(("gs://", "s3://")):
-            if field_name == "output_dir":
-                errors.append(FieldError(where, "must be a local folder; use upload_output_to for gs:// or s3://"))
-            return value
-        if "://" in value:
-            errors.append(FieldError(where, "must be a local path, gs:// or s3:// URI"))
-            return value
-        resolved = _resolve_local(value, policy.local_base)
-        if policy.resolve_links is not None:
-            # The trainer gets the resolved path too: a link swapped after this check can't redirect it.
-            resolved = policy.resolve_links(resolved)
-        if not _inside(resolved, policy.local_roots):
-            roots = ", ".join(policy.local_roots) or "(none configured)"
-            errors.append(FieldError(where, f"must resolve inside the local backend's allowed roots: {roots}"))
-        return resolved
-    return value
-
-
 def normalise_request(
     body: Any, policy: RequestPolicy, *, platform_env: Mapping[str, tuple[str, str]] | None = None
 ) -> NormalisedRequest:
@@ -429,7 +204,7 @@ def normalise_request(
     # Top-level keys: names first, so a bad key is reported once, clearly.
     for key in body:
         if not isinstance(key, str) or not KEY_RE.match(key):
-            errors.append(FieldError(_key_name(key), "is not a valid key: keys are snake_case ([a-z][a-z0-9_]*)"))
+            errors.append(FieldError(key_name(key), "is not a valid key: keys are snake_case ([a-z][a-z0-9_]*)"))
     if errors:
         raise ValidationFailed(errors)
 
@@ -444,7 +219,7 @@ def normalise_request(
         errors.append(FieldError("backend", f"{backend.value} is not available here: {problem}"))
 
     if typed.job_name is not None:
-        _check_text(typed.job_name, "job_name", errors, limit=MAX_NAME_CHARS)
+        check_text(typed.job_name, "job_name", errors, limit=MAX_NAME_CHARS)
         if not typed.job_name.strip():
             errors.append(FieldError("job_name", "must not be blank"))
 
@@ -460,9 +235,9 @@ def normalise_request(
     # Where the token was given, by JSON path: several places must agree (like model_id's aliases).
     token_sources: dict[str, str] = {}
     for key, value in typed.trainer_args.items():
-        path = f"trainer_args.{_key_name(key)}"
+        path = f"trainer_args.{key_name(key)}"
         if not isinstance(key, str) or not KEY_RE.match(key):
-            hint = _suggest(str(key), list(trainer_flags.BY_NAME))
+            hint = suggest(str(key), list(trainer_flags.BY_NAME))
             errors.append(FieldError(path, f"is not a valid flag name: flags are snake_case{hint}"))
             continue
         if key in SECRET_KEYS:
@@ -492,20 +267,20 @@ def normalise_request(
     flag_values: dict[str, Any] = {}
     for key, (value, path) in merged.items():
         if key not in trainer_flags.BY_NAME:
-            errors.append(FieldError(path, f"unknown trainer flag '{key}'{_suggest(key, list(trainer_flags.BY_NAME))}"))
+            errors.append(FieldError(path, f"unknown trainer flag '{key}'{suggest(key, list(trainer_flags.BY_NAME))}"))
             continue
         if key in ("dataset_file", "output_dir") and isinstance(value, str):
-            if not _check_text(value, path, errors):
+            if not check_text(value, path, errors):
                 continue
-            value = _check_location(backend, key, value, policy, errors)
+            value = check_location(backend, key, value, policy, errors)
         elif key == "dataset_file" and isinstance(value, list):
             # Several sources: each one passes the same location rules, named by its index.
             if not value:
                 errors.append(FieldError(path, "must name at least one source"))
                 continue
             value = [
-                _check_location(backend, key, item, policy, errors, f"{path}[{i}]")
-                if isinstance(item, str) and _check_text(item, f"{path}[{i}]", errors) else item
+                check_location(backend, key, item, policy, errors, f"{path}[{i}]")
+                if isinstance(item, str) and check_text(item, f"{path}[{i}]", errors) else item
                 for i, item in enumerate(value)
             ]
         if key == "upload_output_to" and isinstance(value, str) and not value.startswith(("gs://", "s3://")):
@@ -523,7 +298,7 @@ def normalise_request(
     if len(typed.env) > MAX_ENV_VARS:
         errors.append(FieldError("env", f"must have at most {MAX_ENV_VARS} variables"))
     for name, value in typed.env.items():
-        path = f"env.{_key_name(name)}"
+        path = f"env.{key_name(name)}"
         if not ENV_NAME_RE.match(name):
             errors.append(FieldError(path, "is not a valid environment variable name"))
         elif name.upper() in FORBIDDEN_ENV or name.upper().startswith(FORBIDDEN_ENV_PREFIXES):
@@ -555,25 +330,25 @@ def normalise_request(
         errors.append(FieldError("labels", f"must have at most {MAX_LABELS} labels"))
     for key, value in typed.labels.items():
         if not LABEL_KEY_RE.match(key):
-            errors.append(FieldError(f"labels.{_key_name(key)}", "is not a valid label key ([a-z][a-z0-9_-], at most 63)"))
-        elif _check_text(value, f"labels.{key}", errors, limit=256):
+            errors.append(FieldError(f"labels.{key_name(key)}", "is not a valid label key ([a-z][a-z0-9_-], at most 63)"))
+        elif check_text(value, f"labels.{key}", errors, limit=256):
             labels[key] = value
 
-    webhooks = _webhooks(typed.webhooks, policy, errors)
+    webhooks = webhook_urls(typed.webhooks, policy, errors)
 
     before = len(errors)
     resources = parse_resources(typed.resources, policy.gpu_types, errors)
     placement = policy.placements.get(backend)
     if placement is not None and len(errors) == before:
         errors += placement_problems(resources, placement)
-    errors += _secret_problems(backend, env, typed, policy, origins)
+    errors += secret_problems(backend, env, typed.env, policy, origins)
 
     for name in ("dataset_file", "output_dir"):
         if name in body and isinstance(body[name], str) and not body[name].strip():
             errors.append(FieldError(name, "must not be empty"))
 
     # Canonical order: the trainer's own table order, so equal requests render equal command lines.
-    args = [token for name in sorted(rendered_by_flag, key=_FLAG_ORDER.__getitem__) for token in rendered_by_flag[name]]
+    args = [token for name in sorted(rendered_by_flag, key=FLAG_ORDER.__getitem__) for token in rendered_by_flag[name]]
 
     if errors:
         # Report each field once, in the order found.
@@ -601,47 +376,3 @@ def normalise_request(
         resources=resources,
         log_uri=flag_values.get("log_uri"),
     )
-
-
-def _secret_problems(
-    backend: Backend, env: dict[str, str], typed: TrainRequestBody, policy: RequestPolicy, origins: Mapping[str, str] | None = None
-) -> list[FieldError]:
-    """A secret the backend can't pass is a 400 here, naming where it was given and the setting that
-    would make it passable, never a 202 that fails at launch (`secret_settings["*"]`: the one setting
-    that makes any secret passable, e.g. Vertex's per-job secrets)."""
-    allowed = policy.secret_names.get(backend)
-    if allowed is None:
-        return []
-    out = []
-    for name in sorted(env):
-        if name in allowed:
-            continue
-        where = (origins or {}).get(name) or (f"env.{name}" if name in typed.env else "hf_token")
-        setting = policy.secret_settings.get(name)
-        every = policy.secret_settings.get("*")
-        how = " or ".join(f"set {x}" for x in (setting, every) if x) or "no setting maps it"
-        out.append(FieldError(where, f"the {backend.value} backend passes secrets only as Secret Manager references and none is configured for {name} ({how})"))
-    return out
-
-
-def _webhooks(urls: list[str], policy: RequestPolicy, errors: list[FieldError]) -> tuple[str, ...]:
-    """A request's own webhook URLs: at most MAX_WEBHOOKS, each through the SSRF guard (shape here, its
-    addresses through the injected check), each once."""
-    if not urls:
-        return ()
-    if policy.webhooks_problem is not None:
-        errors.append(FieldError("webhooks", policy.webhooks_problem))
-        return ()
-    if len(urls) > MAX_WEBHOOKS:
-        errors.append(FieldError("webhooks", f"must list at most {MAX_WEBHOOKS} URLs"))
-        return ()
-    out: list[str] = []
-    for i, url in enumerate(urls):
-        _, problem = ssrf.parse_target(url, policy.webhook_allowed_hosts)
-        if problem is None and policy.check_webhook is not None:
-            problem = policy.check_webhook(url)
-        if problem is not None:
-            errors.append(FieldError(f"webhooks[{i}]", problem))
-        elif url not in out:
-            out.append(url)
-    return tuple(out)

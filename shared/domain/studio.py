@@ -34,18 +34,8 @@ from shared.domain import ssrf
 from shared.domain.callback import Callback
 from shared.domain.job import Backend
 from shared.domain.json_types import type_name as _type_name
-from shared.domain.request import (
-    KEY_RE,
-    MAX_LIST_ITEMS,
-    MAX_VALUE_CHARS,
-    NormalisedRequest,
-    RequestPolicy,
-    _check_text,
-    _key_name,
-    _suggest,
-    normalise_request,
-    request_fingerprint,
-)
+from shared.domain.flag_rendering import KEY_RE, MAX_LIST_ITEMS, MAX_VALUE_CHARS, check_text, key_name, suggest
+from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request, request_fingerprint
 from shared.domain.resources import Resources, parse_resources
 from shared.errors import FieldError, ValidationFailed
 from trainer import flags as trainer_flags
@@ -175,8 +165,8 @@ class _Translation:
             return None
         for key in value:
             if key not in keys:
-                hint = _suggest(str(key), list(keys)) or f"; {what} has {', '.join(keys)}"
-                self.error(f"{path}.{_key_name(key)}", f"is not a field of {what}{hint}")
+                hint = suggest(str(key), list(keys)) or f"; {what} has {', '.join(keys)}"
+                self.error(f"{path}.{key_name(key)}", f"is not a field of {what}{hint}")
         return {k: v for k, v in value.items() if k in keys}
 
     def text(self, value: Any, path: str, *, required: bool = False, limit: int = MAX_VALUE_CHARS) -> str | None:
@@ -191,12 +181,12 @@ class _Translation:
         if not value.strip():
             self.error(path, "must not be empty")
             return None
-        return value if _check_text(value, path, self.errors, limit=limit) else None
+        return value if check_text(value, path, self.errors, limit=limit) else None
 
     def choice(self, value: Any, path: str, choices: tuple[str, ...] | list[str]) -> str | None:
         text = self.text(value, path)
         if text is not None and text not in choices:
-            self.error(path, f"must be one of {', '.join(choices)}{_suggest(text, list(choices))}")
+            self.error(path, f"must be one of {', '.join(choices)}{suggest(text, list(choices))}")
             return None
         return text
 
@@ -218,8 +208,8 @@ class _Translation:
     def run(self) -> None:
         for key in self.body:
             if key not in TOP_KEYS:
-                hint = _elsewhere(str(key), "; in the studio's spec set {}") or _suggest(str(key), list(TOP_KEYS))
-                self.error(_key_name(key), f"is not a field of the studio's job spec{hint}")
+                hint = _elsewhere(str(key), "; in the studio's spec set {}") or suggest(str(key), list(TOP_KEYS))
+                self.error(key_name(key), f"is not a field of the studio's job spec{hint}")
         self.job()
         self.base_model()
         method = self.customization()
@@ -257,7 +247,7 @@ class _Translation:
         if weights is not None:
             # The weights are loaded from there; the name is kept with the job so the studio's run shows it.
             self.flag("model_id", weights, "base_model.weights_url")
-            if name is not None and _check_text(name, "base_model.model_name", [], limit=256):
+            if name is not None and check_text(name, "base_model.model_name", [], limit=256):
                 self.old.setdefault("labels", {})["studio_model_name"] = name
             if revision not in (None, "main"):
                 self.error("base_model.revision", "names a revision of a hub model; base_model.weights_url is a folder of weights: drop one of them")
@@ -481,9 +471,9 @@ class _Translation:
             return
         names = [*TUNING_FLAGS, *TUNING_ALIASES, "batch_size"]
         for key, item in value.items():
-            path = f"tuning_parameters.{_key_name(key)}"
+            path = f"tuning_parameters.{key_name(key)}"
             if not isinstance(key, str) or not KEY_RE.match(key):
-                self.error(path, f"is not a valid parameter name: names are snake_case{_suggest(str(key), names)}")
+                self.error(path, f"is not a valid parameter name: names are snake_case{suggest(str(key), names)}")
             elif key in ELSEWHERE:
                 self.error(path, f"'{key}' is not a tuning parameter{_elsewhere(key, ': set {}')}")
             elif key == "batch_size":
@@ -499,7 +489,7 @@ class _Translation:
                     continue
                 self.flag(key, item, path)
             else:
-                self.error(path, f"unknown trainer flag '{key}'{_suggest(key, names)}")
+                self.error(path, f"unknown trainer flag '{key}'{suggest(key, names)}")
         if "batch_size" in value and value["batch_size"] is not None:
             self.batch(value, resources, backend)
 
