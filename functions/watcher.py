@@ -4,7 +4,7 @@
 Builds the settings (`K8S_NAMESPACE`, `K8S_KUBECONFIG` / `K8S_CONTEXT` or the in-cluster config,
 `GOOGLE_CLOUD_PROJECT`, `TOPIC_TRAINING_EVENTS`), a Pub/Sub publisher for `training-events` with the
 job id as ordering key, and a `ClusterWatcher`; runs it until SIGTERM / SIGINT, logging to stdout.
-Safe to restart at any time (see `shared/adapters/k8s_watcher.py`): a restarted watcher re-lists,
+Safe to restart at any time (see `shared/adapters/kubernetes/watcher.py`): a restarted watcher re-lists,
 re-sends each job's current state under the same event id and its log lines under the same seqs,
 which status_sync drops as duplicates.
 """
@@ -16,10 +16,10 @@ import signal
 import sys
 from typing import Any
 
-from shared.adapters.k8s_watcher import ClusterWatcher, build_api_client
+from shared.adapters.kubernetes.client import build_api_client
+from shared.adapters.kubernetes.watcher import ClusterWatcher
 from shared.adapters.pubsub_bus import PubSubBus
-from shared.ports import Bus
-from shared.ports import SystemClock
+from shared.ports import Bus, SystemClock
 from shared.settings import Settings
 
 log = logging.getLogger("functions.watcher")
