@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from shared.adapters.kubernetes_backend import KubernetesBackend, KubernetesConfig
+from shared.adapters.kubernetes.backend import KubernetesBackend
+from shared.adapters.kubernetes.config import KubernetesConfig
 from shared.adapters.local_backend import LocalBackend
 from shared.adapters.vertex_backend import VertexBackend, VertexConfig
 from shared.domain.job import Backend as BackendKind

@@ -1,7 +1,7 @@
 """What a Kubernetes Job and its pods say about a training job, in the words `training-events` uses.
 
 Pure: it works on plain dicts (the API's JSON, or `ApiClient.sanitize_for_serialization(obj)`), never on
-client models, so the cluster watcher (`shared/adapters/k8s_watcher.py`, a stream of watch events) and
+client models, so the cluster watcher (`shared/adapters/kubernetes/watcher.py`, a stream of watch events) and
 reconcile's one-shot `observe_job` read a Job the same way, and the unit tests are tables of dicts.
 
 The state words are the ones `shared.domain.translate.interpret_kubernetes` understands:

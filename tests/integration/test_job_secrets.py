@@ -21,7 +21,8 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform_v1
 
-from shared.adapters.kubernetes_backend import KubernetesBackend, KubernetesConfig
+from shared.adapters.kubernetes.backend import KubernetesBackend
+from shared.adapters.kubernetes.config import KubernetesConfig
 from shared.adapters.local_backend import LocalBackend
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.adapters.vertex_backend import JOB_SECRET_ENV, SecretManager, VertexBackend, VertexConfig, job_secret_id

@@ -13,7 +13,8 @@ from pathlib import Path
 import kubernetes.client as k8s_client
 import pytest
 
-from shared.adapters.kubernetes_backend import DRY_RUN_REASON, KubernetesBackend, KubernetesConfig
+from shared.adapters.kubernetes.backend import DRY_RUN_REASON, KubernetesBackend
+from shared.adapters.kubernetes.config import KubernetesConfig
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain import naming
 from shared.domain.job import Backend as BackendKind

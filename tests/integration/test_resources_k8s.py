@@ -19,8 +19,10 @@ import requests
 
 from functions.asgi import AsgiApi
 from functions.embedded import build_embedded
-from shared.adapters.k8s_watcher import ClusterWatcher
-from shared.adapters.kubernetes_backend import KubernetesBackend, KubernetesConfig, job_name
+from shared.adapters.kubernetes.backend import KubernetesBackend
+from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.manifests import job_name
+from shared.adapters.kubernetes.watcher import ClusterWatcher
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import FailureClass, JobStatus

@@ -17,8 +17,10 @@ from typing import Any, Callable, Iterator
 import pytest
 from kubernetes import client
 
-from shared.adapters.k8s_watcher import ClusterWatcher, observe_job
-from shared.adapters.kubernetes_backend import KubernetesConfig, render_job
+from shared.adapters.kubernetes.backend import observe_job
+from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.manifests import render_job
+from shared.adapters.kubernetes.watcher import ClusterWatcher
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus

@@ -8,7 +8,8 @@ import json
 import kubernetes_validate
 import pytest
 
-from shared.adapters.kubernetes_backend import KubernetesConfig, render_job, render_manifest, render_secret, validate_manifest
+from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.manifests import render_job, render_manifest, render_secret, validate_manifest
 from shared.adapters.vertex_backend import VertexConfig, render_custom_job, to_proto
 from shared.domain.job import REDACTED
 from shared.errors import PermanentError

@@ -10,10 +10,10 @@ import json
 import kubernetes_validate
 import pytest
 
-from shared.adapters.kubernetes_backend import (
+from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.manifests import (
     COMPLETION_INDEX_ANNOTATION,
     KUEUE_QUEUE_LABEL,
-    KubernetesConfig,
     job_name,
     render_manifest,
     validate_manifest,
