@@ -9,54 +9,39 @@ Layout (collection names carry an optional prefix, so tests and tenants can shar
 - `jobs/{jobId}/metrics/{firstSeq:012d}`: chunks of the job's metric points (its `PROGRESS` lines, seq =
   the line's), written in the commit that appends their lines.
 - `idempotency/{sha256(key)}`: `{jobId, requestHash}` written in the same transaction as the job.
+The outbox, delivery channels, attempts and rejections, and the wrapping of Firestore's errors into ours,
+are in `firestore_outbox.py`; what is written is planned as in the SQLite store (`store_common.py`).
 
 Every state write is a compare-and-set: the job document is written with the precondition that its
-update time is still the one the decision was based on (creates and idempotency keys use transactions). The composite indexes the list queries need are declared in
-`infra/firestore/indexes.json` (the emulator needs none; production does).
+update time is still the one the decision was based on (creates and idempotency keys use transactions).
+The composite indexes the list queries need are declared in `infra/firestore/indexes.json` (the emulator
+needs none; production does).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import threading
 from collections import OrderedDict
-from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.adapters.records import decode_cursor, encode_cursor, from_record, to_record
-from shared.domain.job import Job, LogLine, clip_tail, iso
-from shared.domain.delivery import Attempt, Channel
-from shared.domain.lifecycle import Change, Notification, Plan, as_change, plan
+from shared.adapters.firestore_outbox import CACHE_SIZE, MAX_WRITES_PER_TX, FirestoreOutbox, ts_in
+from shared.adapters.records import encode_cursor, from_record, to_record
+from shared.adapters.store_common import PlannedWrites, parse_cursor, plan_create, plan_write, written
+from shared.domain.job import Job, LogLine, iso
+from shared.domain.lifecycle import Plan
 from shared.domain.metrics import MetricPoint, metric_points
-from shared.errors import Conflict, FieldError, StoreUnavailable, TransientError, ValidationFailed
-from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, Rejection, TimelineEvent
+from shared.errors import Conflict, TransientError
+from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, TimelineEvent
 
 LINES_PER_CHUNK = 1000
 CHUNK_CHARS = 700_000  # well under Firestore's 1 MiB document limit
-MAX_WRITES_PER_TX = 450  # Firestore allows 500 writes per commit
 MAX_CAS_ATTEMPTS = 20
-CACHE_SIZE = 2000
-
-# Firestore itself can't take the call right now (unavailable, past its deadline, out of quota: 429 is
-# RESOURCE_EXHAUSTED over HTTP): the store is unavailable, as a full disk is for SQLite.
-_UNAVAILABLE = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.ResourceExhausted,
-    gexc.TooManyRequests,
-)
-# Worth retrying, but about this call (a transaction aborted by contention, a server-side fault).
-_TRANSIENT = (
-    gexc.InternalServerError,
-    gexc.Aborted,
-    gexc.Unknown,
-)
 
 
 def _chunk_doc(chunk: list[LogLine]) -> dict[str, Any]:
@@ -80,50 +65,29 @@ def _metric_chunk_doc(points: list[MetricPoint]) -> dict[str, Any]:
     }
 
 
-def _ts_in(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))
 
-
-class FirestoreJobStore:
+class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
     kind = "firestore"
 
     def __init__(self, client: firestore.Client, prefix: str = ""):
-        self.client = client
-        self.jobs = client.collection(f"{prefix}jobs")
-        self.idempotency = client.collection(f"{prefix}idempotency")
-        self.rejections = client.collection(f"{prefix}rejections")
-        self.outbox = client.collection(f"{prefix}outbox")
-        self.channels = client.collection(f"{prefix}channels")
+        super().__init__(client, prefix)
         self._cache: OrderedDict[str, tuple[Job, Any]] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        # (job, channel key, version) -> the update time of that version as last read or written here.
-        self._channel_times: dict[tuple[str, str, int], Any] = {}
 
     @classmethod
-    def from_settings(cls, project: str, database: str, prefix: str = "") -> "FirestoreJobStore":
+    def from_settings(cls, project: str, database: str, prefix: str = "") -> FirestoreJobStore:
         return cls(firestore.Client(project=project, database=database), prefix)
 
     # ---- helpers ---------------------------------------------------------------------------------
-    def _wrap(self, exc: Exception) -> Exception:
-        if isinstance(exc, _UNAVAILABLE):
-            return StoreUnavailable(f"Firestore unavailable: {exc.__class__.__name__}: {exc}")
-        if isinstance(exc, _TRANSIENT):
-            return TransientError(f"Firestore unavailable: {exc.__class__.__name__}: {exc}")
-        return exc
-
     @staticmethod
     def _job(snapshot: Any) -> Job | None:
         if not snapshot.exists:
             return None
-        return from_record(snapshot.to_dict(), _ts_in)
+        return from_record(snapshot.to_dict(), ts_in)
 
     # ---- jobs ------------------------------------------------------------------------------------
     def create(self, job: Job, idempotency_key: str | None = None) -> IdempotentCreate:
-        planned = plan(None, Change(job, source="api"))
-        assert planned.job is not None
-        job = planned.job.replace(version=1)
+        planned = plan_create(job)
+        job = written(planned)
         ref = self.jobs.document(job.id)
         key_ref = (
             self.idempotency.document(hashlib.sha256(idempotency_key.encode()).hexdigest())
@@ -193,21 +157,15 @@ class FirestoreJobStore:
             "id", direction=firestore.Query.DESCENDING
         )
         if query.cursor:
-            try:
-                created, last_id = decode_cursor(query.cursor)
-            except ValueError:
-                raise ValidationFailed([FieldError("cursor", "is not a cursor this service returned")]) from None
+            created, last_id = parse_cursor(query.cursor)
             q = q.start_after({"createdAt": created, "id": last_id})
         try:
             snaps = list(q.limit(query.limit + 1).stream())
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
-        jobs = [from_record(s.to_dict(), _ts_in) for s in snaps[: query.limit]]
+        jobs = [from_record(s.to_dict(), ts_in) for s in snaps[: query.limit]]
         next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(snaps) > query.limit else None
         return Page(jobs, next_cursor)
-
-    def update(self, job_id: str, mutate: Mutation) -> Job | None:
-        return self.apply(job_id, mutate, max_tail_chars=-1)
 
     def update_many(self, mutations: Mapping[str, Mutation], *, known: Mapping[str, Job] | None = None) -> dict[str, Job | None]:
         # Each job is its own precondition-guarded commit (this store's cache already spares the re-read
@@ -260,13 +218,12 @@ class FirestoreJobStore:
                     cached = (current, snap.update_time)
                     self._cache_put(job_id, *cached)
                 current, update_time = cached
-                planned = plan(current, as_change(decide(current)), max_tail_chars)
-                if planned.job is None:
+                planned = plan_write(current, decide, max_tail_chars)
+                if planned is None:
                     return current
-                new = planned.job
+                new = written(planned)
                 batch = self.client.batch()
                 self._side_writes(batch, ref, planned)
-                new = new.replace(version=current.version + 1)
                 batch.update(ref, to_record(new), option=self.client.write_option(last_update_time=update_time))
                 results = batch.commit()
                 self._cache_put(job_id, new, results[-1].update_time)
@@ -296,106 +253,6 @@ class FirestoreJobStore:
             doc = {"jobId": n.job_id, "seq": n.seq, "doc": json.dumps(n.to_doc(), separators=(",", ":"))}
             writer.set(ref.collection("notifications").document(f"{n.seq:012d}"), doc)
             writer.set(self.outbox.document(n.id), {**doc, "at": n.at})
-
-    # ---- outbox and deliveries -------------------------------------------------------------------
-    def unpublished(self, limit: int = 500, job_id: str | None = None) -> list[Notification]:
-        # One job's (after its own handler's commits): an equality filter alone, which needs no index.
-        q = self.outbox.where(filter=FieldFilter("jobId", "==", job_id)) if job_id is not None else self.outbox.order_by("at")
-        try:
-            snaps = list(q.limit(limit).stream())
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-        notes = [Notification.from_doc(json.loads(s.to_dict()["doc"])) for s in snaps]
-        return sorted(notes, key=lambda n: (n.job_id, n.seq))
-
-    def mark_published(self, notifications: Sequence[Notification]) -> None:
-        try:
-            for start in range(0, len(notifications), MAX_WRITES_PER_TX):
-                batch = self.client.batch()
-                for n in notifications[start : start + MAX_WRITES_PER_TX]:
-                    batch.delete(self.outbox.document(n.id))
-                batch.commit()
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-
-    def get_notifications(self, job_id: str, after: int = 0, limit: int = 100) -> list[Notification]:
-        q = self.jobs.document(job_id).collection("notifications").where(filter=FieldFilter("seq", ">", after)).order_by("seq").limit(limit)
-        try:
-            return [Notification.from_doc(json.loads(s.to_dict()["doc"])) for s in q.stream()]
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-
-    def _channel_of(self, snap: Any) -> Channel:
-        channel = Channel.from_doc(json.loads(snap.get("doc")), int(snap.get("v")))
-        # The write time of the version read: the precondition of the next compare-and-set of it.
-        with self._cache_lock:
-            self._channel_times[(channel.job_id, channel.key, channel.version)] = snap.update_time
-            while len(self._channel_times) > CACHE_SIZE:
-                self._channel_times.pop(next(iter(self._channel_times)))
-        return channel
-
-    def get_channel(self, job_id: str, key: str) -> Channel | None:
-        try:
-            snap = self.channels.document(f"{job_id}.{key}").get()
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-        return self._channel_of(snap) if snap.exists else None
-
-    def list_channels(self, job_id: str) -> list[Channel]:
-        try:
-            snaps = list(self.channels.where(filter=FieldFilter("jobId", "==", job_id)).stream())
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-        return sorted((self._channel_of(s) for s in snaps), key=lambda c: c.key)
-
-    def save_channel(self, channel: Channel) -> Channel | None:
-        """Create (version 0) or compare-and-set (the version read) a channel; None if someone else won.
-        A write with a precondition, not a transaction: a loser learns it at once (the emulator makes a
-        contended transaction wait seconds), and several notifiers do race for one channel."""
-        ref = self.channels.document(f"{channel.job_id}.{channel.key}")
-        doc = {"jobId": channel.job_id, "key": channel.key, "v": channel.version + 1, "nextAt": channel.next_at,
-               "doc": json.dumps(channel.to_doc(), separators=(",", ":"))}
-        try:
-            if channel.version == 0:
-                result = ref.create(doc)
-            else:
-                with self._cache_lock:
-                    seen = self._channel_times.pop((channel.job_id, channel.key, channel.version), None)
-                if seen is None:
-                    current = self.get_channel(channel.job_id, channel.key)
-                    if current is None or current.version != channel.version:
-                        return None
-                    with self._cache_lock:
-                        seen = self._channel_times.pop((channel.job_id, channel.key, channel.version), None)
-                result = ref.update(doc, option=self.client.write_option(last_update_time=seen))
-        except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound):
-            return None
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-        saved = dataclasses.replace(channel, version=channel.version + 1)
-        with self._cache_lock:
-            self._channel_times[(saved.job_id, saved.key, saved.version)] = result.update_time
-        return saved
-
-    def due_channels(self, now: datetime, limit: int = 100) -> list[Channel]:
-        q = self.channels.where(filter=FieldFilter("nextAt", "<=", now)).order_by("nextAt").limit(limit)
-        try:
-            return [self._channel_of(s) for s in q.stream()]
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-
-    def record_attempt(self, attempt: Attempt) -> None:
-        try:
-            self.jobs.document(attempt.job_id).collection("deliveries").document(attempt.id).set(attempt.to_doc())
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-
-    def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
-        q = self.jobs.document(job_id).collection("deliveries").where(filter=FieldFilter("id", ">", after)).order_by("id").limit(limit)
-        try:
-            return [s.to_dict() for s in q.stream()]
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
 
     # ---- the last version this store saw of each job (compare-and-set base) ----------------------
     def _cache_get(self, job_id: str) -> tuple[Job, Any] | None:
@@ -428,7 +285,7 @@ class FirestoreJobStore:
                     seq = data["first"] + i
                     if seq <= after:
                         continue
-                    out.append(LogLine(seq=seq, timestamp=_ts_in(ts), stream=stream, message=message))
+                    out.append(LogLine(seq=seq, timestamp=ts_in(ts), stream=stream, message=message))
                     if len(out) >= limit:
                         return out
         except Exception as exc:  # noqa: BLE001
@@ -449,9 +306,6 @@ class FirestoreJobStore:
             raise self._wrap(exc) from exc
         return out
 
-    def append_event(self, job_id: str, event: TimelineEvent) -> None:
-        self.apply(job_id, lambda current: (None, (), (event,)), max_tail_chars=-1)
-
     def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]:
         q = (
             self.jobs.document(job_id)
@@ -462,7 +316,7 @@ class FirestoreJobStore:
         )
         try:
             return [
-                TimelineEvent(seq=d["seq"], at=_ts_in(d["at"]), kind=d["kind"], data=d.get("data") or {})
+                TimelineEvent(seq=d["seq"], at=ts_in(d["at"]), kind=d["kind"], data=d.get("data") or {})
                 for d in (s.to_dict() for s in q.stream())
             ]
         except Exception as exc:  # noqa: BLE001
@@ -472,45 +326,12 @@ class FirestoreJobStore:
         q = self.jobs.where(filter=FieldFilter("externalKey", "==", key)).limit(5)
         try:
             for snap in q.stream():
-                job = from_record(snap.to_dict(), _ts_in)
+                job = from_record(snap.to_dict(), ts_in)
                 if job.backend.value == backend:
                     return job
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
         return None
-
-    def record_rejection(self, rejection: Rejection) -> bool:
-        ref = self.rejections.document(hashlib.sha256(rejection.key.encode()).hexdigest())
-        try:
-            ref.create(
-                {
-                    "key": rejection.key,
-                    "batchId": rejection.batch_id,
-                    "index": rejection.index,
-                    "error": rejection.error,
-                    "errors": rejection.errors,
-                    "at": rejection.at,
-                    "messageId": rejection.message_id,
-                }
-            )
-            return True
-        except gexc.AlreadyExists:
-            return False
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-
-    def list_rejections(self, batch_id: str, limit: int = 1000) -> list[Rejection]:
-        # Equality only (a single-field index); ordered here, so no composite index is needed.
-        q = self.rejections.where(filter=FieldFilter("batchId", "==", batch_id)).limit(limit)
-        try:
-            docs = [s.to_dict() for s in q.stream()]
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-        out = [
-            Rejection(key=d["key"], batch_id=d["batchId"], index=d["index"], error=d["error"], errors=d.get("errors") or [], at=_ts_in(d["at"]), message_id=d.get("messageId", ""))
-            for d in docs
-        ]
-        return sorted(out, key=lambda r: (r.index, r.key))
 
     def ping(self) -> None:
         try:

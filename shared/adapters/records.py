@@ -1,22 +1,26 @@
-"""Stored shape of a job, shared by the SQLite and Firestore stores (stored shape != domain object).
+"""Stored shapes shared by the SQLite and Firestore stores (stored shape != domain object): the job
+and a batch's rejection, and the list cursor.
 
-`to_record` / `from_record` are the only place that knows the field names on disk. Timestamps are kept
-as `datetime` here; each store converts them to its own type (ISO text for SQLite, native timestamps for
-Firestore) with the `ts_out` / `ts_in` hooks.
+`to_record` / `from_record` are the only place that knows a job's field names on disk,
+`rejection_record` / `rejection_from_record` a rejection's. Timestamps are kept as `datetime` here; each
+store converts them to its own type (ISO text for SQLite, native timestamps for Firestore) with the
+`ts_out` / `ts_in` hooks.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from shared import jsonutil
 from shared.domain.callback import Callback
 from shared.domain.job import Backend, Job
 from shared.domain.resources import Resources
 from shared.domain.status import FailureClass, JobStatus
+from shared.ports import Rejection
 
 SCHEMA_VERSION = 1
 
@@ -81,8 +85,8 @@ def to_record(job: Job, ts_out: Callable[[datetime], Any] = _identity) -> dict[s
 
 def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identity) -> Job:
@@ -130,6 +134,25 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
         log_cursors={str(k): int(v) for k, v in (rec.get("logCursors") or {}).items()},
         recent_event_ids=tuple(rec.get("recentEventIds") or ()),
         version=int(rec.get("version") or 0),
+    )
+
+
+def rejection_record(rejection: Rejection, ts_out: Callable[[datetime], Any] = _identity) -> dict[str, Any]:
+    return {
+        "key": rejection.key,
+        "batchId": rejection.batch_id,
+        "index": rejection.index,
+        "error": rejection.error,
+        "errors": rejection.errors,
+        "at": ts_out(rejection.at),
+        "messageId": rejection.message_id,
+    }
+
+
+def rejection_from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identity) -> Rejection:
+    return Rejection(
+        key=rec["key"], batch_id=rec["batchId"], index=rec["index"], error=rec["error"], errors=rec.get("errors") or [],
+        at=ts_in(rec["at"]), message_id=rec.get("messageId", ""),
     )
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.records import to_record
-from shared.adapters.sqlite_store import SqliteJobStore, _ts_out
+from shared.adapters.sqlite_schema import ts_out as _ts_out
+from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Backend, Job, LogLine
 from shared.domain.status import JobStatus
 from shared.ports import JobQuery
