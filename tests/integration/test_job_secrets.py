@@ -32,11 +32,11 @@ from shared.domain.redaction import redact, secret_values
 from shared.domain.request import normalise_request
 from shared.domain.status import JobStatus
 from shared.errors import TransientError, ValidationFailed
-from shared.usecases.launching import Launcher
 from shared.messages import Message
+from shared.settings import REPO_ROOT, Settings
+from shared.usecases.launching import Launcher
 from shared.usecases.reconcile import Reconciler
 from shared.usecases.service import OP_SUBMIT, build_job, launch_message
-from shared.settings import REPO_ROOT, Settings
 from shared.usecases.status_sync import StatusSync
 from tests.fakes import FakeKubernetesAPI, FakeVertexAPI
 from tests.fakes.jobs import JOB_ID, README_KUBERNETES, README_VERTEX, job_from

@@ -20,10 +20,11 @@ from shared.domain import naming
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, TransientError
-from shared.usecases.launching import Launcher
 from shared.messages import Message
+from shared.usecases.launching import Launcher
 from shared.usecases.service import OP_CANCEL, OP_SUBMIT, launch_message
 from tests.fakes import FakeKubernetesAPI
+from tests.fakes.backends import make_k8s_backend as make_backend
 from tests.fakes.jobs import JOB_ID, README_KUBERNETES, README_VERTEX, job_from
 
 SECRET = "hf_xxx"
@@ -37,13 +38,6 @@ SHORT_TIMEOUT = (1.0, 0.5)  # for the injected-stall tests: a stall costs half a
 def fake():
     with FakeKubernetesAPI(namespaces=("default", "ml-jobs")) as server:
         yield server
-
-
-def make_backend(fake: FakeKubernetesAPI, *, apply: bool = True, timeout=TIMEOUT, **config) -> KubernetesBackend:
-    configuration = k8s_client.Configuration(host=fake.url)
-    configuration.retries = False  # the launcher owns retries
-    cfg = KubernetesConfig(image="ghcr.io/acme/trainer:1.0", apply=apply, tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], resource_limits={"nvidia.com/gpu": 1}, **config)
-    return KubernetesBackend(cfg, api_client=k8s_client.ApiClient(configuration), request_timeout=timeout)
 
 
 class Harness:

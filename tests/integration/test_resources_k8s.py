@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import kubernetes.client as k8s_client
 import pytest
 import requests
+from functions.http.asgi import AsgiApi
 
-from functions.asgi import AsgiApi
 from functions.embedded import build_embedded
 from shared.adapters.kubernetes.backend import KubernetesBackend
 from shared.adapters.kubernetes.config import KubernetesConfig
@@ -27,17 +26,17 @@ from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import TransientError
-from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.usecases.service import OP_CANCEL, OP_SUBMIT, launch_message
 from shared.settings import Settings
+from shared.usecases.launching import Launcher
+from shared.usecases.service import OP_CANCEL, OP_SUBMIT, launch_message
 from shared.usecases.status_sync import StatusSync
+from tests.fakes.clock import Clock
 from tests.fakes.jobs import README_KUBERNETES, job_from
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
 
 WAIT = 10.0
 NS = "default"
-T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 INDEX = "batch.kubernetes.io/job-completion-index"
 
 
@@ -186,20 +185,6 @@ def test_a_two_node_launch_creates_the_job_its_service_and_secret_once(fake, tmp
 
 
 # ---- the fake runs a two-index job: the watcher and status_sync ------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self._now = T0
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += timedelta(seconds=seconds)
-
-
 class Published:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []

@@ -26,26 +26,12 @@ from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.messages import Message
 from shared.usecases.status_sync import StatusSync
+from tests.fakes.clock import T0, Clock
 from tests.fakes.jobs import README_KUBERNETES, job_from
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
 
 NS = "default"
-T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 WAIT = 5.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self._now = T0
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += timedelta(seconds=seconds)
 
 
 class Published:
@@ -152,12 +138,12 @@ def cluster(k8s: WatchableFakeKubernetesAPI) -> Cluster:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
-def start_watcher(k8s: WatchableFakeKubernetesAPI, clock: FakeClock) -> Iterator[Callable[..., tuple[ClusterWatcher, Published]]]:
+def start_watcher(k8s: WatchableFakeKubernetesAPI, clock: Clock) -> Iterator[Callable[..., tuple[ClusterWatcher, Published]]]:
     started: list[ClusterWatcher] = []
 
     def start(**overrides: Any) -> tuple[ClusterWatcher, Published]:
@@ -185,7 +171,7 @@ def start_watcher(k8s: WatchableFakeKubernetesAPI, clock: FakeClock) -> Iterator
 
 
 @pytest.fixture
-def sync(tmp_path: Path, clock: FakeClock) -> tuple[SqliteJobStore, StatusSync]:
+def sync(tmp_path: Path, clock: Clock) -> tuple[SqliteJobStore, StatusSync]:
     store = SqliteJobStore(tmp_path / "jobs.db")
     return store, StatusSync(store=store, max_log_chars=100_000, clock=clock)
 
@@ -239,7 +225,7 @@ def test_unschedulable_running_oom_each_state_once_in_order(cluster: Cluster, st
     assert final.started_at == T0 and final.finished_at == T0
 
 
-def test_image_pull_waits_then_fails_after_the_grace(cluster: Cluster, start_watcher: Any, clock: FakeClock, sync: Any) -> None:
+def test_image_pull_waits_then_fails_after_the_grace(cluster: Cluster, start_watcher: Any, clock: Clock, sync: Any) -> None:
     job, job_obj = cluster.job("job-pull")
     cluster.pod(job_obj, pulling())
     watcher, published = start_watcher(image_pull_grace_seconds=60)
