@@ -9,25 +9,9 @@ from datetime import datetime, timezone
 import pytest
 import requests
 
-from shared.domain.job import LogLine
 from shared.domain.status import JobStatus
 from shared.ports import TimelineEvent
-
-BODY = {"dataset_file": "gs://b/d.jsonl", "output_dir": "/o"}
-
-
-def submit(url: str) -> str:
-    r = requests.post(f"{url}/train", json=BODY)
-    assert r.status_code == 202
-    return r.json()["job"]["id"]
-
-
-def set_status(store, job_id: str, status: JobStatus, **kw) -> None:
-    store.update(job_id, lambda j: j.replace(status=status, **kw))
-
-
-def lines(n: int, start: int = 0) -> list[LogLine]:
-    return [LogLine(timestamp=datetime.now(timezone.utc), stream="stdout", message=f"line {i}") for i in range(start, start + n)]
+from tests.fakes.api_client import lines, read_sse, set_status, submit
 
 
 def test_cancel_queued_is_immediate(api) -> None:
@@ -79,24 +63,6 @@ def test_logs_cursor_and_tail(api) -> None:
     detail = requests.get(f"{url}/jobs/{job_id}", params={"logs_limit": 5}).json()["job"]
     assert len(detail["logs"]) == 5 and detail["logsNextAfter"] == 5
     assert requests.get(f"{url}/jobs/{job_id}/logs", params={"tail": -1}).status_code == 400
-
-
-def read_sse(resp, stop_after_logs: int | None = None) -> list[tuple[str | None, str, str]]:
-    events, cur = [], {}
-    for raw in resp.iter_lines(decode_unicode=True):
-        if raw == "":
-            if "event" in cur:
-                events.append((cur.get("id"), cur["event"], cur.get("data", "")))
-                if cur["event"] == "end":
-                    break
-                if stop_after_logs is not None and sum(1 for e in events if e[1] == "log") >= stop_after_logs:
-                    break
-            cur = {}
-            continue
-        key, _, value = raw.partition(": ")
-        cur[key] = value
-    resp.close()
-    return events
 
 
 def test_follow_reads_every_line_once_across_a_reconnect(api) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 
 import pytest
@@ -17,48 +16,13 @@ from shared.domain.events import from_message
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import JobStatus
 from shared.errors import PermanentError
-from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.usecases.service import OP_SUBMIT, launch_message
 from shared.settings import REPO_ROOT, Settings
+from shared.usecases.launching import Launcher
+from shared.usecases.service import OP_SUBMIT, launch_message
 from tests.fakes import FAKE_TRAINER
-from tests.fakes.jobs import JOB_ID, job_from
-
-BODY = {"backend": "local", "job_name": "local-run", "dataset_file": "/tmp/data.jsonl", "output_dir": "/tmp/out", "hf_token": "hf_local_secret_42"}
-POLICY_ROOTS = ("/tmp",)
-
-
-class Events:
-    """The `events` callable: collects envelopes as the bus would receive them."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, message: dict) -> None:
-        with self.lock:
-            self.messages.append(message)
-
-    def states(self) -> list[str]:
-        return [m["state"] for m in self.messages if "state" in m]
-
-    def lines(self) -> list[dict]:
-        return [line for m in self.messages for line in m.get("logs", [])]
-
-
-def local_job(job_id: str = JOB_ID, **body):
-    from shared.domain.request import RequestPolicy
-
-    return job_from({**BODY, **body}, job_id, RequestPolicy(local_roots=POLICY_ROOTS, local_base=str(REPO_ROOT)))
-
-
-def make_backend(events: Events, *, grace: float = 5.0, batch_lines: int = 200, runs_dir: str | os.PathLike | None = None, **env: str) -> LocalBackend:
-    """Without `runs_dir`, a fresh folder of its own (the same job id runs again in the next test)."""
-    base_env = {"PATH": os.environ.get("PATH", ""), **env}
-    return LocalBackend(
-        python_bin=sys.executable, script=FAKE_TRAINER, cwd=REPO_ROOT, events=events, base_env=base_env,
-        grace_seconds=grace, batch_lines=batch_lines, batch_seconds=0.2, runs_dir=runs_dir,
-    )
+from tests.fakes.backends import Events, assert_gone, local_job
+from tests.fakes.backends import make_local_backend as make_backend
 
 
 def test_runs_the_script_and_emits_started_logs_exited():
@@ -122,7 +86,7 @@ def test_cancel_terminates_the_whole_process_group(tmp_path):
     assert backend.wait(job.id, 10) == 143  # SIGTERM, as Kubernetes would report it
     exited = events.messages[-1]
     assert exited["state"] == "exited" and exited["reason"] == "CancelRequested" and exited["message"] == "terminated by SIGTERM"
-    _assert_gone(grandchild)
+    assert_gone(grandchild)
     assert backend.cancel(job) is None  # already exited: its events tell the end
 
 
@@ -213,21 +177,3 @@ def _wait_for_line(events: Events, text: str, job_id: str | None = None, timeout
                 return
         time.sleep(0.02)
     raise AssertionError(f"no {text!r} line within {timeout}s")
-
-
-def _assert_gone(pid: int, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        # A zombie still answers kill(0); it is dead if its state is Z.
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split()[2] == "Z":
-                    return
-        except FileNotFoundError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} still alive")

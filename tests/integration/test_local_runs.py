@@ -23,18 +23,20 @@ from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import JobStatus
 from shared.errors import TransientError
-from shared.usecases.reconcile import Reconciler
 from shared.settings import REPO_ROOT
+from shared.usecases.reconcile import Reconciler
 from shared.usecases.status_sync import StatusSync
 from tests.fakes import FAKE_TRAINER
+from tests.fakes.backends import Events, local_job
+from tests.fakes.backends import assert_gone as _assert_gone
+from tests.fakes.backends import make_local_backend as make_backend
 from tests.integration.conftest import RecordingBus
-from tests.integration.test_local_backend import Events, _assert_gone, local_job, make_backend
 
 # A "server": builds the backend over RUNS, submits the job, says the external id, then waits to be killed.
 SERVER = """
 import os, sys, time
-from tests.integration.test_local_backend import Events, local_job, make_backend
-backend = make_backend(Events(), runs_dir=sys.argv[1], **{k: v for k, v in os.environ.items() if k.startswith("FAKE_TRAINER_")})
+from tests.fakes.backends import Events, local_job, make_local_backend
+backend = make_local_backend(Events(), runs_dir=sys.argv[1], **{k: v for k, v in os.environ.items() if k.startswith("FAKE_TRAINER_")})
 job, env = local_job(output_dir=sys.argv[2])
 print(backend.submit(job, env).external_id, flush=True)
 time.sleep(600)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import FakeVertexAPI
+from tests.fakes.backends import Events, local_job
+from tests.fakes.backends import make_k8s_backend as make_k8s
+from tests.fakes.backends import make_local_backend as make_local
+from tests.fakes.backends import make_vertex_backend as make_vertex
 from tests.fakes.jobs import README_VERTEX, job_from
-from tests.integration.test_local_backend import Events, local_job
-from tests.integration.test_local_backend import make_backend as make_local
-from tests.integration.test_vertex_backend import make_backend as make_vertex
 
 
 @pytest.fixture
@@ -54,7 +55,6 @@ def test_local_observe_running_exited_lost() -> None:
 def test_kubernetes_observe_follows_the_job() -> None:
     from tests.fakes import FakeKubernetesAPI
     from tests.fakes.jobs import README_KUBERNETES
-    from tests.integration.test_kubernetes_backend import make_backend as make_k8s
 
     with FakeKubernetesAPI(namespaces=("default",)) as fake:
         backend = make_k8s(fake)

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from shared.domain.status import JobStatus
-from tests.integration.test_api_jobs import submit
+from tests.fakes.api_client import submit
 
 STUDIO = "https://studio.example.com"
 

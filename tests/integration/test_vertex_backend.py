@@ -8,37 +8,29 @@ import logging
 from pathlib import Path
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform_v1
 
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.adapters.vertex_backend import DRY_RUN_REASON, VertexBackend, VertexConfig
+from shared.adapters.vertex_backend import DRY_RUN_REASON, VertexBackend
 from shared.domain import naming
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import FailureClass, JobStatus
-from shared.errors import PermanentError, TransientError
-from shared.usecases.launching import Launcher
+from shared.errors import TransientError
 from shared.messages import Message
+from shared.usecases.launching import Launcher
 from shared.usecases.service import OP_CANCEL, OP_SUBMIT, launch_message
 from tests.fakes import FakeVertexAPI
+from tests.fakes.backends import VERTEX_HF_REF as HF_REF
+from tests.fakes.backends import make_vertex_backend as make_backend
 from tests.fakes.jobs import JOB_ID, README_VERTEX, job_from
 
 PARENT = "projects/acme-ml/locations/us-central1"
-HF_REF = "projects/acme-ml/secrets/hf-token/versions/2"
 
 
 @pytest.fixture
 def fake():
     with FakeVertexAPI() as server:
         yield server
-
-
-def make_backend(fake: FakeVertexAPI, *, submit: bool = True, timeout: float = 10.0, **config) -> VertexBackend:
-    client = aiplatform_v1.JobServiceClient(transport="rest", client_options={"api_endpoint": fake.url}, credentials=AnonymousCredentials())
-    # Per-job secrets off: these tests pin the per-name references (tests/integration/test_job_secrets.py has the per-job secrets).
-    config = {"job_secrets": False, **config}
-    cfg = VertexConfig(project="acme-ml", image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, secret_refs={"HF_TOKEN": HF_REF}, **config)
-    return VertexBackend(cfg, client=client, timeout=timeout)
 
 
 class Harness:
