@@ -14,7 +14,8 @@ from typing import Any, Callable
 from shared.adapters.kubernetes.backend import KubernetesBackend
 from shared.adapters.kubernetes.config import KubernetesConfig
 from shared.adapters.local_backend import LocalBackend
-from shared.adapters.vertex_backend import VertexBackend, VertexConfig
+from shared.adapters.vertex_backend import VertexBackend
+from shared.adapters.vertex_render import VertexConfig
 from shared.domain.job import Backend as BackendKind
 from shared.ports import Backend
 

@@ -7,7 +7,6 @@ sends the two pools."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,30 +15,22 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform_v1
 
-from functions.asgi import AsgiApi
 from functions.embedded import build_embedded
+from functions.http.asgi import AsgiApi
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.adapters.vertex_backend import VertexBackend, VertexConfig
+from shared.adapters.vertex_backend import VertexBackend
+from shared.adapters.vertex_render import VertexConfig
 from shared.domain.job import Backend as BackendKind
 from shared.domain.status import JobStatus
-from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.usecases.service import OP_SUBMIT, launch_message
 from shared.settings import Settings
+from shared.usecases.launching import Launcher
+from shared.usecases.service import OP_SUBMIT, launch_message
 from tests.fakes import FakeVertexAPI
 from tests.fakes.jobs import README_KUBERNETES, README_VERTEX, job_from
+from tests.fakes.polling import eventually
 
 WAIT = 10.0
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -68,7 +59,7 @@ def dry_run(url: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     r = requests.post(f"{url}/train", json=body, timeout=10)
     assert r.status_code == 202, r.text
     job_id = r.json()["job"]["id"]
-    job = wait_for("the dry run", lambda: (j := requests.get(f"{url}/jobs/{job_id}", timeout=5).json()["job"])["status"] in ("submitted", "failed") and j)
+    job = eventually(lambda: (j := requests.get(f"{url}/jobs/{job_id}", timeout=5).json()["job"])["status"] in ("submitted", "failed") and j, WAIT, "the dry run")
     assert job["status"] == "submitted" and job["dryRun"] is True, job
     return job, requests.get(f"{url}/jobs/{job_id}/manifest", timeout=5).json()
 

@@ -10,7 +10,7 @@ import pytest
 
 from shared.adapters.kubernetes.config import KubernetesConfig
 from shared.adapters.kubernetes.manifests import render_job, render_manifest, render_secret, validate_manifest
-from shared.adapters.vertex_backend import VertexConfig, render_custom_job, to_proto
+from shared.adapters.vertex_render import VertexConfig, render_custom_job, to_proto
 from shared.domain.job import REDACTED
 from shared.errors import PermanentError
 from shared.settings import Settings

@@ -19,7 +19,7 @@ from shared.adapters.kubernetes.manifests import (
     validate_manifest,
 )
 from shared.adapters.records import from_record, to_record
-from shared.adapters.vertex_backend import VertexConfig, render_custom_job, to_proto
+from shared.adapters.vertex_render import VertexConfig, render_custom_job, to_proto
 from shared.domain import resources as res
 from shared.domain.job import Backend
 from shared.domain.k8s_observe import job_state
