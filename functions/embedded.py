@@ -1,7 +1,7 @@
 """The embedded default: api + launcher + status_sync in one process, SQLite store, in-process bus.
 
 `python -m functions.embedded` (what `make run` starts). Same code paths as the cloud, other adapters.
-The api is served over ASGI (uvicorn, `functions/asgi.py`) in this same process, next to the bus threads
+The api is served over ASGI (uvicorn, `functions/http/asgi.py`) in this same process, next to the bus threads
 and the local trainer processes; the deployed function keeps functions-framework's server.
 
 On start (`recover`): the runs of local jobs an earlier server started (submitted / running / cancelling)
@@ -23,10 +23,10 @@ from shared.adapters.inline_bus import InlineBus
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.status import JobStatus
 from shared.errors import PlatformError
-from shared.usecases.launching import Launcher
 from shared.messages import Message
-from shared.usecases.service import OP_SUBMIT, iter_jobs, publish_launch
 from shared.settings import Settings
+from shared.usecases.launching import Launcher
+from shared.usecases.service import OP_SUBMIT, iter_jobs, publish_launch
 
 log = logging.getLogger("embedded")
 
@@ -131,7 +131,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    from functions.asgi import AsgiApi, serve
+    from functions.http.asgi import AsgiApi, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()

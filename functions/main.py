@@ -15,7 +15,8 @@ transition is announced within the handler that made it; reconcile catches whate
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flask
 import functions_framework

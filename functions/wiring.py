@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from functions.api import Api
+from functions.http.api import Api
 from shared.usecases.batch import BatchSubmitter
 from shared.domain.job import Backend as BackendKind
 from datetime import timedelta

@@ -100,7 +100,7 @@ def serve():
 
 class ServedAsgi:
     """An ASGI app served over real HTTP on a free port, in a thread: uvicorn, configured as
-    `functions.asgi.serve` configures it (lifespan off, no server header, uvloop/httptools when installed).
+    `functions.http.asgi.serve` configures it (lifespan off, no server header, uvloop/httptools when installed).
 
     uvicorn cannot be told port 0 and report the port it got, so the socket is bound here and handed to
     `Server.run(sockets=...)`. `close` stops the server (uvicorn's graceful stop), then the app (`close()`,
@@ -115,7 +115,7 @@ class ServedAsgi:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        from functions.asgi import server_config
+        from functions.http.asgi import server_config
 
         config = server_config(app, timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)

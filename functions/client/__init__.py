@@ -1,7 +1,7 @@
 """The platform's Python client and the `trainctl` command line.
 
-`Client` speaks the api's HTTP routes (`functions/api.py`) with `httpx` and returns the api's own pydantic
-models (`functions/openapi.py`), so the client and the server can't disagree on a job's shape. Errors
+`Client` speaks the api's HTTP routes (`functions/http/routes.py`) with `httpx` and returns the api's own pydantic
+models (`functions/http/models.py`), so the client and the server can't disagree on a job's shape. Errors
 are our own types (`functions.client.errors`) carrying the api's field errors.
 
     from functions.client import Client

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 import httpx
 
 from functions.client.errors import ApiError, ConnectionFailed, from_response
-from functions.openapi import EventList, JobDetail, JobSummary, LogLineModel, LogPage, MetricList, MetricPointModel, TimelineEventModel
+from functions.http.models import EventList, JobDetail, JobSummary, LogLineModel, LogPage, MetricList, MetricPointModel, TimelineEventModel
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence, TextIO
 from functions.client.api_client import Client
 from functions.client.chart import Series, png_chart, terminal_chart
 from functions.client.errors import ApiError, ConnectionFailed
-from functions.openapi import JobSummary
+from functions.http.models import JobSummary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 

@@ -1,4 +1,5 @@
-"""The job: a frozen domain object, its summary (the studio's camelCase shape) and its log lines.
+"""The job: a frozen domain object, its summary (`JobSummary`: the studio's camelCase shape, defined once
+for the api's answers, the OpenAPI document and the client) and its log lines.
 
 Adapters translate between this object and their stored shape (`shared/adapters/*_store.py`); nothing
 here knows how a job is stored.
@@ -7,10 +8,14 @@ here knows how a job is stored.
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.callback import Callback
 from shared.domain.resources import Resources
@@ -29,7 +34,7 @@ REDACTED = "[redacted]"
 def iso(ts: datetime | None) -> str | None:
     if ts is None:
         return None
-    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class Job:
     # Incremented by the store on every write: the compare-and-set token.
     version: int = 0
 
-    def replace(self, **changes: Any) -> "Job":
+    def replace(self, **changes: Any) -> Job:
         """A copy with `changes` (every store write makes a few: `dataclasses.replace` re-runs `__init__`
         over all the fields, ~10x slower). Unknown field names raise like `dataclasses.replace`."""
         unknown = changes.keys() - _JOB_FIELDS
@@ -116,45 +121,113 @@ class Job:
         return self.status.is_terminal() or (self.dry_run and self.status is JobStatus.SUBMITTED)
 
     def to_summary(self) -> dict[str, Any]:
-        """The studio's job shape: the old service's camelCase keys plus ours. No logs."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "backend": self.backend.value,
-            "externalId": self.external_id,
-            "status": self.status.value,
-            "statusReason": self.status_reason,
-            "failureClass": self.failure_class.value if self.failure_class else None,
-            "createdAt": iso(self.created_at),
-            "updatedAt": iso(self.updated_at),
-            "startedAt": iso(self.started_at),
-            "finishedAt": iso(self.finished_at),
-            "exitCode": self.exit_code,
-            "command": self.command,
-            "args": list(self.args),
-            "modelId": self.model_id,
-            "outputDir": self.output_dir,
-            "datasetFile": self.dataset_file,
-            # Every source when a job has several (`datasetFile` keeps the old shape: the first one).
-            "datasetFiles": [a.split("=", 1)[1] for a in self.args if a.startswith("--dataset_file=")] or [self.dataset_file],
-            "uploadOutputTo": self.upload_output_to,
-            "env": {name: REDACTED for name in self.env_names},
-            "labels": dict(self.labels),
-            # Without query strings: a receiver's URL may carry a token there.
-            "webhooks": [u.split("?", 1)[0].split("#", 1)[0] for u in self.webhooks],
-            "resources": self.resources.to_dict(),
-            # Never the Authorization, sealed or not.
-            "callback": {"kind": self.callback.kind, "url": self.callback.url.split("?", 1)[0].split("#", 1)[0]} if self.callback else None,
-            "error": self.error,
-            "logTail": self.log_tail,
-            "logCount": self.log_count,
-            "progress": self.progress,
-            "dryRun": self.dry_run,
-            "cancelRequested": self.cancel_requested,
-        }
+        """The studio's job shape (`JobSummary` below: the old service's camelCase keys plus ours). No logs."""
+        return _summary(self.__dict__)
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
+
+
+def _without_query(url: str) -> str:
+    # A receiver's URL may carry a token in its query string (or fragment): never shown.
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def _value(member: Any) -> Any:
+    return None if member is None else member.value
+
+
+_enum_value = operator.attrgetter("value")  # C speed: the summary builds a few per job
+
+
+def _dataset_files(args: tuple[str, ...], dataset_file: str) -> list[str]:
+    # Every source when a job has several (`datasetFile` keeps the old shape: the first one).
+    return [a.split("=", 1)[1] for a in args if a.startswith("--dataset_file=")] or [dataset_file]
+
+
+class From:
+    """Where a `JobSummary` field's value comes from: `Job` attributes, as they are or converted.
+    Ignored by pydantic (unknown `Annotated` metadata); read by `to_summary`'s plan."""
+
+    __slots__ = ("attrs", "convert")
+
+    def __init__(self, *attrs: str, convert: Callable[..., Any] | None = None):
+        self.attrs = attrs
+        self.convert = convert
+
+    def expression(self, convert_name: str) -> str:
+        """This source as a Python expression over `d` (a job's `__dict__`); the converter is `convert_name`."""
+        reads = ", ".join(f"d[{a!r}]" for a in self.attrs)
+        return reads if self.convert is None else f"{convert_name}({reads})"
+
+
+class JobSummary(BaseModel):
+    """The job as the api answers it: the one definition of `Job.to_summary()` (each field's `From`),
+    of the OpenAPI `Job` schema and of the client's model. A new field is one line here."""
+
+    model_config = ConfigDict(title="Job")
+    id: Annotated[str, From("id")]
+    name: Annotated[str, From("name")]
+    backend: Annotated[Backend, From("backend", convert=_enum_value)]
+    externalId: Annotated[str | None, From("external_id")]
+    status: Annotated[JobStatus, From("status", convert=_enum_value)]
+    statusReason: Annotated[str | None, From("status_reason")]
+    failureClass: Annotated[FailureClass | None, From("failure_class", convert=_value)]
+    createdAt: Annotated[str, From("created_at", convert=iso)]
+    updatedAt: Annotated[str, From("updated_at", convert=iso)]
+    startedAt: Annotated[str | None, From("started_at", convert=iso)]
+    finishedAt: Annotated[str | None, From("finished_at", convert=iso)]
+    exitCode: Annotated[int | None, From("exit_code")]
+    command: Annotated[str | None, From("command")]
+    args: Annotated[list[str], From("args", convert=list)]
+    modelId: Annotated[str | None, From("model_id")]
+    outputDir: Annotated[str, From("output_dir")]
+    datasetFile: Annotated[str, From("dataset_file"), Field(description="The (first) dataset source.")]
+    datasetFiles: Annotated[list[str], From("args", "dataset_file", convert=_dataset_files), Field(default_factory=list, description="Every dataset source, in order.")]
+    uploadOutputTo: Annotated[str | None, From("upload_output_to")]
+    env: Annotated[
+        dict[str, str], From("env_names", convert=lambda names: {name: REDACTED for name in names}),
+        Field(description="Names of the secret variables; values are always redacted."),
+    ]
+    labels: Annotated[dict[str, str], From("labels", convert=dict)]
+    webhooks: Annotated[
+        list[str], From("webhooks", convert=lambda urls: [_without_query(u) for u in urls]),
+        Field(default_factory=list, description="The job's own webhook URLs (without their query strings)."),
+    ]
+    resources: Annotated[
+        dict[str, Any], From("resources", convert=Resources.to_dict),
+        Field(default_factory=dict, description="What the request's `resources` asked for (gpus, gpu_type, nodes, cpus, memory_gb, max_duration_minutes); unset: the settings."),
+    ]
+    callback: Annotated[
+        dict[str, str] | None, From("callback", convert=lambda c: {"kind": c.kind, "url": _without_query(c.url)} if c else None),
+        Field(None, description="The studio's status callback: {kind, url} (without its query string; never its Authorization, sealed or not)."),
+    ]
+    error: Annotated[str | None, From("error")]
+    logTail: Annotated[str, From("log_tail")]
+    logCount: Annotated[int, From("log_count")]
+    progress: Annotated[dict[str, Any] | None, From("progress")]
+    dryRun: Annotated[bool, From("dry_run")]
+    cancelRequested: Annotated[bool, From("cancel_requested")]
+
+
+def _compile_summary() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """`to_summary`'s builder, compiled once from `JobSummary`'s fields into one dict display (as
+    `dataclasses` compiles `__init__`): `GET /jobs` builds up to 500 summaries, and a call per field (or a
+    `model_dump`) would double the cost of each."""
+    namespace: dict[str, Any] = {}
+    items = []
+    for i, (key, info) in enumerate(JobSummary.model_fields.items()):
+        (source,) = [m for m in info.metadata if isinstance(m, From)]  # every field says where it comes from
+        unknown = set(source.attrs) - _JOB_FIELDS
+        if unknown:
+            raise TypeError(f"JobSummary.{key} reads unknown Job field(s) {', '.join(sorted(unknown))}")
+        namespace[f"_c{i}"] = source.convert
+        items.append(f"{key!r}: {source.expression(f'_c{i}')}")
+    exec(f"def summary(d):\n    return {{{', '.join(items)}}}\n", namespace)  # noqa: S102 - our own field names only
+    return namespace["summary"]  # type: ignore[no-any-return]
+
+
+_summary = _compile_summary()
 
 
 def clip_tail(tail: str, lines: list[LogLine] | tuple[LogLine, ...], max_chars: int) -> str:

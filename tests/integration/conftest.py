@@ -1,7 +1,7 @@
 """Fixtures for the api tests: a container over SQLite with a recording bus, served over real HTTP.
 
 The `api` fixture serves each test twice: under Flask (`Api.__call__`, as functions-framework serves the
-deployed function) and under the ASGI adapter (`functions.asgi.AsgiApi`, as the embedded default serves
+deployed function) and under the ASGI adapter (`functions.http.asgi.AsgiApi`, as the embedded default serves
 it with uvicorn). The same assertions hold for both."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path, serve):
     def _make(**env: Any):
         bus, container = make_container(tmp_path, **env)
         if request.param == "asgi":
-            from functions.asgi import AsgiApi
+            from functions.http.asgi import AsgiApi
 
             served = serve(AsgiApi(container.api), asgi=True)
         else:

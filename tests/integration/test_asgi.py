@@ -1,4 +1,4 @@
-"""The ASGI adapter (`functions/asgi.py`) over real HTTP, under uvicorn: what it does on its own, beyond
+"""The ASGI adapter (`functions/http/asgi.py`) over real HTTP, under uvicorn: what it does on its own, beyond
 `Api.handle` (whose contract the `api` fixture already runs under both servers).
 
 - A Content-Length over the limit is refused (413 JSON) before a byte of the body is read; a chunked body
@@ -26,7 +26,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from functions.asgi import AsgiApi
+from functions.http.asgi import AsgiApi
 from functions.wiring import Container
 from shared.domain.status import JobStatus
 from shared.ports import JobQuery

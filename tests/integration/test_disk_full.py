@@ -26,8 +26,9 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from functions.api import Api, Request
-from functions.asgi import AsgiApi
+from functions.http.api import Api
+from functions.http.wire import Request
+from functions.http.asgi import AsgiApi
 from functions.embedded import build_embedded
 from functions.wiring import Container
 from shared import jsonutil

@@ -15,8 +15,9 @@ a fixed seed, derandomized, bounded examples) are sent over real HTTP with a bea
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import functions_framework
 import pytest
@@ -32,7 +33,7 @@ from schemathesis.checks import (
 )
 from schemathesis.config import SchemathesisConfig
 
-from functions.openapi import openapi_document
+from functions.http.openapi import openapi_document
 from functions.wiring import Container, set_container
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.ports import JobQuery

@@ -1,4 +1,4 @@
-"""`POST /train` through the ASGI adapter's group commit (functions/asgi.py `GroupCommit`, `Api.handle_async`),
+"""`POST /train` through the ASGI adapter's group commit (functions/http/asgi.py `GroupCommit`, `Api.handle_async`),
 driven in-process on one event loop with a fake ASGI scope / receive / send.
 
 - Concurrent requests share commits (`create_many`), each still gets its own job and its own answer.
@@ -19,8 +19,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from functions.api import Request
-from functions.asgi import AsgiApi
+from functions.http.wire import Request
+from functions.http.asgi import AsgiApi
 from shared.domain.status import JobStatus
 from shared.errors import TransientError
 from shared.ports import JobQuery

@@ -1,4 +1,4 @@
-"""Issue 12, item 5: the embedded server bounds its connections (functions/http_protocol.py), over real
+"""Issue 12, item 5: the embedded server bounds its connections (functions/http/protocol.py), over real
 sockets against `AsgiApi` served by uvicorn as the embedded server serves it (`server_config`).
 
 Short limits from the settings (0.5 s deadlines, 16 connections, 64 KiB bodies) keep each test to a
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.asgi import AsgiApi
+from functions.http.asgi import AsgiApi
 from tests.integration.conftest import make_container
 from tests.integration.rawhttp import assert_json_error, closed_within, connect, read_answer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.asgi import AsgiApi
+from functions.http.asgi import AsgiApi
 from tests.integration.conftest import make_container
 from tests.integration.rawhttp import assert_json_error, closed_within, connect, read_answer
 

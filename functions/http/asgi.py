@@ -12,7 +12,7 @@ take to answer, and the in-process launcher needs the same interpreter's time.
   stores its job through a group commit: the request waits for its batch without blocking the loop.
 - A body over the limit is refused (413, `Connection: close`) from its Content-Length before a byte is
   read; a chunked body is read up to the limit + 1 byte, and the route refuses it.
-- Connections are bounded by `functions/http_protocol.py` (keep-alive, header and body deadlines, a
+- Connections are bounded by `functions/http/protocol.py` (keep-alive, header and body deadlines, a
   connection limit, JSON for the protocol's own errors), which `server_config` puts under uvicorn.
 - Streams (`follow=true` Server-Sent Events) are generators that poll the store and sleep: they run on a
   thread pool of their own, a chunk at a time, and stop when the client goes away.
@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl
 
-from functions.api import Api, Request, Response
-from functions.http_protocol import HttpLimits, bounded_protocol
+from functions.http.api import Api
+from functions.http.protocol import HttpLimits, bounded_protocol
+from functions.http.wire import Request, Response
 from shared.domain.job import Job
 from shared.ports import IdempotentCreate, JobStore
 
@@ -150,7 +152,7 @@ class AsgiApi:
         self.api = api
         self.max_body_bytes = api.settings.max_body_bytes
         self.group_commit = GroupCommit(api.store)
-        # How uvicorn bounds this app's connections (functions/http_protocol.py; `server_config` reads it).
+        # How uvicorn bounds this app's connections (functions/http/protocol.py; `server_config` reads it).
         self.http_limits = HttpLimits.from_settings(api.settings)
         self._streams = ThreadPoolExecutor(max_workers=stream_threads, thread_name_prefix="sse")
 

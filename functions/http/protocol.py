@@ -56,7 +56,7 @@ class HttpLimits:
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "HttpLimits":
+    def from_settings(cls, settings: Settings) -> HttpLimits:
         return cls(
             keepalive_seconds=settings.http_keepalive_seconds,
             header_timeout_seconds=settings.http_header_timeout_seconds,
