@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from functions.local_stack import free_port, stop_group, wait_http
+from tests.fakes.polling import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -78,16 +79,6 @@ def setup(tmp: Path) -> tuple[dict[str, str], dict]:
     return env, job
 
 
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
-
-
 def test_the_readme_receiver_sees_the_tiny_jobs_five_transitions(tmp_path: Path) -> None:
     env, job = setup(tmp_path)
     receiver = Receiver(tmp_path, env)
@@ -95,7 +86,7 @@ def test_the_readme_receiver_sees_the_tiny_jobs_five_transitions(tmp_path: Path)
     url = f"http://127.0.0.1:{env['PORT']}"
     try:
         job_id = requests.post(f"{url}/train", json=job).json()["job"]["id"]
-        got = wait_for(lambda: len(receiver.lines()) >= 5 and receiver.lines(), 60, "five webhooks")
+        got = eventually(lambda: len(receiver.lines()) >= 5 and receiver.lines(), 60, "five webhooks", step=0.1)
         assert got == [(True, t) for t in LIFECYCLE]
         d = requests.get(f"{url}/jobs/{job_id}/deliveries").json()
         assert [(a["statusCode"], a["verdict"]) for a in d["deliveries"]] == [(200, "delivered")] * 5
@@ -112,14 +103,14 @@ def test_kill_9_between_commit_and_delivery_then_delivered_after_the_restart(tmp
     url = f"http://127.0.0.1:{env['PORT']}"
     try:
         job_id = requests.post(f"{url}/train", json=job).json()["job"]["id"]
-        wait_for(lambda: requests.get(f"{url}/jobs/{job_id}").json()["job"]["status"] == "succeeded", 60, "the job to end")
+        eventually(lambda: requests.get(f"{url}/jobs/{job_id}").json()["job"]["status"] == "succeeded", 60, "the job to end", step=0.1)
         attempts = requests.get(f"{url}/jobs/{job_id}/deliveries").json()["deliveries"]
         assert attempts and all(a["statusCode"] is None for a in attempts)  # committed, not delivered
         server.kill()  # SIGKILL: no clean stop
         server.wait(10)
         receiver = Receiver(tmp_path, env)
         server = start_server(tmp_path, env)
-        got = wait_for(lambda: len({t for _, t in receiver.lines()}) >= 5 and receiver.lines(), 60, "the deliveries after the restart")
+        got = eventually(lambda: len({t for _, t in receiver.lines()}) >= 5 and receiver.lines(), 60, "the deliveries after the restart", step=0.1)
         assert all(ok for ok, _ in got)
         firsts = list(dict.fromkeys(t for _, t in got))
         assert firsts == LIFECYCLE  # in order; a repeat (if any) is of a message already seen, by its id

@@ -7,7 +7,6 @@ subscriber delays nobody else; what a crash left in the outbox is delivered afte
 from __future__ import annotations
 
 import base64
-import json
 import random
 import threading
 import time
@@ -25,24 +24,15 @@ from shared.domain.lifecycle import Change
 from shared.domain.status import JobStatus
 from shared.domain.webhooks import Schedule
 from shared.messages import Message
-from shared.usecases.notify import Notifier, OutboxRelay
 from shared.settings import Settings
+from shared.usecases.notify import Notifier, OutboxRelay
+from tests.fakes.polling import eventually
 from tests.fakes.webhook_receiver import Receiver
 from tests.integration.conftest import wsgi
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(b"test-signing-key-0123456789").decode()
 LIFECYCLE = ["queued", "submitting", "submitted", "running", "succeeded"]
-
-
-def eventually(pred, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
