@@ -231,7 +231,8 @@ class KubernetesBackend:
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
-        return json.loads(response.data)
+        body: dict[str, Any] = json.loads(response.data)
+        return body
 
     def _read(self, resource: str, name: str, secrets: list[str] = (), namespace: str | None = None) -> dict[str, Any] | None:  # type: ignore[assignment]
         namespace = namespace or self.config.namespace

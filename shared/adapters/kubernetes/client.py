@@ -83,14 +83,14 @@ def load_api_client(cfg: KubernetesConfig) -> Any:
     configuration = client.Configuration()
     try:
         if cfg.kubeconfig:
-            config.load_kube_config(config_file=cfg.kubeconfig, context=cfg.context, client_configuration=configuration)
+            config.load_kube_config(config_file=cfg.kubeconfig, context=cfg.context, client_configuration=configuration)  # type: ignore[no-untyped-call]  # the kubernetes client ships no type hints
         else:
             try:
-                config.load_incluster_config(client_configuration=configuration)
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # the kubernetes client ships no type hints
             except config.ConfigException:
                 if not cfg.context:
                     raise
-                config.load_kube_config(context=cfg.context, client_configuration=configuration)
+                config.load_kube_config(context=cfg.context, client_configuration=configuration)  # type: ignore[no-untyped-call]  # the kubernetes client ships no type hints
     except Exception as exc:  # noqa: BLE001 - whatever the loader raises, it is our configuration
         raise PermanentError(
             f"could not load the Kubernetes configuration: {exc}", reason="KubernetesConfigError", failure_class=FailureClass.INFRA.value

@@ -57,7 +57,7 @@ RANK = {PENDING: 1, WAITING: 1, RUNNING: 2, **{state: 3 for state in TERMINAL_ST
 def _says_failed(job: dict[str, Any]) -> bool:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") in ("Failed", "FailureTarget") and str(cond.get("status")) == "True":
-            return cond.get("reason") != "DeadlineExceeded"
+            return bool(cond.get("reason") != "DeadlineExceeded")
     return False
 
 
@@ -184,13 +184,12 @@ class JobReaction:
                 self._pull_seen.setdefault(uid, now)
             else:
                 self._pull_seen.pop(uid, None)
-        kwargs = {"now": now, "first_seen": self._pull_seen, "image_pull_grace_seconds": self.image_pull_grace_seconds}
         if deleted is not None:
-            observed = deleted_state(deleted, pods, **kwargs)
+            observed = deleted_state(deleted, pods, now=now, first_seen=self._pull_seen, image_pull_grace_seconds=self.image_pull_grace_seconds)
         elif job is None and not pods:
             return
         else:
-            observed = job_state(job, pods, **kwargs)
+            observed = job_state(job, pods, now=now, first_seen=self._pull_seen, image_pull_grace_seconds=self.image_pull_grace_seconds)
         if observed.state is None or (observed.state, observed.reason) == last:
             return
         if last is not None and RANK.get(observed.state, 0) < RANK.get(last[0], 0):
@@ -202,6 +201,7 @@ class JobReaction:
         self._send_state(job_id, job_uid, observed, now)
 
     def _send_state(self, job_id: str, job_uid: str, observed: ObservedState, now: datetime) -> None:
+        assert observed.state is not None  # _evaluate sends only a state
         event = TrainingEvent(
             job_id=job_id,
             source=SOURCE,

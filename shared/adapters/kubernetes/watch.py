@@ -167,7 +167,8 @@ class ResourceWatch:
     def _watch_once(self, deliver: Deliver) -> None:
         from kubernetes import watch
 
-        w = watch.Watch(return_type="object")  # raw dicts: the pure module reads JSON, not models
+        # Raw dicts: the pure module reads JSON, not models.
+        w = watch.Watch(return_type="object")  # type: ignore[no-untyped-call]  # the kubernetes client ships no type hints
         self._watch = w
         if self.stopped:
             return
@@ -183,7 +184,7 @@ class ResourceWatch:
                 shutdown(resp)
             return resp
 
-        stream = w.stream(
+        stream = w.stream(  # type: ignore[no-untyped-call]  # the kubernetes client ships no type hints
             call,
             self.namespace,
             label_selector=self.label_selector,
