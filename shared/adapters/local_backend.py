@@ -14,16 +14,10 @@ values already redacted) and, at the end, the true exit code. So a trainer does 
 (`kill -9`, a crash), and a server started later knows, from the folder alone, whether the job's run is
 alive (adopt it), has ended (report how) or never started (start it), and never starts one twice.
 
-A follower thread per run turns the folder into `training-events` envelopes (`shared/domain/events.py`)
-and hands them to the `events` callable it was built with, the same path the cluster watcher and the
-Vertex log sink feed, so status_sync treats every backend alike:
-- `started` with the supervisor's pid (the job's external id);
-- log lines (`timestamp`, `stream`, `message`, increasing `seq`) in batches of up to `batch_lines`
-  lines or `batch_seconds`, whichever comes first; a restarted server replays them from the start and
-  status_sync keeps only those past the job's cursor;
-- `exited` with `exit_code` (a signal N is reported as 128 + N, so SIGTERM is 143, as on Kubernetes), or
-  `lost` when the supervisor died without an exit record (what it left of the trainer is killed first).
-Event ids derive from the run and the content, so a replay is recognised as one.
+A follower thread per run (`local_follow.py`) turns the folder into `training-events` envelopes and
+hands them to the `events` callable the backend was built with (`started`, log lines in batches,
+`exited` with the exit code or `lost`), the same path the cluster watcher and the Vertex log sink feed.
+This module starts the supervisor, keeps the table of this server's runs and signals them.
 
 Cancel: SIGTERM to the supervisor, which forwards it to the trainer's process group; SIGKILL to that
 group after `grace_seconds`. `stop_all()` does that to every job at once and refuses new launches (the
@@ -32,7 +26,6 @@ embedded server calls it when it stops). `adopt(job)` takes over a run an earlie
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -43,70 +36,27 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import shared
-from shared.adapters.local_runs import DRAIN_SECONDS, MAX_LINE_CHARS, RunDir, exit_code_of, read_bound  # noqa: F401 - re-exported
-from shared.domain.events import EventLog, TrainingEvent
+from shared.adapters.local_follow import SOURCE, LocalRun, RunFollower, at
+from shared.adapters.local_runs import DRAIN_SECONDS, RunDir
+from shared.domain.events import TrainingEvent
 from shared.domain.job import REDACTED, Job
 from shared.domain.redaction import redact, secret_values
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, TransientError
-from shared.ports import Observation, Submission
+from shared.ports import Clock, Observation, Submission, SystemClock
 
 log = logging.getLogger(__name__)
 
-SOURCE = "local"
 LAUNCHER = "launch.py"  # the trainer's distributed entry point, beside train.py
-POLL_SECONDS = 0.1
 # How long a run's supervisor may take to write its launch record once it holds the lock.
 LAUNCH_RECORD_SECONDS = 5.0
 # The supervisor runs from the folder above the `shared` package, whatever the trainer's cwd is.
 _PACKAGE_ROOT = Path(shared.__file__).resolve().parent.parent
-
-
-class _UTC:
-    def now(self) -> datetime:
-        return datetime.now(timezone.utc)
-
-
-@dataclass
-class _Run:
-    job_id: str
-    folder: RunDir
-    pid: int  # the supervisor's
-    command: str
-    process: subprocess.Popen | None = None  # None: adopted from an earlier server (not our child)
-    started_at: datetime | None = None
-    cancel_requested: bool = False
-    killed: bool = False  # the supervisor itself had to be killed: no exit record will come
-    killers: list[threading.Timer] = field(default_factory=list)
-    follower: threading.Thread | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    exit_code: int | None = None
-
-    def finished(self) -> bool:
-        if self.process is not None:
-            return self.process.poll() is not None
-        return not self.folder.alive()
-
-
-def _last_line(path: Path, limit: int = 500) -> str:
-    """The supervisor's last complaint (its stderr never holds the trainer's output, so no secret)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-            lines = f.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1][:limit] if lines else ""
-
-
-def _at(epoch: float | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
 
 
 class LocalBackend:
@@ -124,7 +74,7 @@ class LocalBackend:
         grace_seconds: float = 10.0,
         batch_lines: int = 200,
         batch_seconds: float = 0.2,
-        clock: Any = None,
+        clock: Clock | None = None,
     ):
         self.python_bin = python_bin
         self.script = Path(script)
@@ -136,10 +86,9 @@ class LocalBackend:
             runs_dir = tempfile.mkdtemp(prefix="local-runs-")
         self.runs_dir = Path(runs_dir)
         self.grace_seconds = grace_seconds
-        self.batch_lines = batch_lines
-        self.batch_seconds = batch_seconds
-        self.clock = clock or _UTC()
-        self._runs: dict[str, _Run] = {}
+        self.clock: Clock = clock or SystemClock()
+        self._follower = RunFollower(self._emit, self.clock, batch_lines=batch_lines, batch_seconds=batch_seconds)
+        self._runs: dict[str, LocalRun] = {}
         self._lock = threading.Lock()
         self._closing = False
         if events is None:
@@ -281,7 +230,7 @@ class LocalBackend:
         return redact(" ".join([*prefix, shlex.join(argv)]), secret_values(env))
 
     # ---- starting and attaching ----------------------------------------------------------------
-    def _start(self, job: Job, env: dict[str, str], folder: RunDir, lock_fd: int) -> _Run:
+    def _start(self, job: Job, env: dict[str, str], folder: RunDir, lock_fd: int) -> LocalRun:
         missing = sorted(set(job.env_names) - set(env))
         if missing:
             raise PermanentError(
@@ -318,12 +267,12 @@ class LocalBackend:
                 )
             except OSError as exc:  # EAGAIN, ENOMEM: the machine is busy; try again later
                 raise TransientError(f"could not start the trainer's supervisor: {exc}") from exc
-        run = _Run(job_id=job.id, folder=folder, pid=process.pid, command=command, process=process, started_at=self.clock.now())
-        self._follow(run)
+        run = LocalRun(job_id=job.id, folder=folder, pid=process.pid, command=command, process=process, started_at=self.clock.now())
+        self._follower.follow(run)
         log.info("job %s: started pid %d: %s", job.id, process.pid, command)
         return run
 
-    def _attach(self, folder: RunDir, state: str) -> _Run:
+    def _attach(self, folder: RunDir, state: str) -> LocalRun:
         """A run this server did not start: alive (follow it), exited (replay it) or dead (report lost)."""
         record = folder.launch()
         deadline = time.monotonic() + LAUNCH_RECORD_SECONDS
@@ -333,11 +282,11 @@ class LocalBackend:
         if record is None and state == "alive":
             raise TransientError(f"job {folder.job_id}: its run holds the lock but wrote no launch record yet")
         pid = record.pid if record else 0
-        run = _Run(job_id=folder.job_id, folder=folder, pid=pid, command=record.command if record else "", started_at=_at(record.started_at) if record else None)
-        self._follow(run)
+        run = LocalRun(job_id=folder.job_id, folder=folder, pid=pid, command=record.command if record else "", started_at=at(record.started_at) if record else None)
+        self._follower.follow(run)
         return run
 
-    def _tracked(self, job_id: str) -> _Run | None:
+    def _tracked(self, job_id: str) -> LocalRun | None:
         """The job's run, attached from its folder if this server does not follow it yet."""
         with self._lock:
             run = self._runs.get(job_id)
@@ -352,7 +301,7 @@ class LocalBackend:
             return run
 
     # ---- stopping ------------------------------------------------------------------------------
-    def _terminate(self, run: _Run, grace: float | None = None) -> None:
+    def _terminate(self, run: LocalRun, grace: float | None = None) -> None:
         if run.done.is_set():
             return
         run.cancel_requested = True
@@ -367,7 +316,7 @@ class LocalBackend:
                 run.killers.append(timer)
                 timer.start()
 
-    def _signal_supervisor(self, run: _Run, sig: signal.Signals) -> None:
+    def _signal_supervisor(self, run: LocalRun, sig: signal.Signals) -> None:
         if run.process is not None:
             if run.process.poll() is None:
                 run.process.send_signal(sig)
@@ -377,11 +326,11 @@ class LocalBackend:
             except ProcessLookupError:
                 pass
 
-    def _kill_trainer(self, run: _Run) -> None:
+    def _kill_trainer(self, run: LocalRun) -> None:
         if not run.done.is_set():
             run.folder.kill_trainer_group(signal.SIGKILL)
 
-    def _kill_supervisor(self, run: _Run) -> None:
+    def _kill_supervisor(self, run: LocalRun) -> None:
         if run.done.is_set() or run.finished():
             return
         log.error("job %s: the supervisor (pid %d) did not end after the grace period: killed", run.job_id, run.pid)
@@ -398,123 +347,3 @@ class LocalBackend:
         except Exception:  # noqa: BLE001 - the follower must keep going whatever happens
             log.exception("job %s: could not publish a %s event", event.job_id, event.state or "log")
 
-    def _follow(self, run: _Run) -> None:
-        run.follower = threading.Thread(target=self._run_follower, args=(run,), name=f"local-{run.job_id[:8]}", daemon=True)
-        run.follower.start()
-
-    def _run_follower(self, run: _Run) -> None:
-        try:
-            self._replay(run)
-        except Exception:  # noqa: BLE001 - whatever happened, the run's end must still be told
-            log.exception("job %s: follower failed", run.job_id)
-        if run.process is not None:
-            run.process.wait()
-        self._finish(run)
-
-    def _replay(self, run: _Run) -> None:
-        base = f"local-{run.job_id}-{run.pid}"
-        announced = False
-
-        def announce() -> None:
-            # `started` once the trainer runs (its supervisor wrote the launch record), not before:
-            # `running` means the trainer runs.
-            nonlocal announced
-            if announced or run.folder.launch() is None:
-                return
-            announced = True
-            started = run.started_at if run.process is None else None
-            self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=started or self.clock.now(), event_id=f"{base}-started",
-                                     state="started", extra={"pid": run.pid, "command": run.command}))
-
-        batch: list[EventLog] = []
-        first_at = 0.0
-        pending = b""
-        f = None
-
-        def flush() -> None:
-            nonlocal batch
-            if batch:
-                self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=self.clock.now(),
-                                         event_id=f"{base}-logs-{batch[0].seq}-{batch[-1].seq}", logs=tuple(batch)))
-                batch = []
-
-        def pump() -> bool:
-            nonlocal f, pending, first_at
-            if f is None:
-                try:
-                    f = open(run.folder.output, "rb")
-                except FileNotFoundError:
-                    return False
-            chunk = f.read(1 << 16)
-            if not chunk:
-                return False
-            *lines, pending = (pending + chunk).split(b"\n")
-            for raw in lines:
-                try:
-                    item = json.loads(raw)
-                    line = EventLog(seq=int(item["seq"]), timestamp=_at(item["t"]) or self.clock.now(), stream=str(item["stream"]), message=str(item["message"]))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn line (the machine died mid-write): the rest is still good
-                if not batch:
-                    first_at = time.monotonic()
-                batch.append(line)
-                if len(batch) >= self.batch_lines:
-                    flush()
-            return True
-
-        try:
-            while True:
-                finished = run.finished()  # before reading: once it has ended, one more read gets the rest
-                announce()
-                got = pump()
-                if batch and time.monotonic() - first_at >= self.batch_seconds:
-                    flush()
-                if finished:
-                    while pump():
-                        pass
-                    flush()
-                    return
-                if not got:
-                    time.sleep(POLL_SECONDS if not batch else min(POLL_SECONDS, max(0.0, first_at + self.batch_seconds - time.monotonic())))
-        finally:
-            if f is not None:
-                f.close()
-
-    def _finish(self, run: _Run) -> None:
-        for timer in run.killers:
-            timer.cancel()
-        record = run.folder.exit()
-        base = f"local-{run.job_id}-{run.pid}"
-        fields: dict[str, Any]
-        if record is not None:
-            run.exit_code = record.exit_code
-            fields = {"state": "exited", "exit_code": record.exit_code}
-            if record.message:
-                fields["message"] = record.message
-            if run.cancel_requested or record.terminated:
-                fields["reason"] = "CancelRequested"
-            observed = self.clock.now() if run.process is not None else (_at(record.finished_at) or self.clock.now())
-        else:
-            # The supervisor is gone without saying how the trainer ended: stop what is left of it.
-            run.folder.kill_trainer_group(signal.SIGKILL)
-            observed = self.clock.now()
-            returncode = run.process.returncode if run.process is not None else None
-            if run.killed:
-                run.exit_code = 137
-                fields = {"state": "exited", "exit_code": 137, "message": "terminated by SIGKILL", "reason": "CancelRequested"}
-            elif returncode is not None and returncode < 0:
-                # Our own child, stopped by a signal before it could record anything (before it ran the
-                # trainer): that signal is how the run ended.
-                run.exit_code = exit_code_of(returncode)
-                fields = {"state": "exited", "exit_code": run.exit_code, "message": f"terminated by {signal.Signals(-returncode).name} before the trainer started"}
-                if run.cancel_requested:
-                    fields["reason"] = "CancelRequested"
-            else:
-                message = "the run's supervisor ended without an exit record"
-                if run.folder.launch() is None:
-                    message = "the run's supervisor ended before it started the trainer"
-                said = _last_line(run.folder.path / "supervisor.log")
-                fields = {"state": "lost", "message": f"{message}: {said}" if said else message}
-        self._emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=observed, event_id=f"{base}-end", extra={"pid": run.pid}, **fields))
-        run.done.set()
-        log.info("job %s: run %d ended: %s", run.job_id, run.pid, fields.get("exit_code", fields["state"]))

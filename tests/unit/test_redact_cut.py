@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.local_backend import MAX_LINE_CHARS, LocalBackend
+from shared.adapters.local_backend import LocalBackend
+from shared.adapters.local_runs import MAX_LINE_CHARS
 from shared.domain.redaction import redact, redact_cut
 from shared.settings import REPO_ROOT
 from tests.fakes.jobs import job_from
