@@ -5,9 +5,10 @@ Only these shapes cross the boundary: domain objects in, domain objects out. No 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
 
 from shared.domain.delivery import Attempt, Channel
 from shared.domain.job import Job, LogLine
@@ -23,7 +24,7 @@ class SystemClock:
     """The real clock (UTC): the default wherever a Clock is not injected."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class JobStore(Protocol):
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
         """Lines with seq > after, in order."""
 
-    def get_metrics(self, job_id: str, after: int = 0, limit: int = 1000) -> list["MetricPoint"]:
+    def get_metrics(self, job_id: str, after: int = 0, limit: int = 1000) -> list[MetricPoint]:
         """The job's metric points (its `PROGRESS` lines, each with its log line's seq) with seq > after."""
 
     def append_event(self, job_id: str, event: TimelineEvent) -> None: ...
@@ -138,17 +139,17 @@ class JobStore(Protocol):
         """A job's notifications with seq > after, in order (what its delivery channels walk)."""
 
     # Delivery channels (shared/domain/delivery.py): one per (job, subscriber), compare-and-set on version.
-    def get_channel(self, job_id: str, key: str) -> "Channel | None": ...
+    def get_channel(self, job_id: str, key: str) -> Channel | None: ...
 
-    def list_channels(self, job_id: str) -> "list[Channel]": ...
+    def list_channels(self, job_id: str) -> list[Channel]: ...
 
-    def save_channel(self, channel: "Channel") -> "Channel | None":
+    def save_channel(self, channel: Channel) -> Channel | None:
         """Create (version 0) or compare-and-set a channel; the saved one, or None if another writer won."""
 
-    def due_channels(self, now: datetime, limit: int = 100) -> "list[Channel]":
+    def due_channels(self, now: datetime, limit: int = 100) -> list[Channel]:
         """Channels whose next attempt is at or before `now`, soonest first."""
 
-    def record_attempt(self, attempt: "Attempt") -> None:
+    def record_attempt(self, attempt: Attempt) -> None:
         """Store one delivery attempt (by its id: writing it twice is writing it once)."""
 
     def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]: ...
@@ -176,14 +177,14 @@ class Backend(Protocol):
 
     name: str
 
-    def submit(self, job: Job, env: dict[str, str]) -> "Submission": ...
+    def submit(self, job: Job, env: dict[str, str]) -> Submission: ...
 
-    def cancel(self, job: Job) -> "bool | None":
+    def cancel(self, job: Job) -> bool | None:
         """Stop the job. True: a stop was requested; False: nothing of this job runs there any more —
         in both cases the launcher marks it `cancelled`. None: it had already finished on its own; its
         own terminal event (or reconcile) says how."""
 
-    def observe(self, job: Job) -> "Observation | None":
+    def observe(self, job: Job) -> Observation | None:
         """Ask the backend for the job's state (reconcile). None: the backend can't tell."""
 
     def release(self, job: Job) -> None:
@@ -192,7 +193,7 @@ class Backend(Protocol):
         status_sync calls it after it wrote a final status (never before, never instead), reconcile for
         whatever `held()` still lists."""
 
-    def held(self) -> "list[str]":
+    def held(self) -> list[str]:
         """Ids of the jobs the backend still holds such resources for (reconcile releases those whose job
         is final: a release that failed, a launcher that died mid-submit). [] when it holds none."""
 

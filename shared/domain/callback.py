@@ -23,7 +23,7 @@ class Callback:
         return {"kind": self.kind, "url": self.url, "sealedAuthorization": self.sealed_authorization}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Callback | None":
+    def from_dict(cls, data: dict[str, Any] | None) -> Callback | None:
         if not data:
             return None
         return cls(url=data["url"], sealed_authorization=data.get("sealedAuthorization"), kind=data.get("kind") or STUDIO)

@@ -10,9 +10,10 @@ channel with a compare-and-set (`version`), so two notifiers never move one chan
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from shared.domain.job import iso
 from shared.domain.webhooks import Schedule, Verdict
@@ -60,7 +61,7 @@ class Channel:
         }
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any], version: int) -> "Channel":
+    def from_doc(cls, doc: dict[str, Any], version: int) -> Channel:
         nxt = doc.get("nextAt")
         return cls(
             job_id=doc["jobId"], key=doc["key"], kind=doc["kind"], url=doc["url"], state=doc["state"], cursor=int(doc["cursor"]),

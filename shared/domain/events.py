@@ -30,7 +30,7 @@ States by source (mapped to our statuses in `shared/domain/translate.py`):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.job import iso
@@ -77,11 +77,11 @@ class TrainingEvent:
 
 def parse_time(raw: Any, default: datetime) -> datetime:
     if isinstance(raw, datetime):
-        return raw if raw.tzinfo else raw.replace(tzinfo=timezone.utc)
+        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
     if isinstance(raw, str):
         try:
             value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
         except ValueError:
             return default
     return default
@@ -92,7 +92,7 @@ def from_message(data: Any, now: datetime) -> TrainingEvent | None:
     if not isinstance(data, dict) or not isinstance(data.get("job_id"), str):
         return None
     logs = []
-    for i, raw in enumerate(data.get("logs") or []):
+    for raw in data.get("logs") or []:
         if not isinstance(raw, dict):
             continue
         seq = raw.get("seq")

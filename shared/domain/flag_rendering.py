@@ -136,3 +136,12 @@ def render_flag(name: str, value: Any, path: str, errors: list[FieldError]) -> l
     return [] if text is None else [f"{flag.cli}={text}"]
 
 
+def unique_errors(errors: list[FieldError]) -> list[FieldError]:
+    """Each (field, message) once, in the order found: several checks may find the same problem."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for err in errors:
+        if (err.field, err.message) not in seen:
+            seen.add((err.field, err.message))
+            out.append(err)
+    return out

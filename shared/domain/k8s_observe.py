@@ -34,8 +34,9 @@ a pod's terminal state is not trusted (the Job decides retries): `state=None`, n
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from shared.domain import naming
 
@@ -74,14 +75,14 @@ def _status(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 def parse_k8s_time(raw: Any) -> datetime | None:
     if isinstance(raw, datetime):
-        return raw if raw.tzinfo else raw.replace(tzinfo=timezone.utc)
+        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
     if not isinstance(raw, str) or not raw:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
@@ -287,7 +288,7 @@ def job_state(
     """The job's state from its Job object (None: not seen yet) and its pods. `first_seen` maps pod uid
     to when it was first seen waiting on an image pull (see `pod_state`)."""
     pods = list(pods)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     seen = first_seen or {}
 
     def state_of(pod: Mapping[str, Any]) -> ObservedState:

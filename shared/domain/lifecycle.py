@@ -73,7 +73,7 @@ class Notification:
                 "kind": self.kind}
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "Notification":
+    def from_doc(cls, doc: dict[str, Any]) -> Notification:
         at = datetime.fromisoformat(str(doc["at"]).replace("Z", "+00:00"))
         return cls(id=doc["id"], job_id=doc["jobId"], seq=int(doc["seq"]), status=doc["status"], previous=doc.get("previous"), at=at, body=doc["body"],
                    kind=doc.get("kind") or STATUS)

@@ -9,9 +9,10 @@ so a job with 100,000 of them costs nothing to list.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from shared.domain.job import LogLine, iso
 from shared.domain.translate import parse_progress
@@ -42,7 +43,7 @@ class MetricPoint:
         return {"seq": self.seq, "at": iso(self.at), "event": self.event, **dict(self.values)}
 
     @classmethod
-    def from_api(cls, doc: dict[str, Any]) -> "MetricPoint":
+    def from_api(cls, doc: dict[str, Any]) -> MetricPoint:
         at = datetime.fromisoformat(str(doc["at"]).replace("Z", "+00:00"))
         values = tuple((k, doc[k]) for k in FIELDS.values() if doc.get(k) is not None)
         return cls(seq=int(doc["seq"]), at=at, event=str(doc.get("event") or ""), values=values)
@@ -69,7 +70,7 @@ def point_of(line: LogLine) -> MetricPoint | None:
     at = line.timestamp
     reported = _number("time", progress.get("time"))
     if reported is not None and 0 < reported < 32503680000:  # the trainer's own clock, when it is sane
-        at = datetime.fromtimestamp(reported, timezone.utc)
+        at = datetime.fromtimestamp(reported, UTC)
     event = progress.get("event")
     return MetricPoint(seq=line.seq, at=at, event=event if isinstance(event, str) else "progress", values=tuple(values))
 

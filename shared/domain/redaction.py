@@ -11,7 +11,8 @@ of a secret ends the head is redacted too.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from shared.domain.job import REDACTED
 

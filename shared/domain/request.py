@@ -38,6 +38,7 @@ from shared.domain.flag_rendering import (
     key_name,
     render_flag,
     suggest,
+    unique_errors,
 )
 from shared.domain.job import Backend
 from shared.domain.json_types import type_name as _type_name
@@ -53,6 +54,9 @@ from shared.domain.request_policy import (
 from shared.domain.resources import Resources, parse_resources, placement_problems
 from shared.errors import FieldError, ValidationFailed
 from trainer import flags as trainer_flags
+
+# The request's public face; `RequestPolicy` is re-exported (settings, the service and the tests read it here).
+__all__ = ["RESERVED_KEYS", "NormalisedRequest", "RequestPolicy", "TrainRequestBody", "normalise_request", "render_flag", "request_fingerprint"]
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -351,10 +355,7 @@ def normalise_request(
     args = [token for name in sorted(rendered_by_flag, key=FLAG_ORDER.__getitem__) for token in rendered_by_flag[name]]
 
     if errors:
-        # Report each field once, in the order found.
-        seen: set[tuple[str, str]] = set()
-        unique = [e for e in errors if not ((e.field, e.message) in seen or seen.add((e.field, e.message)))]
-        raise ValidationFailed(unique)
+        raise ValidationFailed(unique_errors(errors))
 
     sources = flag_values["dataset_file"]
     dataset_files = tuple(sources) if isinstance(sources, list) else (sources,)

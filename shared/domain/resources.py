@@ -12,8 +12,9 @@ launcher can submit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from shared.domain.json_types import type_name as _type_name
 from shared.errors import FieldError
@@ -85,7 +86,7 @@ class Resources:
         return {k: getattr(self, k) for k in KEYS if getattr(self, k) is not None}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Resources":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Resources:
         """From `to_dict`'s shape (stored records: already checked, unknown keys ignored)."""
         data = data or {}
         return cls(**{k: data[k] for k in KEYS if data.get(k) is not None})

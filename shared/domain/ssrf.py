@@ -12,8 +12,8 @@ address it checked.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048

@@ -31,7 +31,7 @@ class JobStatus(StrEnum):
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
-    def can_become(self, new: "JobStatus") -> bool:
+    def can_become(self, new: JobStatus) -> bool:
         """True when `self -> new` is a transition in the table (a status never 'transitions' to itself)."""
         return new in TRANSITIONS[self]
 

@@ -29,9 +29,10 @@ from typing import Any
 
 from shared.domain import ssrf
 from shared.domain.callback import Callback
-from shared.domain.flag_rendering import key_name, suggest
+from shared.domain.flag_rendering import key_name, suggest, unique_errors
 from shared.domain.json_types import type_name as _type_name
-from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request, request_fingerprint
+from shared.domain.request import NormalisedRequest, normalise_request, request_fingerprint
+from shared.domain.request_policy import RequestPolicy
 from shared.domain.resources import Resources, parse_resources
 from shared.domain.studio_data import DataSections
 from shared.domain.studio_model import ModelSections
@@ -148,8 +149,7 @@ def normalise_studio_request(body: dict[str, Any], policy: RequestPolicy) -> Nor
         theirs = [_translate(e, tr.paths) for e in exc.errors]
         # An old-shape error on a field already refused here (a placeholder source) says nothing new.
         errors = tr.errors + [e for e in theirs if not any(_related(e.field, mine.field) for mine in tr.errors)]
-        seen: set[tuple[str, str]] = set()
-        raise ValidationFailed([e for e in errors if not ((e.field, e.message) in seen or seen.add((e.field, e.message)))]) from None
+        raise ValidationFailed(unique_errors(errors)) from None
     if tr.errors:
         raise ValidationFailed(tr.errors)
     assert tr.job_id is not None

@@ -88,8 +88,9 @@ class ModelSections(TranslationBase):
         precision = cust.get("precision")
         if precision is not None:
             chosen = self.choice(precision, "customization.precision", list(PRECISIONS))
-            if chosen is not None and PRECISIONS[chosen] is not None:
-                self.flag(PRECISIONS[chosen], True, "customization.precision")
+            flag = PRECISIONS[chosen] if chosen is not None else None
+            if flag is not None:
+                self.flag(flag, True, "customization.precision")
         qlora = self.obj(cust.get("qlora"), "customization.qlora", list(QLORA_KEYS), "customization.qlora")
         if qlora and effective is not None and effective != "qlora":
             self.error("customization.qlora", f"applies only to method qlora (method is {effective}): drop it or use qlora")

@@ -15,7 +15,7 @@ from typing import Any
 from shared.domain.callback import Callback
 from shared.domain.flag_rendering import MAX_LIST_ITEMS, MAX_VALUE_CHARS, check_text, key_name, suggest
 from shared.domain.json_types import type_name as _type_name
-from shared.domain.request import RequestPolicy
+from shared.domain.request_policy import RequestPolicy
 from shared.errors import FieldError
 from trainer import flags as trainer_flags
 

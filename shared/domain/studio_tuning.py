@@ -11,7 +11,7 @@ from typing import Any
 from shared.domain.flag_rendering import KEY_RE, key_name, suggest
 from shared.domain.job import Backend
 from shared.domain.json_types import type_name as _type_name
-from shared.domain.request import RequestPolicy
+from shared.domain.request_policy import RequestPolicy
 from shared.domain.resources import Resources
 from shared.domain.studio_spec import (
     ELSEWHERE,

@@ -15,9 +15,10 @@ import binascii
 import hashlib
 import hmac
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any
 
 SECRET_PREFIX = "whsec_"
 TIMESTAMP_TOLERANCE_SECONDS = 5 * 60
@@ -112,7 +113,7 @@ class Schedule:
         return max(0.0, base * (1 + self.jitter * (2 * rand() - 1)))
 
     @classmethod
-    def parse(cls, text: str) -> "Schedule":
+    def parse(cls, text: str) -> Schedule:
         """`"0,5,30,120"` (seconds) -> a schedule; the first attempt is the first number."""
         delays = tuple(float(part) for part in text.split(",") if part.strip())
         if not delays or any(d < 0 for d in delays):

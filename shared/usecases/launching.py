@@ -16,7 +16,8 @@ Exactly once, with at-least-once delivery:
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job

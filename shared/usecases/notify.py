@@ -20,9 +20,10 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from shared import jsonutil
 from shared.domain.delivery import ACTIVE, IDLE, STUDIO, WEBHOOK, Attempt, Channel, Subscriber, idle, lease, new_channel, skip, step, wake

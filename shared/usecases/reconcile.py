@@ -15,9 +15,10 @@ Dry runs are final and skipped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from shared.domain.events import TrainingEvent
 from shared.domain.job import Backend as BackendKind

@@ -11,9 +11,10 @@ import logging
 import os
 import shlex
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from shared.domain import studio
 from shared.domain.job import Job

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from shared.domain.events import TrainingEvent, from_message
 from shared.domain.job import Backend as BackendKind
