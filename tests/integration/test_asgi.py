@@ -25,13 +25,13 @@ from typing import Any, Callable
 
 import pytest
 import requests
-
 from functions.http.asgi import AsgiApi
+
 from functions.wiring import Container
 from shared.domain.status import JobStatus
 from shared.ports import JobQuery
+from tests.fakes.api_client import lines, read_sse, set_status, submit
 from tests.integration.conftest import RecordingBus, make_container
-from tests.integration.test_api_jobs import lines, read_sse, set_status, submit
 
 LIMIT = 2048  # MAX_BODY_BYTES for these tests (the settings' minimum is 1024)
 HEAD = b'{"dataset_file":"gs://b/d.jsonl","output_dir":"/o"'

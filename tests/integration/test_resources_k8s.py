@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import kubernetes.client as k8s_client
 import pytest
 import requests
-from functions.http.asgi import AsgiApi
 
 from functions.embedded import build_embedded
+from functions.http.asgi import AsgiApi
 from shared.adapters.kubernetes.backend import KubernetesBackend
 from shared.adapters.kubernetes.config import KubernetesConfig
 from shared.adapters.kubernetes.manifests import job_name
@@ -34,20 +34,11 @@ from shared.usecases.status_sync import StatusSync
 from tests.fakes.clock import Clock
 from tests.fakes.jobs import README_KUBERNETES, job_from
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
+from tests.fakes.polling import eventually
 
 WAIT = 10.0
 NS = "default"
 INDEX = "batch.kubernetes.io/job-completion-index"
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---- POST /train on the embedded server's dry run ---------------------------------------------------
@@ -72,7 +63,7 @@ def train(url: str, resources: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     r = requests.post(f"{url}/train", json={**README_KUBERNETES, "resources": resources}, timeout=10)
     assert r.status_code == 202, r.text
     job_id = r.json()["job"]["id"]
-    job = wait_for("the dry run", lambda: (j := requests.get(f"{url}/jobs/{job_id}", timeout=5).json()["job"])["status"] == "submitted" and j)
+    job = eventually(lambda: (j := requests.get(f"{url}/jobs/{job_id}", timeout=5).json()["job"])["status"] == "submitted" and j, WAIT, "the dry run")
     manifest = requests.get(f"{url}/jobs/{job_id}/manifest", timeout=5)
     assert manifest.status_code == 200
     return job, manifest.json()
@@ -226,19 +217,19 @@ def test_a_two_index_job_runs_when_both_run_and_fails_naming_the_index(fake, tmp
     watcher.start()
     try:
         assert watcher.wait_synced(WAIT)
-        wait_for("Pending", lambda: published.states() == [("Pending", None)])
+        eventually(lambda: published.states() == [("Pending", None)], WAIT, "Pending")
         fake.set_status("pods", NS, pods[0], running())
         time.sleep(0.2)  # index 1 still pending: not running yet
         assert published.states() == [("Pending", None)]
         fake.append_pod_log(NS, pods[1], "loading the model on node 1\n")
         fake.set_status("pods", NS, pods[1], running())
-        wait_for("Running", lambda: published.states()[-1:] == [("Running", None)])
-        wait_for("node 1's log", lambda: "[node 1] loading the model on node 1" in published.log_lines())
+        eventually(lambda: published.states()[-1:] == [("Running", None)], WAIT, "Running")
+        eventually(lambda: "[node 1] loading the model on node 1" in published.log_lines(), WAIT, "node 1's log")
         # Index 1 fails first; the Job controller then ends index 0 and marks the Job failed.
         fake.set_status("pods", NS, pods[1], failed(1, "2026-11-29T12:05:00Z"))
         fake.set_status("pods", NS, pods[0], failed(143, "2026-11-29T12:05:02Z"))
         fake.set_status("jobs", NS, name, {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
-        wait_for("Failed", lambda: published.states()[-1:] and published.states()[-1][0] == "Failed")
+        eventually(lambda: published.states()[-1:] and published.states()[-1][0] == "Failed", WAIT, "Failed")
     finally:
         watcher.stop()
         assert watcher.join(5)
