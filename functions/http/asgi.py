@@ -40,6 +40,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _END = object()
+# A job waiting for its batch: the job, its Idempotency-Key, what to run once stored, its request's future.
+_Pending = tuple[Job, "str | None", Callable[[IdempotentCreate], Any], "asyncio.Future[Any]"]
 _INTERNAL_ERROR = b'{"error":"Internal error."}'
 
 
@@ -99,7 +101,7 @@ class GroupCommit:
     def __init__(self, store: JobStore, *, max_batch: int = 256):
         self.store = store
         self.max_batch = max_batch
-        self._pending: list[tuple[Job, str | None, Callable[[IdempotentCreate], Any], asyncio.Future]] = []
+        self._pending: list[_Pending] = []
         self._writing = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
         self.batches = 0
@@ -122,7 +124,7 @@ class GroupCommit:
         work = self._writer.submit(self.store.create_many, [(job, key) for job, key, _, _ in batch])
         work.add_done_callback(lambda done: loop.call_soon_threadsafe(self._written, loop, batch, done))
 
-    def _written(self, loop: asyncio.AbstractEventLoop, batch: list, done: Any) -> None:
+    def _written(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], done: Any) -> None:
         failed = done.exception()
         outcomes = done.result() if failed is None else [failed] * len(batch)
         for (_, _, then, future), outcome in zip(batch, outcomes):
@@ -186,11 +188,11 @@ class AsgiApi:
             await _send_bytes(send, 500, _INTERNAL_ERROR, {"Vary": "Origin"} if self.api.cors_origins else {}, "application/json")
             return
         if isinstance(response.body, (bytes, bytearray)):
-            headers = response.headers
+            answer_headers = response.headers
             if response.status == 413:
                 # The body it refused may still be coming: close rather than read it to find the next request.
-                headers = {**headers, "Connection": "close"}
-            await _send_bytes(send, response.status, bytes(response.body), headers, response.content_type)
+                answer_headers = {**answer_headers, "Connection": "close"}
+            await _send_bytes(send, response.status, bytes(response.body), answer_headers, response.content_type)
         else:
             await self._stream(response, receive, send)
 
@@ -226,7 +228,7 @@ class AsgiApi:
         try:
             while not gone.is_set():
                 chunk = await loop.run_in_executor(self._streams, next, iterator, _END)
-                if chunk is _END or gone.is_set():
+                if not isinstance(chunk, str) or gone.is_set():  # `_END`: the stream is over
                     break
                 await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
             if not gone.is_set():

@@ -30,6 +30,7 @@ import http
 import json
 import logging
 from asyncio import TimerHandle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,7 @@ class _Refuse(Exception):
         self.message = message
 
 
-def json_answer(status: int, message: str, headers: list[tuple[bytes, bytes]] | tuple = ()) -> bytes:
+def json_answer(status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """A complete HTTP/1.1 answer: the app's error shape, and the connection closes after it."""
     body = json.dumps({"error": message, "errors": []}).encode()
     lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
@@ -106,7 +107,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer: TimerHandle | None = None
 
     # ---- connection ------------------------------------------------------------------------------
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             log.warning("refusing a connection: %d open (HTTP_MAX_CONNECTIONS)", len(self.connections) - 1)

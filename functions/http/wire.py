@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from flask import Request as FlaskRequest
 from flask import Response as FlaskResponse
@@ -22,7 +22,12 @@ MAX_SEQ = 2**53
 
 
 class Lookup(Protocol):
-    def get(self, key: str, default: Any = None) -> Any: ...
+    """Headers or query arguments: werkzeug's (under Flask) or the ASGI adapter's."""
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str) -> str: ...
 
 
 @dataclass
@@ -39,10 +44,12 @@ class Request:
 
     @classmethod
     def from_flask(cls, request: FlaskRequest) -> Request:
+        read: Callable[[int], bytes]
         if request.content_length is None:
             read = request.stream.read
         else:
-            read = lambda limit: request.get_data(cache=True)[:limit]  # noqa: E731 - one line, read once
+            def read(limit: int) -> bytes:
+                return request.get_data(cache=True)[:limit]
         return cls(request.method, request.path, request.headers, request.args, request.content_length, read)
 
 
