@@ -1,5 +1,5 @@
-"""JSON on the hot paths (stored job documents, api answers): orjson when it can, the standard library
-when it can't, with the same result either way.
+"""JSON on the hot paths (stored job documents, api answers, request bodies): orjson when it can, the
+standard library when it can't, with the same result either way.
 
 orjson is ~5-10x faster. It refuses to write integers beyond 64 bits, non-string keys and lone
 surrogates, and to read NaN: those rare values fall back to `json`, which then writes what orjson would
@@ -161,6 +161,7 @@ def loads_strict(raw: bytes) -> Any:
 
 
 def loads(raw: bytes | str) -> Any:
+    """What we wrote ourselves (stored documents, messages): orjson, or `json` for what only it reads."""
     if orjson is not None:
         try:
             return orjson.loads(raw)

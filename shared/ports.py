@@ -5,6 +5,7 @@ Only these shapes cross the boundary: domain objects in, domain objects out. No 
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,13 @@ from shared.domain.delivery import Attempt, Channel
 from shared.domain.job import Job, LogLine
 from shared.domain.lifecycle import Change, Notification, TimelineEvent
 from shared.domain.metrics import MetricPoint
+
+# `Change`, `Notification` and `TimelineEvent` are the domain's (lifecycle.py), re-exported: they are
+# what crosses the store port, and the use cases and tests read them here.
+__all__ = [
+    "Backend", "Bus", "Change", "Clock", "IdempotentCreate", "JobQuery", "JobStore", "LogMutation", "Mutation",
+    "Notification", "Observation", "Page", "Rejection", "Submission", "SystemClock", "TimelineEvent",
+]
 
 
 class Clock(Protocol):
@@ -93,6 +101,8 @@ class JobStore(Protocol):
     def list(self, query: JobQuery) -> Page:
         """Newest first (createdAt desc, id desc); `cursor` is opaque and comes from `next_cursor`."""
 
+    # From here on `list` in this class body is the method above: the type is spelled `builtins.list`.
+
     def update(self, job_id: str, mutate: Mutation) -> Job | None:
         """Compare-and-set: read the job, apply `mutate`, write only if the job did not change meanwhile
         (retrying the read on a race). Returns the job as stored afterwards; None if there is no such job."""
@@ -111,15 +121,15 @@ class JobStore(Protocol):
         """Compare-and-set of the job together with an append of log lines (and timeline entries), in one
         commit: `decide` sees the current job and returns the job to write and what to append."""
 
-    def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
+    def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> builtins.list[LogLine]:
         """Lines with seq > after, in order."""
 
-    def get_metrics(self, job_id: str, after: int = 0, limit: int = 1000) -> list[MetricPoint]:
+    def get_metrics(self, job_id: str, after: int = 0, limit: int = 1000) -> builtins.list[MetricPoint]:
         """The job's metric points (its `PROGRESS` lines, each with its log line's seq) with seq > after."""
 
     def append_event(self, job_id: str, event: TimelineEvent) -> None: ...
 
-    def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]: ...
+    def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> builtins.list[TimelineEvent]: ...
 
     def find_by_external_key(self, backend: str, key: str) -> Job | None:
         """The job whose external id ends with `key` on that backend (e.g. Vertex's numeric job id)."""
@@ -127,32 +137,32 @@ class JobStore(Protocol):
     def record_rejection(self, rejection: Rejection) -> bool:
         """Store a rejection once per key; False when it was already recorded."""
 
-    def list_rejections(self, batch_id: str, limit: int = 1000) -> list[Rejection]:
+    def list_rejections(self, batch_id: str, limit: int = 1000) -> builtins.list[Rejection]:
         """A batch's rejections by index."""
 
-    def unpublished(self, limit: int = 500, job_id: str | None = None) -> list[Notification]:
+    def unpublished(self, limit: int = 500, job_id: str | None = None) -> builtins.list[Notification]:
         """The outbox: notifications not yet marked published (all jobs', or one's), each job's in order."""
 
     def mark_published(self, notifications: Sequence[Notification]) -> None: ...
 
-    def get_notifications(self, job_id: str, after: int = 0, limit: int = 100) -> list[Notification]:
+    def get_notifications(self, job_id: str, after: int = 0, limit: int = 100) -> builtins.list[Notification]:
         """A job's notifications with seq > after, in order (what its delivery channels walk)."""
 
     # Delivery channels (shared/domain/delivery.py): one per (job, subscriber), compare-and-set on version.
     def get_channel(self, job_id: str, key: str) -> Channel | None: ...
 
-    def list_channels(self, job_id: str) -> list[Channel]: ...
+    def list_channels(self, job_id: str) -> builtins.list[Channel]: ...
 
     def save_channel(self, channel: Channel) -> Channel | None:
         """Create (version 0) or compare-and-set a channel; the saved one, or None if another writer won."""
 
-    def due_channels(self, now: datetime, limit: int = 100) -> list[Channel]:
+    def due_channels(self, now: datetime, limit: int = 100) -> builtins.list[Channel]:
         """Channels whose next attempt is at or before `now`, soonest first."""
 
     def record_attempt(self, attempt: Attempt) -> None:
         """Store one delivery attempt (by its id: writing it twice is writing it once)."""
 
-    def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]: ...
+    def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> builtins.list[dict[str, Any]]: ...
 
     def ping(self) -> None:
         """Raise if the store can't be reached."""
@@ -200,9 +210,11 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class Observation:
-    """What a backend says of a job right now, in the words its events use (see shared/domain/events.py):
-    Kubernetes `Pending`/`Running`/`Complete`/`Failed`/`Deleted`, Vertex `JOB_STATE_*`, local
-    `running`/`exited`/`lost`."""
+    """What a backend says of a job right now when asked (`Backend.observe`, for reconcile), in the words
+    its events use (see shared/domain/events.py): Kubernetes `Pending`/`Running`/`Complete`/`Failed`/
+    `Deleted`, Vertex `JOB_STATE_*`, local `running`/`exited`/`lost`. Not to be confused with
+    `shared.domain.k8s_observe.ObservedState`: the pure reading of one Kubernetes Job and its pods,
+    which the Kubernetes backend turns into an Observation and its watcher publishes as an event."""
 
     state: str | None
     reason: str | None = None

@@ -114,10 +114,13 @@ class Job:
         return new
 
     def is_terminal(self) -> bool:
+        """The status can never change again (`JobStatus.is_terminal`): what guards writes and releases."""
         return self.status.is_terminal()
 
     def is_final(self) -> bool:
-        """Nothing more will happen: a terminal status, or a dry run that stopped at `submitted`."""
+        """Nothing more will happen: a terminal status, or a dry run that stopped at `submitted` (not a
+        terminal status: the table would let it move, but nothing will move it). What readers wait for
+        (follow, the client) and what makes a cancel a 409."""
         return self.status.is_terminal() or (self.dry_run and self.status is JobStatus.SUBMITTED)
 
     def to_summary(self) -> dict[str, Any]:

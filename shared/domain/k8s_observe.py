@@ -55,6 +55,10 @@ COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 
 class ObservedState(NamedTuple):
+    """The pure reading of a Kubernetes Job (and its pods) in the watcher's event words. The Kubernetes
+    backend hands it to reconcile as a `shared.ports.Observation` (same fields; that one is every
+    backend's answer to `observe`), the watcher publishes it as a training event."""
+
     state: str | None  # None: no opinion (nothing to publish)
     reason: str | None = None
     message: str | None = None

@@ -10,7 +10,7 @@
 `submitted` means the platform has the job but nothing runs yet (pending pods, image pull, Vertex
 `JOB_STATE_PENDING`); a dry run (`K8S_APPLY=0` / `VERTEX_SUBMIT=0`) stops there for good and says so in
 `statusReason`. A job in `cancelling` may still end `succeeded` or `failed` if the backend finished
-first: the truth wins. Terminal states never change.
+first: the truth wins. Terminal states never change, and the table only goes forward (`can_become`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
     def is_terminal(self) -> bool:
+        """The status can never change again (succeeded, failed, cancelled). Whether anything more will
+        happen to a job is `Job.is_final` (a dry run also ends, at `submitted`, a non-terminal status)."""
         return self in TERMINAL
 
     def can_become(self, new: JobStatus) -> bool:
@@ -59,7 +61,9 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     _S.CANCELLED: frozenset(),
 }
 
-# How far along the lifecycle each status is; used to refuse events that would move a job backwards.
+# How far along the lifecycle each status is: every transition of the table goes up in it (checked by
+# tests/unit/test_status.py), which is why nothing moves a job backwards. Only job statuses: the
+# watcher orders Kubernetes state words with its own `STATE_ORDER`.
 RANK: dict[JobStatus, int] = {
     _S.QUEUED: 0,
     _S.SUBMITTING: 1,

@@ -1,12 +1,14 @@
 """Event translation: the one place where each source's states become our statuses, and the pure
-decision status_sync applies with compare-and-set.
+step status_sync applies with compare-and-set.
 
 `interpret(job, event)` maps a source's state word to an `Outcome` (status, reason, failure class), one
-function per source. `decide(job, event, now, max_tail)` returns the job to write and the log lines to
-append; it never moves a job backwards (the transition table only goes forward), never changes a
-terminal status, sets `startedAt` / `finishedAt` / `exitCode` once, applies progress only from events
-newer than the last applied one, and drops log lines at or below the source's high-water mark (so a
-redelivered batch is not appended twice).
+function per source. `job_after_event(job, event, now)` returns a `Decision`: the job to write (None:
+nothing to write), the new log lines and the status transition, if any; it never moves a job backwards
+(the transition table only goes forward), never changes a terminal status, sets `startedAt` /
+`finishedAt` / `exitCode` once, applies progress only from events newer than the last applied one,
+ignores an event id it applied already, and drops log lines at or below the source's high-water mark
+(so a redelivered batch is not appended twice). Trimming the log tail to its size is the store's
+(`lifecycle.plan`), not this step's.
 """
 
 from __future__ import annotations
@@ -173,6 +175,8 @@ def parse_progress(message: str) -> dict[str, Any] | None:
 # ---- the decision ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Decision:
+    """What one event changes: the job to write, the log lines to append, the status transition (old, new)."""
+
     job: Job | None  # the job to write, None: nothing to write
     lines: tuple[LogLine, ...] = ()
     transition: tuple[JobStatus, JobStatus] | None = None
@@ -181,7 +185,9 @@ class Decision:
 RECENT_EVENT_IDS = 128
 
 
-def decide(job: Job, ev: TrainingEvent, now: datetime) -> Decision:
+def job_after_event(job: Job, ev: TrainingEvent, now: datetime) -> Decision:
+    """The job after one training event (see the module docstring); pure, so it runs inside the store's
+    compare-and-set and again on a conflict."""
     if ev.event_id is not None and ev.event_id in job.recent_event_ids:
         return Decision(None)  # this very event was applied already (a redelivery)
     changes: dict[str, Any] = {}

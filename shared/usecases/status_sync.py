@@ -1,6 +1,10 @@
-"""status_sync: applies `training-events` to the store. With reconcile, the only writer of runtime state.
+"""status_sync: applies `training-events` (the backends' and the trainer's reports) to the store.
 
-Decide, then act: `shared.domain.translate.decide` is pure; this shell runs it inside the store's
+It writes what a running job reports: status, reason, progress, log lines, the timeline. It is not the
+only writer of a job (the api creates and cancels, the launcher submits, reconcile repairs); every
+writer goes through the same store seam (`JobStore.apply` / `update`, planned by `lifecycle.plan`).
+
+Decide, then act: `shared.domain.translate.job_after_event` is pure; this shell runs it inside the store's
 compare-and-set (`JobStore.apply`), so a job's state and the log lines that came with it are written
 together, once. Redelivered, late or reordered events never move a job backwards or duplicate a line.
 """
@@ -10,22 +14,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from shared.domain.events import TrainingEvent, from_message
 from shared.domain.job import Backend as BackendKind
-from shared.domain.job import Job
-from shared.domain.translate import Decision, decide
+from shared.domain.job import Job, LogLine
+from shared.domain.lifecycle import TimelineEvent
+from shared.domain.translate import Decision, job_after_event
 from shared.domain.vertex_logs import is_log_entry, parse_log_entry
 from shared.errors import PlatformError, TransientError
 from shared.messages import Message
-from shared.ports import Backend, JobStore, SystemClock, TimelineEvent
+from shared.ports import Backend, Clock, JobStore, SystemClock
 
 log = logging.getLogger(__name__)
 
 
 class StatusSync:
-    def __init__(self, *, store: JobStore, max_log_chars: int, clock: Any | None = None, backends: Mapping[BackendKind, Backend] | None = None):
+    def __init__(self, *, store: JobStore, max_log_chars: int, clock: Clock | None = None, backends: Mapping[BackendKind, Backend] | None = None):
         """`backends`: whose `release` is called once a job is final (its per-job secrets freed)."""
         self.store = store
         self.max_log_chars = max_log_chars
@@ -34,6 +38,7 @@ class StatusSync:
 
     def handle(self, message: Message) -> Job | None:
         now = self.clock.now()
+        event: TrainingEvent | None
         if is_log_entry(message.data):
             parsed = parse_log_entry(message.data, now)
             job = self.store.find_by_external_key("vertex", parsed.vertex_job_id) if parsed else None
@@ -53,12 +58,12 @@ class StatusSync:
         decided: list[Decision] = []
         was_terminal: list[bool] = []
 
-        def run(job: Job):
-            d = decide(job, event, now)
+        def run(job: Job) -> tuple[Job | None, tuple[LogLine, ...], tuple[TimelineEvent, ...]]:
+            d = job_after_event(job, event, now)
             decided[:] = [d]
             was_terminal[:] = [job.is_terminal()]
-            timeline = ()
-            if d.transition is not None:
+            timeline: tuple[TimelineEvent, ...] = ()
+            if d.transition is not None and d.job is not None:
                 old, new = d.transition
                 timeline = (
                     TimelineEvent(

@@ -12,7 +12,7 @@ import pytest
 from shared.domain.events import EventLog, TrainingEvent, from_message
 from shared.domain.job import Backend, Job
 from shared.domain.status import FailureClass, JobStatus
-from shared.domain.translate import decide, parse_progress
+from shared.domain.translate import job_after_event, parse_progress
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 NOW = T0 + timedelta(hours=1)
@@ -30,7 +30,7 @@ def ev(source: str, state: str | None, t: int, **kw) -> TrainingEvent:
 def run(j: Job, events: list[TrainingEvent]) -> tuple[Job, list[str]]:
     lines: list[str] = []
     for e in events:
-        d = decide(j, e, NOW)
+        d = job_after_event(j, e, NOW)
         if d.job is not None:
             j = d.job
         lines += [l.message for l in d.lines]
@@ -89,7 +89,7 @@ def test_cancel_requested_turns_sigterm_into_cancelled() -> None:
 def test_terminal_never_moves_but_late_logs_land() -> None:
     done, _ = run(job(), [ev("local", "started", 1), ev("local", "exited", 2, exit_code=0)])
     late = ev("local", "running", 1, logs=(EventLog(1, T0, "stdout", "last words"),))
-    d = decide(done, late, NOW)
+    d = job_after_event(done, late, NOW)
     assert d.job.status is JobStatus.SUCCEEDED and [l.message for l in d.lines] == ["last words"]
 
 

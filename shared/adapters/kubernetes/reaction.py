@@ -4,7 +4,7 @@ published as `training-events` (the list/watch protocol that feeds it is `watch.
 
 - What a job's objects mean is decided in one pure place (`shared/domain/k8s_observe.py`); a state is
   published only when the (state, reason) differs from the last published for that job, and never a
-  step back (`RANK`). A restarted watcher has no memory: it publishes each job's current state once
+  step back (`STATE_ORDER`). A restarted watcher has no memory: it publishes each job's current state once
   more, with the same `event_id` (`<Job uid>:<state>:<reason>`) as the first time, so status_sync drops
   it as a redelivery.
 - A several-node job (an Indexed Job) has one pod per node; its state is read index by index.
@@ -50,8 +50,9 @@ JOBS, PODS = "jobs", "pods"
 MEMO_LIMIT = 10_000  # job ids whose last published state is remembered (oldest forgotten first)
 CATCH_UP_ATTEMPTS = 5  # reads of a failed Job's pods before its failure is reported with the Job's reason
 
-# How far along a state is; the watcher never publishes a step back (see `_evaluate`).
-RANK = {PENDING: 1, WAITING: 1, RUNNING: 2, **{state: 3 for state in TERMINAL_STATES}}
+# How far along a Kubernetes state word is (not a job status, not a torch rank); the watcher never
+# publishes a step back (see `_evaluate`).
+STATE_ORDER = {PENDING: 1, WAITING: 1, RUNNING: 2, **{state: 3 for state in TERMINAL_STATES}}
 
 
 def _says_failed(job: dict[str, Any]) -> bool:
@@ -192,7 +193,7 @@ class JobReaction:
             observed = job_state(job, pods, now=now, first_seen=self._pull_seen, image_pull_grace_seconds=self.image_pull_grace_seconds)
         if observed.state is None or (observed.state, observed.reason) == last:
             return
-        if last is not None and RANK.get(observed.state, 0) < RANK.get(last[0], 0):
+        if last is not None and STATE_ORDER.get(observed.state, 0) < STATE_ORDER.get(last[0], 0):
             # Back to Pending after Running (a retry's back-off, or pods seen gone before their Job):
             # nothing downstream can move backwards, so saying it would only be noise.
             return
