@@ -47,6 +47,12 @@ _TRANSIENT = (
     gexc.Unknown,
 )
 
+
+def doc_of(snapshot: Any) -> dict[str, Any]:
+    """The fields of a snapshot that exists (a query's, or one checked with `.exists`)."""
+    return snapshot.to_dict() or {}
+
+
 def ts_in(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
@@ -81,7 +87,7 @@ class FirestoreOutbox:
             snaps = list(q.limit(limit).stream())
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
-        notes = [Notification.from_doc(json.loads(s.to_dict()["doc"])) for s in snaps]
+        notes = [Notification.from_doc(json.loads(doc_of(s)["doc"])) for s in snaps]
         return sorted(notes, key=lambda n: (n.job_id, n.seq))
 
     def mark_published(self, notifications: Sequence[Notification]) -> None:
@@ -97,7 +103,7 @@ class FirestoreOutbox:
     def get_notifications(self, job_id: str, after: int = 0, limit: int = 100) -> list[Notification]:
         q = self.jobs.document(job_id).collection("notifications").where(filter=FieldFilter("seq", ">", after)).order_by("seq").limit(limit)
         try:
-            return [Notification.from_doc(json.loads(s.to_dict()["doc"])) for s in q.stream()]
+            return [Notification.from_doc(json.loads(doc_of(s)["doc"])) for s in q.stream()]
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
 
@@ -129,8 +135,13 @@ class FirestoreOutbox:
         A write with a precondition, not a transaction: a loser learns it at once (the emulator makes a
         contended transaction wait seconds), and several notifiers do race for one channel."""
         ref = self.channels.document(f"{channel.job_id}.{channel.key}")
-        doc = {"jobId": channel.job_id, "key": channel.key, "v": channel.version + 1, "nextAt": channel.next_at,
-               "doc": json.dumps(channel.to_doc(), separators=(",", ":"))}
+        doc = {
+            "jobId": channel.job_id,
+            "key": channel.key,
+            "v": channel.version + 1,
+            "nextAt": channel.next_at,
+            "doc": json.dumps(channel.to_doc(), separators=(",", ":")),
+        }
         try:
             if channel.version == 0:
                 result = ref.create(doc)
@@ -169,7 +180,7 @@ class FirestoreOutbox:
     def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
         q = self.jobs.document(job_id).collection("deliveries").where(filter=FieldFilter("id", ">", after)).order_by("id").limit(limit)
         try:
-            return [s.to_dict() for s in q.stream()]
+            return [doc_of(s) for s in q.stream()]
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
 
@@ -188,7 +199,7 @@ class FirestoreOutbox:
         # Equality only (a single-field index); ordered here, so no composite index is needed.
         q = self.rejections.where(filter=FieldFilter("batchId", "==", batch_id)).limit(limit)
         try:
-            docs = [s.to_dict() for s in q.stream()]
+            docs = [doc_of(s) for s in q.stream()]
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
         out = [rejection_from_record(d, ts_in) for d in docs]

@@ -30,14 +30,14 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.adapters.firestore_outbox import CACHE_SIZE, MAX_WRITES_PER_TX, FirestoreOutbox, ts_in
+from shared.adapters.firestore_outbox import CACHE_SIZE, MAX_WRITES_PER_TX, FirestoreOutbox, doc_of, ts_in
 from shared.adapters.records import encode_cursor, from_record, to_record
 from shared.adapters.store_common import PlannedWrites, parse_cursor, plan_create, plan_write, written
 from shared.domain.job import Job, LogLine, iso
-from shared.domain.lifecycle import Plan
+from shared.domain.lifecycle import Plan, TimelineEvent
 from shared.domain.metrics import MetricPoint, metric_points
 from shared.errors import Conflict, TransientError
-from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, TimelineEvent
+from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page
 
 LINES_PER_CHUNK = 1000
 CHUNK_CHARS = 700_000  # well under Firestore's 1 MiB document limit
@@ -65,7 +65,6 @@ def _metric_chunk_doc(points: list[MetricPoint]) -> dict[str, Any]:
     }
 
 
-
 class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
     kind = "firestore"
 
@@ -82,25 +81,21 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
     def _job(snapshot: Any) -> Job | None:
         if not snapshot.exists:
             return None
-        return from_record(snapshot.to_dict(), ts_in)
+        return from_record(doc_of(snapshot), ts_in)
 
     # ---- jobs ------------------------------------------------------------------------------------
     def create(self, job: Job, idempotency_key: str | None = None) -> IdempotentCreate:
         planned = plan_create(job)
         job = written(planned)
         ref = self.jobs.document(job.id)
-        key_ref = (
-            self.idempotency.document(hashlib.sha256(idempotency_key.encode()).hexdigest())
-            if idempotency_key is not None
-            else None
-        )
+        key_ref = self.idempotency.document(hashlib.sha256(idempotency_key.encode()).hexdigest()) if idempotency_key is not None else None
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> IdempotentCreate:
             if key_ref is not None:
                 key_snap = key_ref.get(transaction=tx)
                 if key_snap.exists:
-                    data = key_snap.to_dict()
+                    data = doc_of(key_snap)
                     if data.get("requestHash") != (job.request_hash or ""):  # stored as "" when there is none
                         raise Conflict("Idempotency-Key was already used with a different request body")
                     existing = self._job(self.jobs.document(data["jobId"]).get(transaction=tx))
@@ -116,7 +111,8 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
             return IdempotentCreate(job, created=True)
 
         try:
-            return run(self.client.transaction())
+            outcome: IdempotentCreate = run(self.client.transaction())
+            return outcome
         except gexc.AlreadyExists as exc:
             # Two concurrent creates with one key: the loser reads the winner's result.
             if idempotency_key is not None:
@@ -145,27 +141,6 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
         if job is not None:
             self._cache_put(job_id, job, snap.update_time)
         return job
-
-    def list(self, query: JobQuery) -> Page:
-        q: Any = self.jobs
-        for field, value in (("status", query.status), ("backend", query.backend), ("name", query.name)):
-            if value is not None:
-                q = q.where(filter=FieldFilter(field, "==", value))
-        if query.label is not None:
-            q = q.where(filter=FieldFilter(f"labels.`{query.label[0]}`", "==", query.label[1]))
-        q = q.order_by("createdAt", direction=firestore.Query.DESCENDING).order_by(
-            "id", direction=firestore.Query.DESCENDING
-        )
-        if query.cursor:
-            created, last_id = parse_cursor(query.cursor)
-            q = q.start_after({"createdAt": created, "id": last_id})
-        try:
-            snaps = list(q.limit(query.limit + 1).stream())
-        except Exception as exc:  # noqa: BLE001
-            raise self._wrap(exc) from exc
-        jobs = [from_record(s.to_dict(), ts_in) for s in snaps[: query.limit]]
-        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(snaps) > query.limit else None
-        return Page(jobs, next_cursor)
 
     def update_many(self, mutations: Mapping[str, Mutation], *, known: Mapping[str, Job] | None = None) -> dict[str, Job | None]:
         # Each job is its own precondition-guarded commit (this store's cache already spares the re-read
@@ -197,7 +172,11 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
         group_size = LINES_PER_CHUNK * ((MAX_WRITES_PER_TX - 1) // 2)
         for start in range(0, max(len(lines), 1), group_size):
             group = lines[start : start + group_size]
-            job = self.apply(job_id, lambda current, group=group: (current, group), max_tail_chars)
+
+            def append(current: Job, group: list[LogLine] = group) -> tuple[Job, list[LogLine]]:
+                return current, group
+
+            job = self.apply(job_id, append, max_tail_chars)
             count = job.log_count if job is not None else 0
         return count
 
@@ -271,16 +250,11 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
             self._cache.pop(job_id, None)
 
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
-        q = (
-            self.jobs.document(job_id)
-            .collection("logs")
-            .where(filter=FieldFilter("last", ">", after))
-            .order_by("last")
-        )
+        q = self.jobs.document(job_id).collection("logs").where(filter=FieldFilter("last", ">", after)).order_by("last")
         out: list[LogLine] = []
         try:
             for snap in q.stream():
-                data = snap.to_dict()
+                data = doc_of(snap)
                 for i, (ts, stream, message) in enumerate(json.loads(data["data"])):
                     seq = data["first"] + i
                     if seq <= after:
@@ -297,7 +271,7 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
         out: list[MetricPoint] = []
         try:
             for snap in q.stream():
-                for doc in json.loads(snap.to_dict()["data"]):
+                for doc in json.loads(doc_of(snap)["data"]):
                     if doc["seq"] > after:
                         out.append(MetricPoint.from_api(doc))
                         if len(out) >= limit:
@@ -307,18 +281,9 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
         return out
 
     def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]:
-        q = (
-            self.jobs.document(job_id)
-            .collection("events")
-            .where(filter=FieldFilter("seq", ">", after))
-            .order_by("seq")
-            .limit(limit)
-        )
+        q = self.jobs.document(job_id).collection("events").where(filter=FieldFilter("seq", ">", after)).order_by("seq").limit(limit)
         try:
-            return [
-                TimelineEvent(seq=d["seq"], at=ts_in(d["at"]), kind=d["kind"], data=d.get("data") or {})
-                for d in (s.to_dict() for s in q.stream())
-            ]
+            return [TimelineEvent(seq=d["seq"], at=ts_in(d["at"]), kind=d["kind"], data=d.get("data") or {}) for d in (doc_of(s) for s in q.stream())]
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
 
@@ -326,7 +291,7 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
         q = self.jobs.where(filter=FieldFilter("externalKey", "==", key)).limit(5)
         try:
             for snap in q.stream():
-                job = from_record(snap.to_dict(), ts_in)
+                job = from_record(doc_of(snap), ts_in)
                 if job.backend.value == backend:
                     return job
         except Exception as exc:  # noqa: BLE001
@@ -339,3 +304,22 @@ class FirestoreJobStore(FirestoreOutbox, PlannedWrites):
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
 
+    # Last in the class: below it, `list` in an annotation would name this method, not the builtin.
+    def list(self, query: JobQuery) -> Page:
+        q: Any = self.jobs
+        for field, value in (("status", query.status), ("backend", query.backend), ("name", query.name)):
+            if value is not None:
+                q = q.where(filter=FieldFilter(field, "==", value))
+        if query.label is not None:
+            q = q.where(filter=FieldFilter(f"labels.`{query.label[0]}`", "==", query.label[1]))
+        q = q.order_by("createdAt", direction=firestore.Query.DESCENDING).order_by("id", direction=firestore.Query.DESCENDING)
+        if query.cursor:
+            created, last_id = parse_cursor(query.cursor)
+            q = q.start_after({"createdAt": created, "id": last_id})
+        try:
+            snaps = list(q.limit(query.limit + 1).stream())
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc) from exc
+        jobs = [from_record(doc_of(s), ts_in) for s in snaps[: query.limit]]
+        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(snaps) > query.limit else None
+        return Page(jobs, next_cursor)

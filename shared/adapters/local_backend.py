@@ -164,8 +164,16 @@ class LocalBackend:
         its end if it ended meanwhile, `lost` if nothing of it is left. False: no run folder at all."""
         run = self._tracked(job.id)
         if run is None:
-            self._emit(TrainingEvent(job_id=job.id, source=SOURCE, observed_at=self.clock.now(), event_id=f"local-{job.id}-none-lost",
-                                     state="lost", message="the job has no run on this machine"))
+            self._emit(
+                TrainingEvent(
+                    job_id=job.id,
+                    source=SOURCE,
+                    observed_at=self.clock.now(),
+                    event_id=f"local-{job.id}-none-lost",
+                    state="lost",
+                    message="the job has no run on this machine",
+                )
+            )
             return False
         if job.cancel_requested and not run.done.is_set():
             self._terminate(run)
@@ -214,8 +222,7 @@ class LocalBackend:
         launcher = self.script.with_name(LAUNCHER)
         if not launcher.is_file():
             launcher = _PACKAGE_ROOT / "trainer" / LAUNCHER  # a TRAIN_SCRIPT_PATH of one's own: ours launches it
-        return [self.python_bin, str(launcher), "--nproc_per_node", str(processes), "--script", str(self.script),
-                "--", *job.args]
+        return [self.python_bin, str(launcher), "--nproc_per_node", str(processes), "--script", str(self.script), "--", *job.args]
 
     @staticmethod
     def processes(job: Job) -> int:
@@ -254,16 +261,40 @@ class LocalBackend:
         for stale in (folder.output, folder.path / "launch.json", folder.path / "exit.json"):
             stale.unlink(missing_ok=True)  # an attempt that died before its trainer started
         supervisor = [
-            sys.executable, "-E", "-m", "shared.adapters.local_runs", "--runs-dir", str(self.runs_dir), "--job-id", job.id,
-            "--lock-fd", str(lock_fd), "--cwd", str(self.cwd), "--command", command, "--grace", str(self.grace_seconds),
-            "--secret-names", ",".join(sorted(env)), "--", *argv,
+            sys.executable,
+            "-E",
+            "-m",
+            "shared.adapters.local_runs",
+            "--runs-dir",
+            str(self.runs_dir),
+            "--job-id",
+            job.id,
+            "--lock-fd",
+            str(lock_fd),
+            "--cwd",
+            str(self.cwd),
+            "--command",
+            command,
+            "--grace",
+            str(self.grace_seconds),
+            "--secret-names",
+            ",".join(sorted(env)),
+            "--",
+            *argv,
         ]
         # The supervisor's own complaints (never the trainer's output) go to a file of the run.
         with open(folder.path / "supervisor.log", "ab") as errors:
             try:
                 process = subprocess.Popen(
-                    supervisor, cwd=str(_PACKAGE_ROOT), env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=errors, start_new_session=True, close_fds=True, pass_fds=(lock_fd,),
+                    supervisor,
+                    cwd=str(_PACKAGE_ROOT),
+                    env=child_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(lock_fd,),
                 )
             except OSError as exc:  # EAGAIN, ENOMEM: the machine is busy; try again later
                 raise TransientError(f"could not start the trainer's supervisor: {exc}") from exc
@@ -282,7 +313,9 @@ class LocalBackend:
         if record is None and state == "alive":
             raise TransientError(f"job {folder.job_id}: its run holds the lock but wrote no launch record yet")
         pid = record.pid if record else 0
-        run = LocalRun(job_id=folder.job_id, folder=folder, pid=pid, command=record.command if record else "", started_at=at(record.started_at) if record else None)
+        run = LocalRun(
+            job_id=folder.job_id, folder=folder, pid=pid, command=record.command if record else "", started_at=at(record.started_at) if record else None
+        )
         self._follower.follow(run)
         return run
 
@@ -346,4 +379,3 @@ class LocalBackend:
             self.events(event.to_message())
         except Exception:  # noqa: BLE001 - the follower must keep going whatever happens
             log.exception("job %s: could not publish a %s event", event.job_id, event.state or "log")
-

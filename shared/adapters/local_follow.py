@@ -107,8 +107,16 @@ class RunFollower:
                 return
             announced = True
             started = run.started_at if run.process is None else None
-            self.emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=started or self.clock.now(), event_id=f"{base}-started",
-                                     state="started", extra={"pid": run.pid, "command": run.command}))
+            self.emit(
+                TrainingEvent(
+                    job_id=run.job_id,
+                    source=SOURCE,
+                    observed_at=started or self.clock.now(),
+                    event_id=f"{base}-started",
+                    state="started",
+                    extra={"pid": run.pid, "command": run.command},
+                )
+            )
 
         batch: list[EventLog] = []
         first_at = 0.0
@@ -118,8 +126,15 @@ class RunFollower:
         def flush() -> None:
             nonlocal batch
             if batch:
-                self.emit(TrainingEvent(job_id=run.job_id, source=SOURCE, observed_at=self.clock.now(),
-                                         event_id=f"{base}-logs-{batch[0].seq}-{batch[-1].seq}", logs=tuple(batch)))
+                self.emit(
+                    TrainingEvent(
+                        job_id=run.job_id,
+                        source=SOURCE,
+                        observed_at=self.clock.now(),
+                        event_id=f"{base}-logs-{batch[0].seq}-{batch[-1].seq}",
+                        logs=tuple(batch),
+                    )
+                )
                 batch = []
 
         def pump() -> bool:
@@ -190,7 +205,11 @@ class RunFollower:
                 # Our own child, stopped by a signal before it could record anything (before it ran the
                 # trainer): that signal is how the run ended.
                 run.exit_code = exit_code_of(returncode)
-                fields = {"state": "exited", "exit_code": run.exit_code, "message": f"terminated by {signal.Signals(-returncode).name} before the trainer started"}
+                fields = {
+                    "state": "exited",
+                    "exit_code": run.exit_code,
+                    "message": f"terminated by {signal.Signals(-returncode).name} before the trainer started",
+                }
                 if run.cancel_requested:
                     fields["reason"] = "CancelRequested"
             else:

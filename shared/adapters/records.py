@@ -151,8 +151,13 @@ def rejection_record(rejection: Rejection, ts_out: Callable[[datetime], Any] = _
 
 def rejection_from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identity) -> Rejection:
     return Rejection(
-        key=rec["key"], batch_id=rec["batchId"], index=rec["index"], error=rec["error"], errors=rec.get("errors") or [],
-        at=ts_in(rec["at"]), message_id=rec.get("messageId", ""),
+        key=rec["key"],
+        batch_id=rec["batchId"],
+        index=rec["index"],
+        error=rec["error"],
+        errors=rec.get("errors") or [],
+        at=ts_in(rec["at"]),
+        message_id=rec.get("messageId", ""),
     )
 
 

@@ -51,8 +51,7 @@ def store_errors(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate
     """Wrap SQLite's storage failures once, here, into `StoreUnavailable` (chained); other SQLite errors
     (a bug in a statement, a corrupt file) propagate as they are."""
 
-    @functools.wraps(method)
-    def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
@@ -61,6 +60,7 @@ def store_errors(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate
             self._end_transaction()
             raise StoreUnavailable(f"SQLite store unavailable: {exc}") from exc
 
+    functools.update_wrapper(wrapper, method)  # (not `@wraps`: its type would hide the signature)
     return wrapper
 
 
@@ -95,9 +95,7 @@ class SqliteConnections:
         self._stop_checkpoints = threading.Event()
         self._checkpointer: threading.Thread | None = None
         if self._background_checkpoints:
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_loop, args=(checkpoint_interval,), name="sqlite-checkpoint", daemon=True
-            )
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_interval,), name="sqlite-checkpoint", daemon=True)
             self._checkpointer.start()
 
     def _checkpoint_loop(self, interval: float) -> None:

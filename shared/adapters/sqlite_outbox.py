@@ -43,9 +43,7 @@ class SqliteOutbox(SqliteConnections):
 
     @store_errors
     def get_notifications(self, job_id: str, after: int = 0, limit: int = 100) -> list[Notification]:
-        rows = self._conn().execute(
-            "SELECT doc FROM notifications WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)
-        ).fetchall()
+        rows = self._conn().execute("SELECT doc FROM notifications WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)).fetchall()
         return [Notification.from_doc(jsonutil.loads(r[0])) for r in rows]
 
     # ---- delivery channels and attempts ----------------------------------------------------------
@@ -81,23 +79,21 @@ class SqliteOutbox(SqliteConnections):
 
     @store_errors
     def due_channels(self, now: datetime, limit: int = 100) -> list[Channel]:
-        rows = self._conn().execute(
-            "SELECT doc, version FROM channels WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT ?", (ts_out(now), limit)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute("SELECT doc, version FROM channels WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT ?", (ts_out(now), limit))
+            .fetchall()
+        )
         return [self._channel_of(r) for r in rows]
 
     @store_errors
     def record_attempt(self, attempt: Attempt) -> None:
         with self._write_lock:
-            self._conn().execute(
-                "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?)", (attempt.job_id, attempt.id, jsonutil.dumps(attempt.to_doc()).decode())
-            )
+            self._conn().execute("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?)", (attempt.job_id, attempt.id, jsonutil.dumps(attempt.to_doc()).decode()))
 
     @store_errors
     def list_attempts(self, job_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
-            "SELECT doc FROM deliveries WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)
-        ).fetchall()
+        rows = self._conn().execute("SELECT doc FROM deliveries WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)).fetchall()
         return [jsonutil.loads(r[0]) for r in rows]
 
     # ---- a batch's rejected items ----------------------------------------------------------------
@@ -114,7 +110,5 @@ class SqliteOutbox(SqliteConnections):
 
     @store_errors
     def list_rejections(self, batch_id: str, limit: int = 1000) -> list[Rejection]:
-        rows = self._conn().execute(
-            "SELECT key, batch_id, idx, doc FROM rejections WHERE batch_id = ? ORDER BY idx, key LIMIT ?", (batch_id, limit)
-        ).fetchall()
+        rows = self._conn().execute("SELECT key, batch_id, idx, doc FROM rejections WHERE batch_id = ? ORDER BY idx, key LIMIT ?", (batch_id, limit)).fetchall()
         return [rejection_from_record({**json.loads(doc), "key": key, "batchId": bid, "index": idx}, ts_in) for key, bid, idx, doc in rows]

@@ -26,10 +26,10 @@ from shared.adapters.sqlite_outbox import SqliteOutbox
 from shared.adapters.sqlite_schema import ts_in, ts_out
 from shared.adapters.store_common import PlannedWrites, parse_cursor, plan_create, plan_write, written
 from shared.domain.job import Job, LogLine
-from shared.domain.lifecycle import Plan
+from shared.domain.lifecycle import Plan, TimelineEvent
 from shared.domain.metrics import MetricPoint, metric_points
 from shared.errors import Conflict, StoreUnavailable, TransientError
-from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page, TimelineEvent
+from shared.ports import IdempotentCreate, JobQuery, LogMutation, Mutation, Page
 
 # A write that loses a compare-and-set race re-reads and tries again, this many times in all.
 CAS_ATTEMPTS = 100
@@ -142,31 +142,6 @@ class SqliteJobStore(SqliteOutbox, PlannedWrites):
     @store_errors
     def get(self, job_id: str) -> Job | None:
         return self._get(self._conn(), job_id)
-
-    @store_errors
-    def list(self, query: JobQuery) -> Page:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("status", query.status), ("backend", query.backend), ("name", query.name)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.cursor:
-            created, last_id = parse_cursor(query.cursor)
-            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            params += [ts_out(created), ts_out(created), last_id]
-        if query.label is not None:
-            where.append("json_extract(doc, '$.labels.' || ?) = ?")
-            params += [json.dumps(query.label[0]), query.label[1]]
-        sql = "SELECT doc FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        params.append(query.limit + 1)
-        rows = self._conn().execute(sql, params).fetchall()
-        jobs = [from_record(jsonutil.loads(r[0]), ts_in) for r in rows[: query.limit]]
-        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > query.limit else None
-        return Page(jobs, next_cursor)
 
     @store_errors
     def update_many(self, mutations: Mapping[str, Mutation], *, known: Mapping[str, Job] | None = None) -> dict[str, Job | None]:
@@ -284,30 +259,60 @@ class SqliteJobStore(SqliteOutbox, PlannedWrites):
 
     @store_errors
     def get_logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
-        rows = self._conn().execute(
-            "SELECT seq, ts, stream, message FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (job_id, after, limit),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT seq, ts, stream, message FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (job_id, after, limit),
+            )
+            .fetchall()
+        )
         return [LogLine(seq=r[0], timestamp=ts_in(r[1]), stream=r[2], message=r[3]) for r in rows]
 
     @store_errors
     def get_metrics(self, job_id: str, after: int = 0, limit: int = 1000) -> list[MetricPoint]:
-        rows = self._conn().execute(
-            "SELECT doc FROM metrics WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)
-        ).fetchall()
+        rows = self._conn().execute("SELECT doc FROM metrics WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit)).fetchall()
         return [MetricPoint.from_api(jsonutil.loads(r[0])) for r in rows]
 
     @store_errors
     def list_events(self, job_id: str, after: int = 0, limit: int = 100) -> list[TimelineEvent]:
-        rows = self._conn().execute(
-            "SELECT seq, at, kind, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (job_id, after, limit),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT seq, at, kind, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (job_id, after, limit),
+            )
+            .fetchall()
+        )
         return [TimelineEvent(seq=r[0], at=ts_in(r[1]), kind=r[2], data=json.loads(r[3])) for r in rows]
 
     @store_errors
     def find_by_external_key(self, backend: str, key: str) -> Job | None:
-        row = self._conn().execute(
-            "SELECT doc FROM jobs WHERE backend = ? AND external_key = ? LIMIT 1", (backend, key)
-        ).fetchone()
+        row = self._conn().execute("SELECT doc FROM jobs WHERE backend = ? AND external_key = ? LIMIT 1", (backend, key)).fetchone()
         return None if row is None else from_record(jsonutil.loads(row[0]), ts_in)
+
+    # Last in the class: below it, `list` in an annotation would name this method, not the builtin.
+    @store_errors
+    def list(self, query: JobQuery) -> Page:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", query.status), ("backend", query.backend), ("name", query.name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.cursor:
+            created, last_id = parse_cursor(query.cursor)
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [ts_out(created), ts_out(created), last_id]
+        if query.label is not None:
+            where.append("json_extract(doc, '$.labels.' || ?) = ?")
+            params += [json.dumps(query.label[0]), query.label[1]]
+        sql = "SELECT doc FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        params.append(query.limit + 1)
+        rows = self._conn().execute(sql, params).fetchall()
+        jobs = [from_record(jsonutil.loads(r[0]), ts_in) for r in rows[: query.limit]]
+        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > query.limit else None
+        return Page(jobs, next_cursor)

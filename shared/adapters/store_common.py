@@ -15,9 +15,9 @@ from datetime import datetime
 
 from shared.adapters.records import decode_cursor
 from shared.domain.job import Job
-from shared.domain.lifecycle import Change, Plan, as_change, plan
+from shared.domain.lifecycle import Change, Plan, TimelineEvent, as_change, plan
 from shared.errors import FieldError, ValidationFailed
-from shared.ports import LogMutation, Mutation, TimelineEvent
+from shared.ports import LogMutation, Mutation
 
 
 def plan_create(job: Job) -> Plan:

@@ -86,7 +86,9 @@ class VertexBackend:
         if existing:
             adopted = self._oldest(existing)
             log.info("job %s: adopted the existing CustomJob %s", job.id, adopted.name)
-            return Submission(external_id=adopted.name, manifest=render_custom_job(job, names, cfg, by_value=by_value + lost, job_secret=_job_secret_of(adopted)))
+            return Submission(
+                external_id=adopted.name, manifest=render_custom_job(job, names, cfg, by_value=by_value + lost, job_secret=_job_secret_of(adopted))
+            )
         if lost:
             raise PermanentError(
                 f"the values of {', '.join(lost)} are no longer available (the launch was retried without them) and no CustomJob of this job exists: submit the job again",

@@ -12,11 +12,12 @@ from shared.errors import PermanentError, PlatformError, TransientError
 
 def google_status(exc: Any) -> str | None:
     """The `error.status` word (`FAILED_PRECONDITION`, ...) of a REST error response, when there is one."""
-    response = getattr(exc, "response", None)
+    response: Any = getattr(exc, "response", None)
     try:
-        return response.json()["error"]["status"]  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001
+        status = response.json()["error"]["status"]
+    except Exception:  # noqa: BLE001 - no response, or a body that is not a Google error
         return None
+    return status if isinstance(status, str) else None
 
 
 def api_error(exc: BaseException, what: str) -> PlatformError:

@@ -216,6 +216,4 @@ def to_proto(spec: dict[str, Any]) -> Any:
     try:
         return aiplatform_v1.CustomJob.from_json(json.dumps(spec))
     except Exception as exc:  # noqa: BLE001 - json_format.ParseError and friends
-        raise PermanentError(
-            f"the rendered CustomJob is invalid: {exc}", reason="InvalidSpec", failure_class=FailureClass.INFRA.value
-        ) from exc
+        raise PermanentError(f"the rendered CustomJob is invalid: {exc}", reason="InvalidSpec", failure_class=FailureClass.INFRA.value) from exc

@@ -50,8 +50,7 @@ def job_secret_payload(values: dict[str, str]) -> bytes:
     payload = json.dumps(values, sort_keys=True, separators=(",", ":")).encode()
     if len(payload) > MAX_SECRET_PAYLOAD_BYTES:
         raise PermanentError(
-            f"the job's secret variables ({', '.join(sorted(values))}) take {len(payload)} bytes; Secret Manager holds at most "
-            f"{MAX_SECRET_PAYLOAD_BYTES}",
+            f"the job's secret variables ({', '.join(sorted(values))}) take {len(payload)} bytes; Secret Manager holds at most {MAX_SECRET_PAYLOAD_BYTES}",
             reason="SecretTooLarge",
             failure_class=FailureClass.USER.value,
         )
@@ -69,7 +68,7 @@ def _authorized_session(endpoint: str = SECRET_MANAGER_ENDPOINT) -> Any:
     from google.auth.transport.requests import AuthorizedSession
 
     credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-    return AuthorizedSession(credentials)
+    return AuthorizedSession(credentials)  # type: ignore[no-untyped-call]  # google-auth's transport is unannotated
 
 
 @dataclass
@@ -85,7 +84,9 @@ class SecretManager:
     session_factory: Callable[[str], Any] = _authorized_session
     timeout: float = 30.0
 
-    def _call(self, method: str, path: str, what: str, *, ok: tuple[int, ...] = (200,), secrets: tuple[str, ...] = (), **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    def _call(
+        self, method: str, path: str, what: str, *, ok: tuple[int, ...] = (200,), secrets: tuple[str, ...] = (), **kwargs: Any
+    ) -> tuple[int, dict[str, Any]]:
         try:
             if self.session is None:
                 self.session = self.session_factory(self.endpoint)
@@ -106,15 +107,17 @@ class SecretManager:
         body: dict[str, Any] = {"replication": {"automatic": {}}, "labels": labels, "annotations": annotations}
         if ttl_seconds > 0:
             body["ttl"] = f"{ttl_seconds}s"
-        status, _ = self._call("POST", f"{self.parent}/secrets", f"create secret {self.parent}/secrets/{secret_id}",
-                               ok=(200, 409), params={"secretId": secret_id}, json=body)
+        status, _ = self._call(
+            "POST", f"{self.parent}/secrets", f"create secret {self.parent}/secrets/{secret_id}", ok=(200, 409), params={"secretId": secret_id}, json=body
+        )
         return status == 200
 
     def add_version(self, secret_id: str, payload: bytes, secrets: tuple[str, ...] = ()) -> str:
         """Add a version holding `payload`; its resource name (what the trainer accesses)."""
         data = base64.b64encode(payload).decode()
-        _, body = self._call("POST", f"{self.parent}/secrets/{secret_id}:addVersion", f"add a version to secret {secret_id}",
-                             secrets=secrets, json={"payload": {"data": data}})
+        _, body = self._call(
+            "POST", f"{self.parent}/secrets/{secret_id}:addVersion", f"add a version to secret {secret_id}", secrets=secrets, json={"payload": {"data": data}}
+        )
         name = body.get("name")
         if not isinstance(name, str) or "/versions/" not in name:
             raise TransientError(f"add a version to secret {secret_id}: the answer names no version")
