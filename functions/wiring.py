@@ -51,14 +51,11 @@ def build_bus(settings: Settings) -> Bus:
 
 
 def build_backends(settings: Settings, events: Callable[..., Any] | None = None) -> dict[BackendKind, Backend]:
-    """The launcher's backends. Each adapter module is optional until its issue lands."""
-    backends: dict[BackendKind, Backend] = {}
-    try:
-        from shared.adapters.backends import build_backends as build
-    except ImportError:  # pragma: no cover - before the launcher's adapters exist
-        return backends
-    backends.update(build(settings, events))
-    return backends
+    """The launcher's backends, as `shared.adapters.backends` builds them from the settings (imported
+    here, when first needed, like the other adapters)."""
+    from shared.adapters.backends import build_backends as build
+
+    return dict(build(settings, events))
 
 
 def event_publisher(bus: Bus, settings: Settings) -> Callable[[dict[str, Any]], None]:
