@@ -25,7 +25,9 @@ from shared.adapters.kubernetes.backend import KubernetesBackend
 from shared.adapters.kubernetes.config import KubernetesConfig
 from shared.adapters.local_backend import LocalBackend
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.adapters.vertex_backend import JOB_SECRET_ENV, SecretManager, VertexBackend, VertexConfig, job_secret_id
+from shared.adapters.vertex_backend import VertexBackend
+from shared.adapters.vertex_render import VertexConfig
+from shared.adapters.vertex_secrets import JOB_SECRET_ENV, SecretManager, job_secret_id
 from shared.domain.events import TrainingEvent
 from shared.domain.job import Backend as BackendKind
 from shared.domain.redaction import redact, secret_values
