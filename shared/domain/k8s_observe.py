@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from shared.domain import naming
 
@@ -93,7 +93,7 @@ def condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | N
     """The condition of that type whose status is `True`, or for `PodScheduled` any status."""
     for cond in _status(obj).get("conditions") or []:
         if cond.get("type") == kind:
-            return cond
+            return cast("Mapping[str, Any]", cond)
     return None
 
 
@@ -131,8 +131,8 @@ def trainer_status(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     statuses = _status(pod).get("containerStatuses") or []
     for cs in statuses:
         if cs.get("name") == TRAINER_CONTAINER:
-            return cs
-    return statuses[0] if statuses else None
+            return cast("Mapping[str, Any]", cs)
+    return cast("Mapping[str, Any]", statuses[0]) if statuses else None
 
 
 def container_name(pod: Mapping[str, Any]) -> str | None:
@@ -220,8 +220,8 @@ def _disruption(pod: Mapping[str, Any]) -> ObservedState | None:
 def _failure(pod: Mapping[str, Any]) -> ObservedState:
     disrupted = _disruption(pod)
     if disrupted is not None:
-        term = _terminated(pod) or {}
-        return disrupted._replace(exit_code=term.get("exitCode"))
+        last = _terminated(pod) or {}
+        return disrupted._replace(exit_code=last.get("exitCode"))
     term = _terminated(pod)
     if term:
         reason = term.get("reason") or "Error"
@@ -273,7 +273,8 @@ def current_pod(pods: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The pod that speaks for the Job: a running one, else the newest."""
     ordered = sorted(pods, key=_created)
     running = [p for p in ordered if _status(p).get("phase") == "Running"]
-    return (running or ordered or [None])[-1]
+    speakers = running or ordered
+    return speakers[-1] if speakers else None
 
 
 def _failed_count(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> int:

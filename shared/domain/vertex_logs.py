@@ -40,13 +40,15 @@ def is_log_entry(data: Any) -> bool:
 
 
 def _text(entry: dict[str, Any]) -> str:
-    if isinstance(entry.get("textPayload"), str):
-        return entry["textPayload"]
+    text = entry.get("textPayload")
+    if isinstance(text, str):
+        return text
     payload = entry.get("jsonPayload")
     if isinstance(payload, dict):
         for key in ("message", "msg", "text"):
-            if isinstance(payload.get(key), str):
-                return payload[key]
+            value = payload.get(key)
+            if isinstance(value, str):
+                return value
         import json
 
         return json.dumps(payload, sort_keys=True)
@@ -75,7 +77,7 @@ def parse_log_entry(entry: Any, now: datetime) -> VertexLogEvent | None:
                 state = hint
                 message = text
                 break
-    lines = ()
+    lines: tuple[EventLog, ...] = ()
     if text and state is None:
         lines = (EventLog(seq=0, timestamp=ts, stream="stderr" if severity in STDERR_SEVERITIES else "stdout", message=text),)
     event = TrainingEvent(

@@ -73,8 +73,8 @@ def parse_items(raw: bytes) -> list[Item]:
         by_item: dict[int, list[tuple[str | int, ...]]] = {}
         for loc in exc.locations:
             by_item.setdefault(int(loc[0]), []).append(loc[1:])
-        items = json.loads(data)  # valid JSON (the last repeated key wins); those items are dropped
-        return [(None, _repeated_keys(by_item[i])) if i in by_item else (item, None) for i, item in enumerate(items)]
+        decoded: list[Any] = json.loads(data)  # valid JSON (the last repeated key wins); those items are dropped
+        return [(None, _repeated_keys(by_item[i])) if i in by_item else (item, None) for i, item in enumerate(decoded)]
     except (ValueError, RecursionError):
         value = None
     else:

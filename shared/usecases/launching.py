@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from shared.domain.job import Backend as BackendKind
@@ -25,14 +26,14 @@ from shared.domain.lifecycle import Change
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, StoreUnavailable
 from shared.messages import Message
-from shared.ports import Backend, Bus, JobStore, SystemClock
+from shared.ports import Backend, Bus, JobStore, Mutation, Submission, SystemClock
 from shared.usecases.service import OP_CANCEL, OP_SUBMIT, mark_failed
 
 log = logging.getLogger(__name__)
 SOURCE = "launcher"  # who the timeline names for the launcher's transitions
 
 
-def _begin(now: Any):
+def _begin(now: datetime) -> Mutation:
     def mutate(job: Job) -> Change | None:
         if job.status is JobStatus.QUEUED and not job.cancel_requested:
             return Change(job.replace(status=JobStatus.SUBMITTING, updated_at=now), source=SOURCE)
@@ -41,7 +42,7 @@ def _begin(now: Any):
     return mutate
 
 
-def _submitted(submission: Any, now: Any):
+def _submitted(submission: Submission, now: datetime) -> Mutation:
     def done(current: Job) -> Change | None:
         changes: dict[str, Any] = {
             "external_id": submission.external_id,
@@ -114,8 +115,8 @@ class Launcher:
                 retry = self._submit_many(submits)[1]
             except Exception as exc:  # noqa: BLE001 - the store failed them all (claim or record): retry each
                 retry = {job_id: exc for job_id in submits}
-            for job_id, exc in retry.items():
-                outcomes[index[job_id]] = exc
+            for job_id, failure in retry.items():
+                outcomes[index[job_id]] = failure
         return outcomes
 
     def submit(self, job_id: str, env: dict[str, str]) -> Job | None:
@@ -158,7 +159,7 @@ class Launcher:
             finish[job_id] = _submitted(submission, self.clock.now())
         jobs = dict(claimed)
         if finish:
-            known = {job_id: claimed[job_id] for job_id in finish if claimed.get(job_id) is not None}
+            known = {job_id: current for job_id, current in claimed.items() if job_id in finish and current is not None}
             for job_id, job in self.store.update_many(finish, known=known).items():
                 jobs[job_id] = job
                 backend = self.backends.get(job.backend) if job is not None else None
