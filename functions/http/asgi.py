@@ -194,7 +194,7 @@ class AsgiApi:
                 answer_headers = {**answer_headers, "Connection": "close"}
             await _send_bytes(send, response.status, bytes(response.body), answer_headers, response.content_type)
         else:
-            await self._stream(response, receive, send)
+            await self._stream(response, response.body, receive, send)
 
     async def _read_body(self, receive: Receive) -> bytes:
         """The body, up to the limit + 1 byte (enough for the route to see it is too large)."""
@@ -211,8 +211,7 @@ class AsgiApi:
                 break  # past the limit, stop: the route answers 413 and the connection closes
         return b"".join(chunks)
 
-    async def _stream(self, response: Response, receive: Receive, send: Send) -> None:
-        iterator: Iterator[str] = response.body  # type: ignore[assignment]
+    async def _stream(self, response: Response, iterator: Iterator[str], receive: Receive, send: Send) -> None:
         gone = asyncio.Event()
 
         async def watch() -> None:

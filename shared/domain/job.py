@@ -226,8 +226,9 @@ def _compile_summary() -> Callable[[dict[str, Any]], dict[str, Any]]:
             raise TypeError(f"JobSummary.{key} reads unknown Job field(s) {', '.join(sorted(unknown))}")
         namespace[f"_c{i}"] = source.convert
         items.append(f"{key!r}: {source.expression(f'_c{i}')}")
-    exec(f"def summary(d):\n    return {{{', '.join(items)}}}\n", namespace)  # noqa: S102 - our own field names only
-    return namespace["summary"]  # type: ignore[no-any-return]
+    exec(f"def summary(d):\n    return {{{', '.join(items)}}}\n", namespace)  # only our own field names reach it
+    summary: Callable[[dict[str, Any]], dict[str, Any]] = namespace["summary"]
+    return summary
 
 
 _summary = _compile_summary()
