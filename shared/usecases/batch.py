@@ -22,7 +22,7 @@ from shared import jsonutil
 from shared.domain import studio
 from shared.errors import Conflict, FieldError, PlatformError, ValidationFailed
 from shared.messages import Message
-from shared.ports import Bus, JobStore, Rejection, SystemClock
+from shared.ports import Bus, Clock, JobStore, Rejection, SystemClock
 from shared.usecases.service import PublishFailed, TrainingService
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def parse_items(raw: bytes) -> list[Item]:
 
 
 class BatchSubmitter:
-    def __init__(self, *, service: TrainingService, store: JobStore, bus: Bus, rejected_topic: str, clock: Any | None = None):
+    def __init__(self, *, service: TrainingService, store: JobStore, bus: Bus, rejected_topic: str, clock: Clock | None = None):
         self.service = service
         self.store = store
         self.bus = bus

@@ -26,14 +26,14 @@ from shared.domain.lifecycle import Change
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, StoreUnavailable
 from shared.messages import Message
-from shared.ports import Backend, Bus, JobStore, Mutation, Submission, SystemClock
+from shared.ports import Backend, Bus, Clock, JobStore, Submission, SystemClock
 from shared.usecases.service import OP_CANCEL, OP_SUBMIT, mark_failed
 
 log = logging.getLogger(__name__)
 SOURCE = "launcher"  # who the timeline names for the launcher's transitions
 
 
-def _begin(now: datetime) -> Mutation:
+def _begin(now: datetime) -> Callable[[Job], Change | None]:
     def mutate(job: Job) -> Change | None:
         if job.status is JobStatus.QUEUED and not job.cancel_requested:
             return Change(job.replace(status=JobStatus.SUBMITTING, updated_at=now), source=SOURCE)
@@ -42,7 +42,7 @@ def _begin(now: datetime) -> Mutation:
     return mutate
 
 
-def _submitted(submission: Submission, now: datetime) -> Mutation:
+def _submitted(submission: Submission, now: datetime) -> Callable[[Job], Change | None]:
     def done(current: Job) -> Change | None:
         changes: dict[str, Any] = {
             "external_id": submission.external_id,
@@ -67,7 +67,7 @@ class Launcher:
         *,
         store: JobStore,
         backends: Mapping[BackendKind, Backend],
-        clock: Any | None = None,
+        clock: Clock | None = None,
         bus: Bus | None = None,
         requests_topic: str | None = None,
     ):

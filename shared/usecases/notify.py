@@ -33,7 +33,7 @@ from shared.domain.studio_callbacks import callback_body
 from shared.domain.webhooks import Schedule, headers_for, judge
 from shared.errors import PermanentError
 from shared.messages import Message
-from shared.ports import Bus, JobStore, SystemClock
+from shared.ports import Bus, Clock, JobStore, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Notifier:
         signing_key: bytes | None,
         global_urls: Sequence[str] = (),
         schedule: Schedule | None = None,
-        clock: Any | None = None,
+        clock: Clock | None = None,
         lease_seconds: float = 60.0,
         workers: int = 8,
         rand: Callable[[], float] = random.random,

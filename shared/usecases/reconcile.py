@@ -25,7 +25,7 @@ from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.errors import PlatformError
-from shared.ports import Backend, Bus, JobStore, SystemClock
+from shared.ports import Backend, Bus, Clock, JobStore, SystemClock
 from shared.usecases.service import OP_SUBMIT, iter_jobs, publish_launch
 from shared.usecases.status_sync import StatusSync
 
@@ -56,7 +56,7 @@ class Reconciler:
         status_sync: StatusSync,
         bus: Bus,
         requests_topic: str,
-        clock: Any | None = None,
+        clock: Clock | None = None,
         min_age: timedelta = timedelta(minutes=2),
         stale_after: timedelta = timedelta(hours=1),
     ):

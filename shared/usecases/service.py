@@ -22,7 +22,7 @@ from shared.domain.lifecycle import Change
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import Conflict, FieldError, NotFound, TransientError, ValidationFailed
-from shared.ports import Bus, IdempotentCreate, JobQuery, JobStore, SystemClock
+from shared.ports import Bus, Clock, IdempotentCreate, JobQuery, JobStore, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class TrainingService:
         bus: Bus,
         policy: RequestPolicy,
         requests_topic: str,
-        clock: Any | None = None,
+        clock: Clock | None = None,
         id_factory: Callable[[], str] = new_job_id,
     ):
         self.store = store
