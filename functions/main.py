@@ -30,8 +30,8 @@ from shared.messages import Message
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@functions_framework.errorhandler(HTTPException)
-def json_http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+@functions_framework.errorhandler(HTTPException)  # type: ignore[untyped-decorator]  # functions_framework carries no types
+def json_http_error(exc: HTTPException) -> flask.Response | tuple[dict[str, Any], int]:
     """Answers the HTTP server would give itself, before `api` runs, in the api's JSON shape. A path its
     router can't match (one holding a newline) goes to the api like any other path: a token is checked
     first (401), then it is the api's JSON 404."""
