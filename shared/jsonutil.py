@@ -20,7 +20,7 @@ from typing import Any
 try:
     import orjson
 except ImportError:  # pragma: no cover - orjson is a dependency; this keeps a bare checkout working
-    orjson = None  # type: ignore[assignment]
+    orjson = None  # type: ignore[assignment] - the module or None: every use checks `orjson is not None`
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
@@ -91,7 +91,7 @@ def json_path(location: tuple[str | int, ...]) -> str:
     return out or "body"
 
 
-class _Repeated(dict):  # type: ignore[type-arg]
+class _Repeated(dict[str, Any]):
     """An object that had repeated keys (the last value kept), found again by `_repeated`."""
 
     repeated: list[str]
@@ -103,7 +103,12 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         return value
     marked = _Repeated(value)
     seen: set[str] = set()
-    marked.repeated = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
+    marked.repeated = []
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated.append(key)  # every occurrence after the first
+        else:
+            seen.add(key)
     return marked
 
 

@@ -34,9 +34,9 @@ a pod's terminal state is not trusted (the Job decides retries): `state=None`, n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeGuard, cast
 
 from shared.domain import naming
 
@@ -66,6 +66,7 @@ class ObservedState(NamedTuple):
 
 
 NO_OPINION = ObservedState(None)
+StateOf = Callable[[Mapping[str, Any]], ObservedState]  # one pod's state, with the clock and grace bound in
 
 
 # ---- small readers ---------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | N
     return None
 
 
-def _is_true(cond: Mapping[str, Any] | None) -> bool:
+def _is_true(cond: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
     return cond is not None and str(cond.get("status")) == "True"
 
 
@@ -171,7 +172,7 @@ def scheduled_at(pod: Mapping[str, Any]) -> datetime | None:
     """When the pod was bound to a node (when its image pull began): a one-shot read's `first_seen`."""
     cond = condition(pod, "PodScheduled")
     if _is_true(cond):
-        when = parse_k8s_time(cond.get("lastTransitionTime"))  # type: ignore[union-attr]
+        when = parse_k8s_time(cond.get("lastTransitionTime"))
         if when:
             return when
     return parse_k8s_time(_status(pod).get("startTime")) or parse_k8s_time(_meta(pod).get("creationTimestamp"))
@@ -211,9 +212,9 @@ def _disruption(pod: Mapping[str, Any]) -> ObservedState | None:
         return ObservedState(FAILED, "Evicted", status.get("message"))
     cond = condition(pod, "DisruptionTarget")
     if _is_true(cond):
-        why = str(cond.get("reason") or "")  # type: ignore[union-attr]
+        why = str(cond.get("reason") or "")
         reason = "Preempted" if why in PREEMPTION_REASONS else "Evicted"
-        return ObservedState(FAILED, reason, cond.get("message") or why or None)  # type: ignore[union-attr]
+        return ObservedState(FAILED, reason, cond.get("message") or why or None)
     return None
 
 
@@ -307,12 +308,13 @@ def job_state(
         if not _is_true(failed):
             failed = condition(job, "FailureTarget")
         if _is_true(failed):
-            return _job_failure(failed, [p for p in pods if _status(p).get("phase") == "Failed"], state_of)  # type: ignore[arg-type]
-        if _is_true(condition(job, "Suspended")):
-            return ObservedState(PENDING, "Suspended", condition(job, "Suspended").get("message"))  # type: ignore[union-attr]
+            return _job_failure(failed, [p for p in pods if _status(p).get("phase") == "Failed"], state_of)
+        suspended = condition(job, "Suspended")
+        if _is_true(suspended):
+            return ObservedState(PENDING, "Suspended", suspended.get("message"))
     completions = indexed_completions(job)
-    if completions:
-        return _indexed_state(job, pods, completions, state_of)  # type: ignore[arg-type]
+    if completions and job is not None:  # (indexed_completions of no Job is 0)
+        return _indexed_state(job, pods, completions, state_of)
     pod = current_pod(pods)
     if pod is None:
         return ObservedState(PENDING) if job is not None else NO_OPINION
@@ -330,19 +332,19 @@ def job_state(
     return observed
 
 
-def _indexed_state(job: Mapping[str, Any], pods: list[Mapping[str, Any]], completions: int, state_of: Any) -> ObservedState:
+def _indexed_state(job: Mapping[str, Any], pods: list[Mapping[str, Any]], completions: int, state_of: StateOf) -> ObservedState:
     """A several-pod Indexed Job (no Complete/Failed condition yet), index by index."""
     by_index: dict[int, list[Mapping[str, Any]]] = {}
     for pod in pods:
         index = completion_index(pod)
         if index is not None and 0 <= index < completions:
             by_index.setdefault(index, []).append(pod)
-    current = {i: current_pod(group) for i, group in by_index.items()}
-    states = {i: state_of(pod) for i, pod in current.items() if pod is not None}
+    current = {i: pod for i, group in by_index.items() if (pod := current_pod(group)) is not None}
+    states = {i: state_of(pod) for i, pod in current.items()}
     failed = sorted(i for i, o in states.items() if o.state == FAILED)
     if failed:
         index = failed[0]
-        observed = _with_index(states[index], current[index])  # type: ignore[arg-type]
+        observed = _with_index(states[index], current[index])
         if observed.reason in IMAGE_PULL_REASONS:
             return observed
         limit = (job.get("spec") or {}).get("backoffLimit")
@@ -359,11 +361,11 @@ def _indexed_state(job: Mapping[str, Any], pods: list[Mapping[str, Any]], comple
     waiting = [i for i in range(completions) if i not in running]
     first = waiting[0]
     if first in states:
-        return _with_index(states[first], current[first])  # type: ignore[arg-type]
+        return _with_index(states[first], current[first])
     return ObservedState(PENDING, None, f"{len(running)} of {completions} pods running; index {first} has no pod yet")
 
 
-def _job_failure(cond: Mapping[str, Any], failed_pods: list[Mapping[str, Any]], state_of: Any) -> ObservedState:
+def _job_failure(cond: Mapping[str, Any], failed_pods: list[Mapping[str, Any]], state_of: StateOf) -> ObservedState:
     reason = cond.get("reason") or "Failed"
     message = cond.get("message")
     pod = current_pod(failed_pods)
