@@ -20,7 +20,7 @@ from typing import Any
 try:
     import orjson
 except ImportError:  # pragma: no cover - orjson is a dependency; this keeps a bare checkout working
-    orjson = None  # type: ignore[assignment] - the module or None: every use checks `orjson is not None`
+    orjson = None  # type: ignore[assignment]  # the module or None: every use checks `orjson is not None`
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:

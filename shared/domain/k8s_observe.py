@@ -339,7 +339,7 @@ def _indexed_state(job: Mapping[str, Any], pods: list[Mapping[str, Any]], comple
         index = completion_index(pod)
         if index is not None and 0 <= index < completions:
             by_index.setdefault(index, []).append(pod)
-    current = {i: pod for i, group in by_index.items() if (pod := current_pod(group)) is not None}
+    current = {i: speaker for i, group in by_index.items() if (speaker := current_pod(group)) is not None}
     states = {i: state_of(pod) for i, pod in current.items()}
     failed = sorted(i for i, o in states.items() if o.state == FAILED)
     if failed:
