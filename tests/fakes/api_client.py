@@ -7,11 +7,13 @@ never imports another test module).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import requests
 
 from shared.domain.job import LogLine
 from shared.domain.status import JobStatus
+from shared.ports import JobStore
 
 BODY = {"dataset_file": "gs://b/d.jsonl", "output_dir": "/o"}
 
@@ -19,10 +21,11 @@ BODY = {"dataset_file": "gs://b/d.jsonl", "output_dir": "/o"}
 def submit(url: str) -> str:
     r = requests.post(f"{url}/train", json=BODY)
     assert r.status_code == 202
-    return r.json()["job"]["id"]
+    job_id: str = r.json()["job"]["id"]
+    return job_id
 
 
-def set_status(store, job_id: str, status: JobStatus, **kw) -> None:
+def set_status(store: JobStore, job_id: str, status: JobStatus, **kw: Any) -> None:
     store.update(job_id, lambda j: j.replace(status=status, **kw))
 
 
@@ -30,9 +33,11 @@ def lines(n: int, start: int = 0) -> list[LogLine]:
     return [LogLine(timestamp=datetime.now(UTC), stream="stdout", message=f"line {i}") for i in range(start, start + n)]
 
 
-def read_sse(resp, stop_after_logs: int | None = None) -> list[tuple[str | None, str, str]]:
-    events, cur = [], {}
-    for raw in resp.iter_lines(decode_unicode=True):
+def read_sse(resp: requests.Response, stop_after_logs: int | None = None) -> list[tuple[str | None, str, str]]:
+    events: list[tuple[str | None, str, str]] = []
+    cur: dict[str, str] = {}
+    for chunk in resp.iter_lines(decode_unicode=True):
+        raw = chunk.decode() if isinstance(chunk, bytes) else chunk  # str already (decode_unicode); typed as either
         if raw == "":
             if "event" in cur:
                 events.append((cur.get("id"), cur["event"], cur.get("data", "")))

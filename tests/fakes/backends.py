@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.settings import REPO_ROOT
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from shared.adapters.kubernetes.backend import KubernetesBackend
     from shared.adapters.local_backend import LocalBackend
     from shared.adapters.vertex_backend import VertexBackend
+    from shared.domain.job import Job
     from tests.fakes import FakeKubernetesAPI, FakeVertexAPI
 
 LOCAL_BODY = {"backend": "local", "job_name": "local-run", "dataset_file": "/tmp/data.jsonl", "output_dir": "/tmp/out", "hf_token": "hf_local_secret_42"}
@@ -34,28 +36,28 @@ class Events:
     """The `events` callable: collects envelopes as the bus would receive them."""
 
     def __init__(self) -> None:
-        self.messages: list[dict] = []
+        self.messages: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, message: dict) -> None:
+    def __call__(self, message: dict[str, Any]) -> None:
         with self.lock:
             self.messages.append(message)
 
     def states(self) -> list[str]:
         return [m["state"] for m in self.messages if "state" in m]
 
-    def lines(self) -> list[dict]:
+    def lines(self) -> list[dict[str, Any]]:
         return [line for m in self.messages for line in m.get("logs", [])]
 
 
-def local_job(job_id: str = JOB_ID, **body: Any):
+def local_job(job_id: str = JOB_ID, **body: Any) -> tuple[Job, dict[str, str]]:
     from shared.domain.request import RequestPolicy
 
     return job_from({**LOCAL_BODY, **body}, job_id, RequestPolicy(local_roots=LOCAL_POLICY_ROOTS, local_base=str(REPO_ROOT)))
 
 
 def make_local_backend(
-    events: Events, *, grace: float = 5.0, batch_lines: int = 200, runs_dir: str | os.PathLike | None = None, **env: str
+    events: Events, *, grace: float = 5.0, batch_lines: int = 200, runs_dir: str | Path | None = None, **env: str
 ) -> LocalBackend:
     """Without `runs_dir`, a fresh folder of its own (the same job id runs again in the next test)."""
     from shared.adapters.local_backend import LocalBackend
