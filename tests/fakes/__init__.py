@@ -6,6 +6,9 @@
 - `FakeServer` / `Fault` (`_server.py`): the threaded server both build on.
 - `fake_trainer.py`: a stand-in trainer script for the local backend (prints lines, a `PROGRESS {...}`
   line, sleeps, exits with a chosen code; see its docstring).
+- `backends.py`: the real backends over these fakes (local, Vertex, Kubernetes) as the integration tests
+  build them; `api_client.py`: submit a job, read an SSE stream, seed a store; `polling.py`:
+  `eventually(pred, timeout, what)`. Test modules import helpers from here, never from each other.
 
 Each fake starts on 127.0.0.1 and a free port: `with FakeKubernetesAPI() as k8s: ... k8s.url`.
 """
