@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 
 from functions.wiring import Container, build_backends, event_publisher, set_container
 from shared.adapters.inline_bus import InlineBus
@@ -48,7 +49,7 @@ class LaunchGate:
         if not self.closed.is_set():
             self.launcher.handle(message)
 
-    def handle_batch(self, messages: list[Message]) -> list[BaseException | None]:
+    def handle_batch(self, messages: Sequence[Message]) -> Sequence[BaseException | None]:
         if self.closed.is_set():
             return [None] * len(messages)
         return self.launcher.handle_batch(messages)
@@ -61,7 +62,7 @@ def build_embedded(settings: Settings, *, start: bool = True) -> Container:
 
     c = Container(settings=settings, store=store, bus=bus, backends=build_backends(settings, event_publisher(bus, settings)), notify_in_background=True)
     gate = LaunchGate(c.launcher)
-    c.launch_gate = gate  # type: ignore[attr-defined] - the embedded server's own part of its container; `stop` closes it
+    c.launch_gate = gate  # `stop` closes it first
     bus.subscribe(settings.topic_train_requests, gate.handle, dead_letter=c.launcher.dead_letter, batch_handler=gate.handle_batch)
     bus.subscribe(settings.topic_training_events, c.status_sync.handle)
     bus.subscribe(settings.topic_job_transitions, c.notifier.handle)
@@ -162,16 +163,19 @@ def stop(c: Container, drain_seconds: float = DRAIN_SECONDS) -> None:
     """Stop without losing a final status: close the launches, stop the local trainers (their process
     groups; each one's exit event is published before `shutdown` returns), let status_sync apply those
     events (the bus drained, bounded), and only then stop the bus and close the store."""
-    gate: LaunchGate | None = getattr(c, "launch_gate", None)
+    gate = c.launch_gate
     if gate is not None:
         gate.closed.set()
     c.shutdown()
     drain = getattr(c.bus, "drain", None)
     if drain is not None and not drain(timeout=drain_seconds):
         log.warning("stopping: events still queued after %.0fs; reconcile settles those jobs on the next start", drain_seconds)
-    c.bus.stop()
+    # The embedded server's own parts (build_embedded made them): their stop and close are not ports'.
+    bus, store = c.bus, c.store
+    assert isinstance(bus, InlineBus) and isinstance(store, SqliteJobStore)
+    bus.stop()
     c.notifier.close()
-    c.store.close()
+    store.close()
 
 
 if __name__ == "__main__":

@@ -33,10 +33,11 @@ PUBSUB_SUBSCRIPTIONS = REPO_ROOT / "infra" / "terraform" / "platform" / "pubsub_
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def wait_http(url: str, timeout: float, expect: str | None = None, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float, expect: str | None = None, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -75,7 +76,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """Stop `proc`'s whole process group (SIGTERM, then SIGKILL after `grace`) and wait until no process
     of it is left: the emulators' JVMs are children of the gcloud wrapper, in the same group."""
     try:
@@ -115,7 +116,7 @@ class Emulator:
     project: str = "local-project"
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
@@ -130,7 +131,7 @@ class Emulator:
             return ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={self.host}", f"--project={self.project}", "--quiet"]
         return ["gcloud", "emulators", "firestore", "start", f"--host-port={self.host}", "--quiet"]
 
-    def start(self, timeout: float = 90.0) -> "Emulator":
+    def start(self, timeout: float = 90.0) -> Emulator:
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -156,7 +157,7 @@ class Emulator:
             )
         urllib.request.urlopen(req, timeout=10).read()
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -167,7 +168,7 @@ class Emulator:
 FUNCTIONS = ("api", "launcher", "status_sync", "submit", "notify")
 
 
-def start_function(target: str, port: int, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+def start_function(target: str, port: int, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
     log = open(log_dir / f"{target}.log", "wb")
     proc = subprocess.Popen(
         [
@@ -198,7 +199,8 @@ def _seconds(duration: str) -> int:
 
 def load_subscriptions(path: Path = PUBSUB_SUBSCRIPTIONS) -> dict[str, Any]:
     """The subscriptions and their settings as infra/ deploys them (see that file's description)."""
-    return json.loads(path.read_text())
+    spec: dict[str, Any] = json.loads(path.read_text())
+    return spec
 
 
 def create_subscriptions(bus: Any, settings: Any, endpoints: dict[str, str], spec: dict[str, Any] | None = None) -> dict[str, str]:
@@ -209,7 +211,9 @@ def create_subscriptions(bus: Any, settings: Any, endpoints: dict[str, str], spe
     subscriptions for readers (rejected submissions). Topic names come from the TOPIC_* settings.
     Returns subscription name -> topic name."""
     spec = spec or load_subscriptions()
-    topic = lambda key: getattr(settings, f"topic_{key}")  # noqa: E731 - a key of local.topics
+    def topic(key: str) -> str:  # a key of local.topics -> its TOPIC_* setting
+        return str(getattr(settings, f"topic_{key}"))
+
     dead_suffix = spec["dead_letter"]["topic_suffix"]
     retention = _seconds(spec["message_retention_duration"])
     created: dict[str, str] = {}
@@ -251,7 +255,7 @@ def run_stack(api_port: int, project: str, log_dir: Path | None = None) -> None:
     if not log_dir.is_absolute():
         log_dir = REPO_ROOT / log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen[bytes]] = []
     emulators = [Emulator("pubsub", project, log_path=log_dir / "pubsub.log"), Emulator("firestore", project, log_path=log_dir / "firestore.log")]
 
     # The functions and emulators run in their own process groups: on SIGTERM (a supervisor, `timeout`,

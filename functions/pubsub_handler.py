@@ -7,7 +7,8 @@ A `PermanentError` is logged and acked: retrying can't help and the handler has 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.errors import PermanentError
 from shared.messages import Message, from_push
@@ -15,7 +16,7 @@ from shared.messages import Message, from_push
 log = logging.getLogger(__name__)
 
 
-def handle_cloud_event(event: Any, handler: Callable[[Message], None], *, strict_json: bool = True) -> None:
+def handle_cloud_event(event: Any, handler: Callable[[Message], object], *, strict_json: bool = True) -> None:
     try:
         source = event.get("source") if hasattr(event, "get") else None
         message = from_push(event.data, source=source, strict_json=strict_json)

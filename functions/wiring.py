@@ -9,23 +9,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from datetime import timedelta
+from typing import Any
 
 from functions.http.api import Api
-from shared.usecases.batch import BatchSubmitter
 from shared.domain.job import Backend as BackendKind
-from datetime import timedelta
-
 from shared.domain.webhooks import Schedule
+from shared.ports import Backend, Bus, JobStore, SystemClock
+from shared.settings import Settings
+from shared.usecases.batch import BatchSubmitter
 from shared.usecases.launching import Launcher
 from shared.usecases.notify import Notifier, OutboxRelay
 from shared.usecases.reconcile import Reconciler
-from shared.ports import Backend, Bus, JobStore
-from shared.ports import SystemClock
 from shared.usecases.service import TrainingService
 from shared.usecases.status_sync import StatusSync
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,8 @@ class Container:
     backends: dict[BackendKind, Backend] = field(default_factory=dict)
     # The embedded server delivers webhooks on the notifier's own threads, not on the bus's workers.
     notify_in_background: bool = False
+    # The embedded server's gate on its launcher subscription (functions/embedded.py); None elsewhere.
+    launch_gate: Any = None
 
     def __post_init__(self) -> None:
         from shared.adapters.webhook_sender import WebhookSender
@@ -124,7 +125,7 @@ class Container:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "Container":
+    def from_settings(cls, settings: Settings | None = None) -> Container:
         settings = settings or Settings()
         for problem in settings.config_errors:
             log.error("configuration error: %s", problem)

@@ -8,6 +8,7 @@ raises so the message is redelivered with backoff; the inline bus retries with b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class PlatformError(Exception):
@@ -71,5 +72,5 @@ class ValidationFailed(PlatformError):
         more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
         return f"Invalid request: {first.field}: {first.message}{more}"
 
-    def to_body(self) -> dict:
+    def to_body(self) -> dict[str, Any]:
         return {"error": self.summary(), "errors": [e.to_dict() for e in self.errors]}

@@ -27,7 +27,7 @@ class Message:
     delivery_attempt: int = 1
     raw: bytes | None = None
 
-    def redelivered(self) -> "Message":
+    def redelivered(self) -> Message:
         return dataclasses.replace(self, delivery_attempt=self.delivery_attempt + 1)
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -32,9 +32,10 @@ import json
 import os
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from trainer import flags, progress
 
@@ -169,7 +170,7 @@ def assume_role(role_arn: str, region: str | None, where: str) -> dict[str, str]
         progress.add_secret(secret)
     expiry = answer["Expiration"]
     if isinstance(expiry, datetime):
-        expiry = expiry.astimezone(timezone.utc).isoformat()
+        expiry = expiry.astimezone(UTC).isoformat()
     return {"access_key": answer["AccessKeyId"], "secret_key": answer["SecretAccessKey"],
             "token": answer["SessionToken"], "expiry_time": expiry}
 

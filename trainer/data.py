@@ -21,8 +21,9 @@ Formats (detected from the first row when `--dataset_format auto`; every later r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from trainer import storage
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -217,7 +218,7 @@ def range_problems(values: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _bounded(flag: Flag):
+def _bounded(flag: Flag) -> Callable[[str], int | float]:
     """argparse type of a number flag: parses, then applies `Flag.range_problem` (exit 2 naming it)."""
     convert = int if flag.type == "int" else float
 

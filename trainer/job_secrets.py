@@ -29,7 +29,8 @@ import json
 import os
 import re
 import time
-from typing import Any, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 JOB_SECRET_ENV = "TRAINING_PLATFORM_SECRET_REF"
 ENDPOINT_ENV = "TRAINING_PLATFORM_SECRET_ENDPOINT"

@@ -32,9 +32,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 if __package__ in (None, ""):  # run as a script: make `trainer.*` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -26,8 +26,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from trainer import progress, storage
 
@@ -38,7 +39,7 @@ SUMMARY_FILE = "run_summary.json"
 class _Tee:
     """A text stream that writes to the real one and copies what it wrote into the run log."""
 
-    def __init__(self, stream: TextIO, sink: "RunLog"):
+    def __init__(self, stream: TextIO, sink: RunLog):
         self._stream = stream
         self._sink = sink
 
@@ -104,7 +105,7 @@ class RunLog:
             self._spool.seek(0, 2)
         return progress.redact(raw.decode("utf-8", "replace"))
 
-    def start(self) -> "RunLog":
+    def start(self) -> RunLog:
         """Copy stdout/stderr from now on and start the periodic uploads."""
         self._streams = (sys.stdout, sys.stderr)
         sys.stdout = _Tee(sys.stdout, self)  # type: ignore[assignment]

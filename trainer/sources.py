@@ -21,8 +21,9 @@ import io
 import json
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from trainer import storage
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 REMOTE_SCHEMES = ("gs", "gcs", "s3")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

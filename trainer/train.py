@@ -127,7 +127,7 @@ def probe_machine(method: str) -> Machine:
     if bnb and method == "qlora":  # importing it costs seconds (it compiles ops): only when it is used
         try:
             import bitsandbytes  # noqa: F401
-        except Exception:  # a broken install (missing native library) counts as absent
+        except Exception:  # noqa: BLE001 - a broken install (missing native library) counts as absent
             bnb = False
     return Machine(cuda=cuda, bf16=bf16, bitsandbytes=bnb)
 
@@ -145,7 +145,7 @@ class World:
     local_size: int = 1
 
     @classmethod
-    def from_env(cls, env=None) -> "World":
+    def from_env(cls, env=None) -> World:
         env = os.environ if env is None else env
 
         def get(name: str, default: int) -> int:

@@ -14,8 +14,9 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import httpx
 
@@ -49,7 +50,8 @@ def load_spec(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, str | None, str]]:
     """(event, id, data) for each Server-Sent Event; comments (`: keepalive`) and `retry:` are skipped."""
-    event, event_id, data = "message", None, []
+    event, event_id = "message", None
+    data: list[str] = []
     for raw in lines:
         line = raw.rstrip("\r")
         if not line:
@@ -94,7 +96,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -107,7 +109,7 @@ class Client:
                 return min(max(float(retry_after), 0.0), 30.0)
             except ValueError:
                 pass
-        return min(self.backoff_seconds * (2**attempt), 10.0) * (0.5 + random.random() / 2)
+        return float(min(self.backoff_seconds * (2**attempt), 10.0) * (0.5 + random.random() / 2))
 
     def _request(self, method: str, path: str, *, safe: bool = True, **kw: Any) -> Any:
         """Send, retrying connection failures (any, if `safe`; only failed connects otherwise) and 503s

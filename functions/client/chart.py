@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 Point = tuple[float, float]
 
@@ -53,9 +53,9 @@ def terminal_chart(series: Sequence[Series], *, width: int = 64, height: int = 1
     top, bottom = f"{y1:.4g}", f"{y0:.4g}"
     pad = max(len(top), len(bottom))
     out = []
-    for i, row in enumerate(grid):
+    for i, cells in enumerate(grid):
         label = top if i == 0 else bottom if i == height - 1 else ""
-        out.append(f"{label:>{pad}} |{''.join(row)}")
+        out.append(f"{label:>{pad}} |{''.join(cells)}")
     out.append(" " * pad + " +" + "-" * width)
     left, right = f"{x0:g}", f"{x1:g}"
     out.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right + f"  ({x_label})")

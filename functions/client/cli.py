@@ -18,7 +18,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 from functions.client.api_client import Client
 from functions.client.chart import Series, png_chart, terminal_chart
@@ -299,7 +300,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `trainctl logs ID | head`: the reader is gone, and that is fine
-        sys.stdout = None  # type: ignore[assignment]  # no flush of the dead pipe at exit
+        sys.stdout = None  # no flush of the dead pipe at exit
         return EXIT_OK
     finally:
         client.close()

@@ -81,7 +81,7 @@ def check(path: Path = ROOT / "cloudbuild.yaml", root: Path = ROOT) -> list[str]
             if a.startswith("infra/") and a.endswith(".sh") and not (root / a).exists():
                 errors.append(f"{where}: {a} does not exist")
 
-    for i, step in enumerate(doc["steps"]):
+    for step in doc["steps"]:
         for dep in step.get("waitFor", []) or []:
             if dep != "-" and dep not in ids:
                 errors.append(f"step {step.get('id')}: waitFor {dep!r} names no step")

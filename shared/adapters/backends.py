@@ -9,7 +9,8 @@ the Kubernetes and Vertex clients are created on first use, and never for a dry 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.adapters.kubernetes.backend import KubernetesBackend
 from shared.adapters.kubernetes.config import KubernetesConfig

@@ -14,6 +14,7 @@ here and adopt the existing object. A 404 on delete/cancel is likewise success (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.domain.redaction import redact_cut
@@ -71,7 +72,7 @@ def error_for_status(
     *,
     what: str,
     reason: str | None = None,
-    secrets: object = (),
+    secrets: Iterable[object] = (),
 ) -> PlatformError:
     """The error to raise for a failed call. `what` names the call ("create Job default/x"); `reason`
     overrides the table's (e.g. the server's own `Forbidden`/`PERMISSION_DENIED`)."""

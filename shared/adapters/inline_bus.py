@@ -28,14 +28,15 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from shared.messages import Message
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Message], None]
+Handler = Callable[[Message], object]  # what it returns is ignored: returning is the ack
 # One outcome per message, in order: None (ack) or the exception it failed with (nack).
 BatchHandler = Callable[[Sequence[Message]], Sequence[BaseException | None]]
 DeadLetter = Callable[[Message, BaseException], None]

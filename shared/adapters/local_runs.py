@@ -42,9 +42,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
 from shared.domain.redaction import redact_cut, secret_values
 
@@ -265,7 +266,7 @@ class _Output:
 def supervise(run: RunDir, argv: list[str], *, cwd: str, command: str, grace: float, secrets: tuple[str, ...]) -> int:
     """Run the trainer to its end and leave its exit record. The caller holds the run's lock."""
     state = {"terminated": False, "killed": False}
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     killer: list[threading.Timer] = []
 
     def kill_group() -> None:

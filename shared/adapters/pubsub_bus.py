@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # a namespace package: mypy can't see the client's module
 
 from shared.errors import TransientError
 
@@ -57,7 +57,7 @@ class PubSubBus:
                 # A failed publish pauses its ordering key until resumed; resume so the next try can go.
                 try:
                     self.publisher.resume_publish(path, ordering_key)
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001, S110 - best effort: the TransientError below is what the caller acts on
                     pass
             raise TransientError(f"publish to {topic} failed: {exc.__class__.__name__}: {exc}") from exc
 

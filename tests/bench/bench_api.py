@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from functions.local_stack import free_port, stop_group, wait_http
@@ -56,7 +56,7 @@ def start(cmd: list[str], env: dict[str, str], port: int, log: Path, ready_path:
 
 
 def make_jobs(n: int, start_index: int = 0) -> list[Job]:
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     jobs = []
     for i in range(start_index, start_index + n):
         ts = t0 + timedelta(seconds=i)
@@ -206,7 +206,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     report: dict = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds_per_run": args.seconds,
     }
     report["trivial"] = trivial_reference(args.seconds, tmp)

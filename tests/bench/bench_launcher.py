@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from functions.local_stack import Emulator, _wait_port, free_port, stop_group
@@ -68,8 +68,8 @@ def main() -> None:
         os.environ.update({"PUBSUB_EMULATOR_HOST": ps.host, "FIRESTORE_EMULATOR_HOST": fs.host})
         from shared.adapters.firestore_store import FirestoreJobStore
         from shared.adapters.pubsub_bus import PubSubBus
-        from shared.usecases.service import TrainingService
         from shared.settings import Settings
+        from shared.usecases.service import TrainingService
 
         env = {
             **os.environ, "STORE_KIND": "firestore", "BUS_KIND": "pubsub", "GOOGLE_CLOUD_PROJECT": project,
@@ -129,7 +129,7 @@ def main() -> None:
             statuses[s] = statuses.get(s, 0) + 1
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "jobs": args.jobs,
         "rate_per_s": args.rate,
         "achieved_submit_rate_per_s": round(args.jobs / submit_s, 1),

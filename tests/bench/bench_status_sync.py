@@ -19,7 +19,7 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from functions.local_stack import Emulator
@@ -30,7 +30,7 @@ from shared.domain.status import JobStatus
 from shared.usecases.status_sync import StatusSync
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 11, 29, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, tzinfo=UTC)
 
 
 def job(i: int, status: JobStatus = JobStatus.SUBMITTED) -> Job:
@@ -94,7 +94,7 @@ def main() -> None:
 
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "raw_writes_per_s": round(args.jobs / raw_s, 1),
         "state_events_per_s": round(n_events / events_s, 1),
         "state_events_vs_raw": round((n_events / events_s) / (args.jobs / raw_s), 3),

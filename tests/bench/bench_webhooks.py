@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def drive(store: Any, n: int, receiver: Receiver, after_commit: Any, workers: in
         delay = started + i / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         job = Job(id=f"{job_prefix}-{i:05d}", name="bench", backend=Backend.LOCAL, status=JobStatus.QUEUED, created_at=now, updated_at=now,
                   dataset_file="/d", output_dir="/o", webhooks=(receiver.url,))
         t = time.monotonic()
@@ -90,7 +90,7 @@ def drive(store: Any, n: int, receiver: Receiver, after_commit: Any, workers: in
         for k, status in enumerate(STEPS, start=2):
             time.sleep(0.02)  # transitions of one job are apart in real life; let each be its own delivery
             t = time.monotonic()
-            store.update(job.id, lambda j, s=status: Change(j.replace(status=s, updated_at=datetime.now(timezone.utc)), source="bench"))
+            store.update(job.id, lambda j, s=status: Change(j.replace(status=s, updated_at=datetime.now(UTC)), source="bench"))
             with lock:
                 committed[f"{job.id}.{k}"] = t
             after_commit(job.id)
@@ -151,8 +151,8 @@ def run_emulators(n: int, rate: float) -> dict[str, Any]:
         os.environ.update({"PUBSUB_EMULATOR_HOST": ps.host, "FIRESTORE_EMULATOR_HOST": fs.host})
         from shared.adapters.firestore_store import FirestoreJobStore
         from shared.adapters.pubsub_bus import PubSubBus
-        from shared.usecases.notify import OutboxRelay
         from shared.settings import Settings
+        from shared.usecases.notify import OutboxRelay
 
         hook_env = {"WEBHOOK_SIGNING_SECRET": SECRET, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "WEBHOOK_RETRY_SCHEDULE": "0,0.1,0.2,0.4,0.8,1.6,3.2"}
         env = {**os.environ, "STORE_KIND": "firestore", "BUS_KIND": "pubsub", "GOOGLE_CLOUD_PROJECT": project, **hook_env}
@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--emulator-rate", type=float, default=2.0, help="new jobs a second on the emulators")
     parser.add_argument("--out", default=str(REPO / "tests" / "bench" / "results"))
     args = parser.parse_args()
-    report: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "embedded": run_embedded(args.jobs, args.rate)}
+    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "embedded": run_embedded(args.jobs, args.rate)}
     print(json.dumps({"embedded": report["embedded"]}, indent=2), flush=True)
     if args.emulator_jobs:
         report["emulators"] = run_emulators(args.emulator_jobs, args.emulator_rate)

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,7 @@ class ClusterSimulator(threading.Thread):
 
 
 def _rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pct(values: list[float], q: int) -> float | None:
@@ -447,7 +447,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="proof-"))
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tests.bench.proof", *sys.argv[1:]]),
     }
     deadline = max(120.0, args.jobs / args.rate * 2 + 60)

@@ -23,16 +23,16 @@ import secrets as pysecrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 
 from functions.local_stack import free_port, stop_group, wait_http
 from shared.adapters.sqlite_store import SqliteJobStore
-from tests.fakes import write_kubeconfig
-from tests.fakes import FAKE_TRAINER, FakeKubernetesAPI
+from tests.fakes import FAKE_TRAINER, FakeKubernetesAPI, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "training"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.client import Client, FINAL_STATUSES
+from functions.client import FINAL_STATUSES, Client
 from functions.client.cli import main as trainctl
 from functions.local_stack import free_port, stop_group, wait_http
 

@@ -15,7 +15,7 @@ Each fake starts on 127.0.0.1 and a free port: `with FakeKubernetesAPI() as k8s:
 
 from pathlib import Path
 
-from tests.fakes._server import Fault, FakeServer, Request, Response
+from tests.fakes._server import FakeServer, Fault, Request, Response
 from tests.fakes.kubernetes_api import FakeKubernetesAPI, parse_selector, selector_matches, write_kubeconfig
 from tests.fakes.vertex_api import FakeVertexAPI
 

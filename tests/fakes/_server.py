@@ -21,9 +21,10 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -36,7 +37,7 @@ class Request:
     body: Any
     raw: bytes = b""
     status: int | None = None  # what was answered; None while in flight or when the client gave up first
-    fault: "Fault | None" = None
+    fault: Fault | None = None
 
     def param(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -75,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body leave in one segment: without these, Nagle + delayed ACK add ~40 ms per request.
     disable_nagle_algorithm = True
     wbufsize = 1 << 16
-    server: "_HTTPServer"
+    server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the fake keeps its own log
         pass
@@ -89,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    owner: "FakeServer"
+    owner: FakeServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that timed out and hung up is expected here
@@ -107,7 +108,7 @@ class FakeServer:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         httpd.owner = self
         self._httpd = httpd
@@ -122,7 +123,7 @@ class FakeServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -4,12 +4,12 @@ the api does (`normalise_request` + `build_job`), so the backends are tested on 
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.domain.job import Backend, Job
-from shared.domain.status import JobStatus
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
+from shared.domain.status import JobStatus
 from shared.usecases.service import build_job
 
 # reference/old-training-api-README.md, "Kubernetes (default)" and "Vertex AI fallback", verbatim.
@@ -34,7 +34,7 @@ README_VERTEX: dict[str, Any] = {
 }
 
 JOB_ID = "5f0c7c2e-8d1a-4b7e-9c3a-2b1d4e6f8a90"
-NOW = datetime(2026, 11, 29, 5, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 
 
 def normalised(body: dict[str, Any], policy: RequestPolicy | None = None) -> NormalisedRequest:
@@ -48,7 +48,7 @@ def job_from(body: dict[str, Any], job_id: str = JOB_ID, policy: RequestPolicy |
 
 
 # A job as the store tests build it: numbered, with a distinct creation time each.
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
 
 def make_job(i: int, **kw) -> Job:

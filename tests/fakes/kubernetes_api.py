@@ -33,15 +33,15 @@ For tests: `requests` / `calls()` (the request log), `inject()` faults (see `_se
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import base64
 import copy
 import json
 import re
 import threading
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 from tests.fakes._server import FakeServer, Request, Response, now_rfc3339
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from tests.fakes._server import Request, Response
 from tests.fakes.kubernetes_api import FakeKubernetesAPI
@@ -146,7 +147,7 @@ class WatchableFakeKubernetesAPI(FakeKubernetesAPI):
         def render(text: str) -> bytes:
             if not stamps:
                 return text.encode()
-            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             return "".join(f"{now} {line}" for line in text.splitlines(keepends=True)).encode()
 
         def stream() -> Iterator[Any]:

@@ -183,7 +183,7 @@ class FakeVertexAPI(FakeServer):
         return Response(200, body)
 
     # ---- Secret Manager ----------------------------------------------------------------------------
-    def _secret_manager(self, request: Request, m: "re.Match[str]") -> Response:
+    def _secret_manager(self, request: Request, m: re.Match[str]) -> Response:
         if problem := self._check_parent(m["project"], "global"):
             return problem
         parent = f"projects/{m['project']}"

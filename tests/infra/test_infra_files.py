@@ -157,7 +157,7 @@ def test_subscriptions_file_matches_the_code_and_the_functions() -> None:
     main_tf = (ROOT / "infra/terraform/platform/main.tf").read_text()
     timeouts = _function_timeouts()
     assert set(timeouts) >= {"launcher", "status_sync", "submit", "notify"}, timeouts
-    for key, sub in {**spec["push"], **spec["pull"]}.items():
+    for key in {**spec["push"], **spec["pull"]}:
         name = getattr(settings, f"topic_{key}")  # a TOPIC_* setting ...
         assert f'{key} = "{name}"' in " ".join(main_tf.split()), key  # ... and a key of local.topics
     for key, sub in spec["push"].items():

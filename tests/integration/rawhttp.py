@@ -63,7 +63,7 @@ def closed_within(sock: socket.socket, seconds: float) -> float | None:
         try:
             if not sock.recv(65536):
                 return time.monotonic() - start
-        except socket.timeout:
+        except TimeoutError:
             continue
         except (ConnectionResetError, BrokenPipeError):
             return time.monotonic() - start

@@ -19,10 +19,9 @@ modules; `tests/integration/test_hardening_index.py` lists every one by its defe
 from __future__ import annotations
 
 import json
-import os
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import functions_framework
 import pytest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -101,7 +101,7 @@ def test_events_timeline(api) -> None:
     url, _, c = api()
     job_id = submit(url)
     for i in range(3):
-        c.store.append_event(job_id, TimelineEvent(at=datetime.now(timezone.utc), kind="note", data={"i": i}))
+        c.store.append_event(job_id, TimelineEvent(at=datetime.now(UTC), kind="note", data={"i": i}))
     body = requests.get(f"{url}/jobs/{job_id}/events", params={"limit": 2}).json()
     assert len(body["events"]) == 2 and body["nextAfter"] == 2
     # The job's own first entry (created queued), then ours, page by page, in order.

@@ -19,14 +19,15 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
-from functions.http.asgi import AsgiApi
 
+from functions.http.asgi import AsgiApi
 from functions.wiring import Container
 from shared.domain.status import JobStatus
 from shared.ports import JobQuery

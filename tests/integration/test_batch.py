@@ -17,9 +17,9 @@ import requests
 from functions.local_stack import _wait_port, free_port, stop_group
 from functions.wiring import Container
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.usecases.batch import PoisonMessage
 from shared.messages import Message, to_push
 from shared.ports import JobQuery
+from shared.usecases.batch import PoisonMessage
 from tests.integration.conftest import RecordingBus, make_settings, wsgi
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,18 +18,19 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 
-from functions.http.api import Api
-from functions.http.wire import Request
-from functions.http.asgi import AsgiApi
 from functions.embedded import build_embedded
+from functions.http.api import Api
+from functions.http.asgi import AsgiApi
+from functions.http.wire import Request
 from functions.wiring import Container
 from shared import jsonutil
 from shared.adapters.sqlite_store import SqliteJobStore
@@ -267,7 +268,7 @@ class CappedStore(SqliteJobStore):
 
 def big_job(i: int) -> Job:
     # Overflow pages: the row can't fit in the pages the database already has.
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     return Job(
         id=f"job-{i}", name=f"job-{i}", backend=Backend.KUBERNETES, status=JobStatus.QUEUED, created_at=now, updated_at=now,
         dataset_file="gs://b/d.jsonl", output_dir="/o", labels={"pad": "x" * 20_000}, request_hash=f"h{i}",
@@ -278,7 +279,7 @@ def test_sqlite_full_is_store_unavailable_and_passes(tmp_path: Path) -> None:
     store = CappedStore(tmp_path / "capped.db")
     store.create(big_job(0))
     store.full()
-    line = LogLine(timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc), stream="stdout", message="y" * 20_000)
+    line = LogLine(timestamp=datetime(2026, 1, 1, tzinfo=UTC), stream="stdout", message="y" * 20_000)
     attempts: dict[str, Callable[[], Any]] = {
         "create": lambda: store.create(big_job(1)),
         "create with a key": lambda: store.create(big_job(2), "key-2"),
@@ -307,7 +308,7 @@ def test_sqlite_full_is_store_unavailable_and_passes(tmp_path: Path) -> None:
     assert {j.id for j in store.list(JobQuery(limit=500)).items} == {"job-0", *answered}
 
     store.cap = None  # space is back: the same store, the same connection
-    for name, attempt in attempts.items():
+    for attempt in attempts.values():
         attempt()
     assert api.handle(Request("POST", "/train", {}, {}, None, lambda n: body[:n])).status == 202
     assert len(store.list(JobQuery(limit=500)).items) == 5 + len(answered) + 1

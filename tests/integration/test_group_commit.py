@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from functions.http.wire import Request
 from functions.http.asgi import AsgiApi
+from functions.http.wire import Request
 from shared.domain.status import JobStatus
 from shared.errors import TransientError
 from shared.ports import JobQuery

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, defaultdict
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -63,7 +63,7 @@ class Recorder:
         with self.lock:
             self.dead.append((message, exc))
 
-    def subscribe(self, bus: InlineBus, topic: str = "t", *, batched: bool = True, **kw) -> "Recorder":
+    def subscribe(self, bus: InlineBus, topic: str = "t", *, batched: bool = True, **kw) -> Recorder:
         if batched:
             bus.subscribe(topic, self.single, self.dead_letter, batch_handler=self.batch, **kw)
         else:

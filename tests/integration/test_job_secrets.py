@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import kubernetes.client as k8s_client
@@ -66,7 +66,7 @@ LEAVES = [HF, KEY_ID, SECRET_KEY, SESSION, ARTIFACT_KEY, ROLE]
 # As the studio's spec sets it: the platform's own variable (a request's `env` can't), named by its field.
 PLATFORM_ENV = {CREDENTIALS_ENV: (CREDS_JSON, "datasets[0].auth")}
 PROJECT = "acme-ml"
-NOW = datetime(2026, 11, 29, 5, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 
 
 def secret_job(body: dict, job_id: str = JOB_ID, policy=None):
@@ -204,7 +204,7 @@ class Vertex:
         deliver(self.launcher, self.job.id, self.env if env is None else env, self.n)
 
     def event(self, state: str) -> None:
-        self.sync.apply_event(TrainingEvent(job_id=self.job.id, source="vertex", observed_at=datetime.now(timezone.utc), state=state))
+        self.sync.apply_event(TrainingEvent(job_id=self.job.id, source="vertex", observed_at=datetime.now(UTC), state=state))
 
     def current(self):
         return self.store.get(self.job.id)

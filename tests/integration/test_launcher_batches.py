@@ -19,9 +19,9 @@ from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, TransientError
-from shared.usecases.launching import Launcher
 from shared.messages import Message
 from shared.ports import Observation, Submission
+from shared.usecases.launching import Launcher
 from shared.usecases.service import OP_CANCEL, OP_SUBMIT, launch_message
 from tests.fakes.jobs import make_job
 

@@ -10,7 +10,7 @@ import base64
 import random
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -74,7 +74,7 @@ def test_a_local_job_announces_its_five_transitions_signed_and_in_order(tmp_path
         job_id = r.json()["job"]["id"]
         assert r.json()["job"]["webhooks"] == [own.url]
         for rec in (flaky, own):
-            got = eventually(lambda: len(rec.accepted(job_id)) >= 5 and rec.accepted(job_id), what="five deliveries")
+            got = eventually(lambda rec=rec: len(rec.accepted(job_id)) >= 5 and rec.accepted(job_id), what="five deliveries")
             assert [g.status for g in got] == LIFECYCLE
             assert all(g.valid for g in rec.got)
             assert [g.body["data"]["previousStatus"] for g in got] == [None, *LIFECYCLE[:-1]]
@@ -121,7 +121,7 @@ def test_webhooks_in_a_request_are_checked(tmp_path: Path, serve, receivers) -> 
 
 
 # ---- the notifier over a real store, a real sender and real receivers --------------------------------
-T0 = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
 class Clock:

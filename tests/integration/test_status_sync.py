@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from shared.domain.status import JobStatus
 from shared.messages import Message, to_push
 from shared.usecases.status_sync import StatusSync
 
-T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 12, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 
 
@@ -88,7 +88,7 @@ def test_cloud_event_path(store) -> None:
     event = CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub.googleapis.com/projects/p/topics/training-events"}, envelope)
     handle_cloud_event(event, sync.handle)
     job = store.get("j1")
-    assert job.status is JobStatus.RUNNING and job.started_at == datetime(2026, 11, 29, 12, 0, 5, tzinfo=timezone.utc)
+    assert job.status is JobStatus.RUNNING and job.started_at == datetime(2026, 11, 29, 12, 0, 5, tzinfo=UTC)
 
 
 def test_unknown_job_and_garbage_are_acked(store) -> None:

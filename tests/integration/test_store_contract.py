@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from shared.domain.status import JobStatus
 from shared.errors import Conflict, ValidationFailed
 from shared.ports import JobQuery, TimelineEvent
 from tests.fakes.jobs import T0, make_job
+
 
 def test_create_get_roundtrip(store) -> None:
     job = make_job(1, progress={"step": 1, "loss": 0.5}, manifest={"kind": "Job", "spec": {"x": [1, 2]}}, started_at=T0)

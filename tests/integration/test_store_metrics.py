@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-
-from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.job import LogLine
 from tests.fakes.jobs import T0, make_job
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.delivery import Attempt, Subscriber, idle, new_channel
 from shared.domain.lifecycle import Change

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,13 +25,13 @@ from shared.domain.lifecycle import Change
 from shared.domain.status import JobStatus
 from shared.domain.webhooks import Schedule
 from shared.messages import Message
-from shared.usecases.notify import Notifier
 from shared.sealing import Sealer
+from shared.usecases.notify import Notifier
 from shared.usecases.status_sync import StatusSync
 from tests.fakes.studio_receiver import StudioReceiver
 from tests.fakes.webhook_receiver import Receiver
 
-T0 = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 KEY = b"test-signing-key-0123456789"
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
 TOKEN = "1f745be8e2f285f8e8c0435486e6beafe27b73693c0b03cab23bcdc5500887e8"
@@ -186,7 +186,7 @@ def test_progress_lines_through_status_sync_reach_the_studio_once_a_minute(store
         to_running(run)
         for i, (at, step) in enumerate([(10, 1), (25, 2), (50, 3), (75, 4), (80, 5)]):
             clock.t = T0 + timedelta(seconds=at)
-            line = 'PROGRESS {"event": "step", "step": %d, "total_steps": 50, "loss": 0.5, "eta_seconds": 600}' % step
+            line = 'PROGRESS {"event": "step", "step": ' + str(step) + ', "total_steps": 50, "loss": 0.5, "eta_seconds": 600}'
             sync.apply_event(TrainingEvent(job_id=run.id, source="local", observed_at=clock.t, logs=(EventLog(i + 1, clock.t, "stdout", line),)))
             run.pump()
         assert [b["log"] for b in studio.accepted(STUDIO_ID)] == [

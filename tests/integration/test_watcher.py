@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -413,7 +414,7 @@ def test_observe_job_one_shot(k8s: WatchableFakeKubernetesAPI, cluster: Cluster)
     _, job_obj = cluster.job("job-observe")
     name = job_obj["metadata"]["name"]
     pod = cluster.pod(job_obj, pulling())
-    scheduled = datetime.now(timezone.utc)
+    scheduled = datetime.now(UTC)
     status = pulling()
     status["conditions"][0]["lastTransitionTime"] = scheduled.strftime("%Y-%m-%dT%H:%M:%SZ")
     cluster.pod_status(pod, status)

@@ -12,10 +12,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.fakes.s3 import iam_world, moto_server, s3_env
 from trainer_testlib import (
-    VENV_BIN, Run, chat_rows, free_port, stop_group, wait_http, write_jsonl,
+    VENV_BIN,
+    Run,
+    chat_rows,
+    free_port,
+    stop_group,
+    wait_http,
+    write_jsonl,
 )
+
+from tests.fakes.s3 import iam_world, moto_server, s3_env
 
 # Read by gcsfs when it is imported; without it every bucket costs a 60 s stall against the emulator.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"

@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from trainer_testlib import REPO_ROOT, trainer_env, write_jsonl
 
 from trainer import flags, train
-
-from trainer_testlib import REPO_ROOT, trainer_env, write_jsonl
 
 pytestmark = pytest.mark.trainer
 

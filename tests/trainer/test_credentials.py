@@ -6,12 +6,13 @@ the ambient identity reaches none of them."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import pytest
+from trainer_testlib import FAST, chat_rows
 
 from trainer import credentials, progress, storage
 from trainer.flags import CREDENTIALS_ENV
-from trainer_testlib import FAST, chat_rows
 
 pytestmark = pytest.mark.trainer
 
@@ -227,9 +228,9 @@ def test_assumed_role_credentials_refresh_before_they_expire(s3_iam_server, monk
     async def keys():
         loaded = await session.get_credentials()
         first = (await loaded.get_frozen_credentials()).access_key
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
-        loaded._expiry_time = datetime.now(timezone.utc) + timedelta(seconds=30)  # inside the mandatory window
+        loaded._expiry_time = datetime.now(UTC) + timedelta(seconds=30)  # inside the mandatory window
         return first, (await loaded.get_frozen_credentials()).access_key
 
     first, second = asyncio.run(keys())

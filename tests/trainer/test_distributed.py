@@ -20,7 +20,6 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-
 from trainer_testlib import FAST, REPO_ROOT, Run, free_port, trainer_env
 
 pytestmark = [pytest.mark.trainer]
@@ -110,7 +109,6 @@ def test_two_ranks_train_like_one_process_and_rank_zero_alone_reports_and_saves(
     assert {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json"} <= {p.name for p in ckpt.iterdir()}
     a, b = load_file(ref_out / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert a.keys() == b.keys()
-    import torch
 
     worst = max(float((b[k] - a[k]).norm() / a[k].norm().clamp_min(1e-12)) for k in a)
     assert worst < ADAPTER_REL, worst

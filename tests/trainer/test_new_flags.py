@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from trainer_testlib import FAST
 
 from trainer import flags, train
-from trainer_testlib import FAST
 
 pytestmark = pytest.mark.trainer
 

@@ -7,9 +7,9 @@ import json
 import uuid
 
 import pytest
+from trainer_testlib import CAPITALS, FAST, chat_rows, write_jsonl
 
 from trainer import data, preflight, train
-from trainer_testlib import CAPITALS, FAST, chat_rows, write_jsonl
 
 pytestmark = pytest.mark.trainer
 

@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from trainer_testlib import FAST, chat_rows
 
 from trainer import progress, run_log
-from trainer_testlib import FAST, chat_rows
 
 pytestmark = pytest.mark.trainer
 

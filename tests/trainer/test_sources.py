@@ -10,9 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from trainer_testlib import chat_rows, prompt_completion_rows
 
 from trainer import data, sources, storage
-from trainer_testlib import chat_rows, prompt_completion_rows
 
 pytestmark = pytest.mark.trainer
 

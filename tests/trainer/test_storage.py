@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from trainer_testlib import FAST, chat_rows
 
 from trainer import storage
-from trainer_testlib import FAST, chat_rows
 
 pytestmark = pytest.mark.trainer
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from trainer_testlib import FAST, REPO_ROOT, Run, trainer_env, write_jsonl
 
 pytestmark = pytest.mark.trainer
@@ -176,7 +175,6 @@ def test_sigterm_checkpoints_exits_143_and_resume_reaches_the_same_result(tiny_m
 def test_acceptance_command_from_a_fresh_tiny_model(tmp_path):
     """The issue's "done when": tiny model CLI, then a 3-epoch LoRA run with default flags."""
     from peft import AutoPeftModelForCausalLM
-
     from trainer_testlib import chat_rows
 
     tiny, out = tmp_path / "TINY", tmp_path / "OUT"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from shared.domain.job import Backend, Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.domain.translate import interpret_kubernetes
 
-NOW = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 JOB_UID = "0b7d6d1e-1111-4c1e-9d7a-5e0f0a0a0a0a"
 
 
@@ -178,8 +178,8 @@ def test_readers() -> None:
     assert ko.has_started(p) and ko.has_started(pod("Failed", state=OOM)) and not ko.has_started(pod(state=waiting("ImagePullBackOff")))
     assert ko.has_started(pod("Running", state={"running": {}}))  # an empty `running` still means started
     scheduled = pod(conditions=[cond("PodScheduled", at="2026-11-29T11:50:00Z")])
-    assert ko.scheduled_at(scheduled) == datetime(2026, 11, 29, 11, 50, tzinfo=timezone.utc)
-    assert ko.scheduled_at(pod()) == datetime(2026, 11, 29, 11, tzinfo=timezone.utc)  # falls back to creation
+    assert ko.scheduled_at(scheduled) == datetime(2026, 11, 29, 11, 50, tzinfo=UTC)
+    assert ko.scheduled_at(pod()) == datetime(2026, 11, 29, 11, tzinfo=UTC)  # falls back to creation
     assert ko.current_pod([]) is None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from shared.domain.job import Backend, Job, LogLine
 from shared.domain.lifecycle import Change, TimelineEvent, as_change, plan
 from shared.domain.status import JobStatus
 
-T0 = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
 def job(**kw) -> Job:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from shared.domain.job import LogLine
 from shared.domain.metrics import MetricPoint, metric_points, point_of
 
-T = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+T = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 CASES = [
     ("a step", 'PROGRESS {"event":"step","step":3,"total_steps":9,"loss":1.5,"tokens_per_second":10}',

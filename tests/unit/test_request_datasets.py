@@ -3,7 +3,7 @@ validation and rendering (pure: no I/O)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -32,7 +32,7 @@ def test_one_source_renders_one_flag_and_keeps_the_summary_shape() -> None:
     req = normalise_request({"dataset_file": "gs://b/d.jsonl", **OUT}, POLICY)
     assert [a for a in req.args if a.startswith("--dataset_file")] == ["--dataset_file=gs://b/d.jsonl"]
     assert req.dataset_file == "gs://b/d.jsonl" and req.dataset_files == ("gs://b/d.jsonl",)
-    summary = build_job(req, job_id="j1", now=datetime.now(timezone.utc), idempotency_key=None).to_summary()
+    summary = build_job(req, job_id="j1", now=datetime.now(UTC), idempotency_key=None).to_summary()
     assert summary["datasetFile"] == "gs://b/d.jsonl" and summary["datasetFiles"] == ["gs://b/d.jsonl"]
 
 
@@ -42,7 +42,7 @@ def test_several_sources_render_repeated_flags_in_order_and_parse_back() -> None
     assert [a for a in req.args if a.startswith("--dataset_file=")] == [
         "--dataset_file=s3://b/aml/v1/", "--dataset_file=gs://b/extra.parquet"]
     assert trainer_flags.parse_args(list(req.args)).dataset_file == ["s3://b/aml/v1/", "gs://b/extra.parquet"]
-    summary = build_job(req, job_id="j2", now=datetime.now(timezone.utc), idempotency_key=None).to_summary()
+    summary = build_job(req, job_id="j2", now=datetime.now(UTC), idempotency_key=None).to_summary()
     assert summary["datasetFile"] == "s3://b/aml/v1/"
     assert summary["datasetFiles"] == ["s3://b/aml/v1/", "gs://b/extra.parquet"]
 

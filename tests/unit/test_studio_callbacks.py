@@ -5,7 +5,7 @@ callback, and sealing of its Authorization."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,9 +15,9 @@ from shared.domain.job import Backend, Job
 from shared.domain.lifecycle import PROGRESS, STATUS, Change, Notification, plan
 from shared.domain.status import JobStatus
 from shared.domain.studio_callbacks import STUDIO_STATUS, callback_body, progress_text, studio_status
-from shared.sealing import PREFIX, SealError, Sealer
+from shared.sealing import PREFIX, Sealer, SealError
 
-T0 = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 KEY = b"k" * 24
 AUTH = "Bearer 1f745be8e2f285f8e8c0435486e6beafe27b73693c0b03cab23bcdc5500887e8"
 

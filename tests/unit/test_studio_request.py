@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from shared.domain import ssrf, studio
 from shared.domain.job import Backend
 from shared.domain.request import RequestPolicy, normalise_request
-from shared.domain.resources import LOCAL_PLACEMENT, vertex_placement, DEFAULT_VERTEX_MACHINE_TYPES
+from shared.domain.resources import DEFAULT_VERTEX_MACHINE_TYPES, LOCAL_PLACEMENT, vertex_placement
 from shared.errors import ValidationFailed
 from shared.usecases.service import TrainingService, build_job
 from trainer import flags as trainer_flags
@@ -446,7 +446,7 @@ def test_credentials_travel_only_in_the_secret_env() -> None:
     assert set(req.env) == {"HF_TOKEN", trainer_flags.CREDENTIALS_ENV}
     assert_no_secrets(req)
     assert "artifact-secret" not in json.dumps([req.args, req.flag_values, req.labels])
-    job = build_job(req, job_id="j", now=datetime.now(timezone.utc), idempotency_key=req.idempotency_key)
+    job = build_job(req, job_id="j", now=datetime.now(UTC), idempotency_key=req.idempotency_key)
     summary = json.dumps(job.to_summary())
     for secret in (*SECRETS, "artifact-secret"):
         assert secret not in summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from shared.domain.job import Backend, Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.domain.translate import job_after_event, parse_progress
 
-T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 12, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 

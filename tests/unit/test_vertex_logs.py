@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from shared.domain.vertex_logs import is_log_entry, parse_log_entry
 
-NOW = datetime(2026, 11, 29, 13, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 13, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "vertex_logs"
 
 
