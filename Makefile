@@ -28,14 +28,18 @@ run: venv
 run-emulators: venv
 	$(BIN)/python -m functions.local_stack
 
-## Architecture contracts, then the whole suite (the fixtures start and stop the emulators).
+## Lint, types and architecture contracts, then the whole suite (the fixtures start and stop the emulators).
 test: venv lint
 	$(BIN)/python -m pytest -q
 
 test-fast: venv
 	$(BIN)/python -m pytest -q tests/unit
 
+## ruff (lint and format), mypy (strict on domain, ports and use cases; checked elsewhere), import contracts.
 lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 ## Benchmarks (not part of `make test`): each writes tests/bench/results/*.json; see tests/bench/README.md.

@@ -152,9 +152,7 @@ class Emulator:
         if self.kind == "pubsub":
             req = urllib.request.Request(f"http://{self.host}/reset", method="POST")
         else:
-            req = urllib.request.Request(
-                f"http://{self.host}/emulator/v1/projects/{self.project}/databases/(default)/documents", method="DELETE"
-            )
+            req = urllib.request.Request(f"http://{self.host}/emulator/v1/projects/{self.project}/databases/(default)/documents", method="DELETE")
         urllib.request.urlopen(req, timeout=10).read()
 
     def __enter__(self) -> Emulator:
@@ -211,6 +209,7 @@ def create_subscriptions(bus: Any, settings: Any, endpoints: dict[str, str], spe
     subscriptions for readers (rejected submissions). Topic names come from the TOPIC_* settings.
     Returns subscription name -> topic name."""
     spec = spec or load_subscriptions()
+
     def topic(key: str) -> str:  # a key of local.topics -> its TOPIC_* setting
         return str(getattr(settings, f"topic_{key}"))
 

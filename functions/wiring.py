@@ -82,9 +82,7 @@ class Container:
     def __post_init__(self) -> None:
         from shared.adapters.webhook_sender import WebhookSender
 
-        self.sender = WebhookSender(
-            allowed_hosts=self.settings.webhook_allowed_host_set, timeout_seconds=self.settings.webhook_timeout_seconds
-        )
+        self.sender = WebhookSender(allowed_hosts=self.settings.webhook_allowed_host_set, timeout_seconds=self.settings.webhook_timeout_seconds)
         self.service = TrainingService(
             store=self.store,
             bus=self.bus,
@@ -94,9 +92,7 @@ class Container:
             clock=self.clock,
         )
         self.api = Api(settings=self.settings, service=self.service, store=self.store, bus_kind=self.bus.kind)
-        self.launcher = Launcher(
-            store=self.store, backends=self.backends, clock=self.clock, bus=self.bus, requests_topic=self.settings.topic_train_requests
-        )
+        self.launcher = Launcher(store=self.store, backends=self.backends, clock=self.clock, bus=self.bus, requests_topic=self.settings.topic_train_requests)
         self.status_sync = StatusSync(store=self.store, max_log_chars=self.settings.max_log_chars, clock=self.clock, backends=self.backends)
         self.reconciler = Reconciler(
             store=self.store,

@@ -19,8 +19,22 @@ from shared.domain.metrics import MetricPoint
 # `Change`, `Notification` and `TimelineEvent` are the domain's (lifecycle.py), re-exported: they are
 # what crosses the store port, and the use cases and tests read them here.
 __all__ = [
-    "Backend", "Bus", "Change", "Clock", "IdempotentCreate", "JobQuery", "JobStore", "LogMutation", "Mutation",
-    "Notification", "Observation", "Page", "Rejection", "Submission", "SystemClock", "TimelineEvent",
+    "Backend",
+    "Bus",
+    "Change",
+    "Clock",
+    "IdempotentCreate",
+    "JobQuery",
+    "JobStore",
+    "LogMutation",
+    "Mutation",
+    "Notification",
+    "Observation",
+    "Page",
+    "Rejection",
+    "Submission",
+    "SystemClock",
+    "TimelineEvent",
 ]
 
 
@@ -72,7 +86,15 @@ class Rejection:
     def to_api(self) -> dict[str, Any]:
         from shared.domain.job import iso
 
-        return {"batchId": self.batch_id, "index": self.index, "idempotencyKey": self.key, "error": self.error, "errors": self.errors, "at": iso(self.at), "messageId": self.message_id}
+        return {
+            "batchId": self.batch_id,
+            "index": self.index,
+            "idempotencyKey": self.key,
+            "error": self.error,
+            "errors": self.errors,
+            "at": iso(self.at),
+            "messageId": self.message_id,
+        }
 
 
 # A pure decision: given the current job, the change to write (`shared.domain.lifecycle.Change`: the job,

@@ -55,7 +55,7 @@ class Sealer:
     def unseal(self, sealed: str) -> str:
         if not isinstance(sealed, str) or not sealed.startswith(PREFIX):
             raise SealError("not a sealed value of a known version")
-        raw = sealed[len(PREFIX):]
+        raw = sealed[len(PREFIX) :]
         try:
             blob = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         except (binascii.Error, ValueError) as exc:

@@ -30,9 +30,7 @@ class KubernetesSettings(BaseSettings):
 
     model_config = GROUP_CONFIG
 
-    k8s_training_image: str | None = Field(
-        None, validation_alias="K8S_TRAINING_IMAGE", description="Kubernetes: trainer image URI (required for the backend)."
-    )
+    k8s_training_image: str | None = Field(None, validation_alias="K8S_TRAINING_IMAGE", description="Kubernetes: trainer image URI (required for the backend).")
     k8s_namespace: str = Field("default", validation_alias="K8S_NAMESPACE", description="Kubernetes: namespace of the Jobs.")
     k8s_service_account: str | None = Field(
         None, validation_alias="K8S_SERVICE_ACCOUNT", description="Kubernetes: `serviceAccountName` of the pods (bucket access)."
@@ -94,15 +92,11 @@ class VertexSettings(BaseSettings):
 
     model_config = GROUP_CONFIG
 
-    vertex_project: str | None = Field(
-        None, validation_alias=env("VERTEX_PROJECT", "PROJECT_ID"), description="Vertex: GCP project (`PROJECT_ID` also read)."
-    )
+    vertex_project: str | None = Field(None, validation_alias=env("VERTEX_PROJECT", "PROJECT_ID"), description="Vertex: GCP project (`PROJECT_ID` also read).")
     vertex_region: str = Field("us-central1", validation_alias="VERTEX_REGION", description="Vertex: region of the CustomJob.")
     vertex_image_uri: str | None = Field(None, validation_alias="VERTEX_IMAGE_URI", description="Vertex: trainer image (required).")
     vertex_machine_type: str = Field("a2-highgpu-1g", validation_alias="VERTEX_MACHINE_TYPE", description="Vertex: machine type.")
-    vertex_accelerator_type: str = Field(
-        "NVIDIA_TESLA_A100", validation_alias="VERTEX_ACCELERATOR_TYPE", description="Vertex: accelerator type."
-    )
+    vertex_accelerator_type: str = Field("NVIDIA_TESLA_A100", validation_alias="VERTEX_ACCELERATOR_TYPE", description="Vertex: accelerator type.")
     vertex_accelerator_count: int = Field(1, validation_alias="VERTEX_ACCELERATOR_COUNT", description="Vertex: GPUs per replica.", ge=0)
     vertex_replica_count: int = Field(1, validation_alias="VERTEX_REPLICA_COUNT", description="Vertex: worker replicas.", ge=1)
     vertex_machine_types: str | None = Field(
@@ -114,13 +108,9 @@ class VertexSettings(BaseSettings):
     vertex_cpu_machine_type: str = Field(
         "n1-standard-8", validation_alias="VERTEX_CPU_MACHINE_TYPE", description="Vertex: machine type of a job with `resources.gpus: 0`."
     )
-    vertex_service_account: str | None = Field(
-        None, validation_alias="VERTEX_SERVICE_ACCOUNT", description="Vertex: service account the job runs as."
-    )
+    vertex_service_account: str | None = Field(None, validation_alias="VERTEX_SERVICE_ACCOUNT", description="Vertex: service account the job runs as.")
     vertex_network: str | None = Field(None, validation_alias="VERTEX_NETWORK", description="Vertex: VPC network.")
-    vertex_submit: bool = Field(
-        False, validation_alias="VERTEX_SUBMIT", description="Vertex: `1` creates the CustomJob; `0` stores the spec only (dry run)."
-    )
+    vertex_submit: bool = Field(False, validation_alias="VERTEX_SUBMIT", description="Vertex: `1` creates the CustomJob; `0` stores the spec only (dry run).")
     vertex_hf_token_secret: str | None = Field(
         None,
         validation_alias="VERTEX_HF_TOKEN_SECRET",

@@ -25,9 +25,7 @@ class ServiceSettings(BaseSettings):
     model_config = GROUP_CONFIG
 
     port: int = Field(4000, validation_alias="PORT", description="HTTP port of the embedded server.", ge=1, le=65535)
-    max_log_chars: int = Field(
-        1_000_000, validation_alias="MAX_LOG_CHARS", description="Characters kept in each job's rolling `logTail`.", ge=0
-    )
+    max_log_chars: int = Field(1_000_000, validation_alias="MAX_LOG_CHARS", description="Characters kept in each job's rolling `logTail`.", ge=0)
     default_training_backend: Backend = Field(
         Backend.KUBERNETES,
         validation_alias="DEFAULT_TRAINING_BACKEND",
@@ -51,9 +49,7 @@ class PlatformSettings(BaseSettings):
 
     model_config = GROUP_CONFIG
 
-    host: str = Field(
-        "127.0.0.1", validation_alias="HOST", description="Embedded server: address to listen on (`0.0.0.0` in containers)."
-    )
+    host: str = Field("127.0.0.1", validation_alias="HOST", description="Embedded server: address to listen on (`0.0.0.0` in containers).")
     project_id: str = Field(
         "local-project",
         validation_alias=env("GOOGLE_CLOUD_PROJECT", "PROJECT_ID"),
@@ -62,23 +58,15 @@ class PlatformSettings(BaseSettings):
     store_kind: Literal["sqlite", "firestore"] = Field(
         "sqlite", validation_alias="STORE_KIND", description="Job store: `sqlite` (embedded default) or `firestore`."
     )
-    sqlite_path: str = Field(
-        ".data/training.db", validation_alias="SQLITE_PATH", description="SQLite store file, relative to the repo root."
-    )
+    sqlite_path: str = Field(".data/training.db", validation_alias="SQLITE_PATH", description="SQLite store file, relative to the repo root.")
     firestore_database: str = Field("(default)", validation_alias="FIRESTORE_DATABASE", description="Firestore database id.")
-    collection_prefix: str = Field(
-        "", validation_alias="COLLECTION_PREFIX", description="Prefix of the Firestore collection names (tests isolate with it)."
-    )
+    collection_prefix: str = Field("", validation_alias="COLLECTION_PREFIX", description="Prefix of the Firestore collection names (tests isolate with it).")
     bus_kind: Literal["inline", "pubsub"] = Field(
         "inline", validation_alias="BUS_KIND", description="Message bus: `inline` (in-process, embedded default) or `pubsub`."
     )
     topic_train_requests: str = Field("train-requests", validation_alias="TOPIC_TRAIN_REQUESTS", description="Topic the api publishes launches to.")
-    topic_training_events: str = Field(
-        "training-events", validation_alias="TOPIC_TRAINING_EVENTS", description="Topic of backend and trainer events."
-    )
-    topic_train_submissions: str = Field(
-        "train-submissions", validation_alias="TOPIC_TRAIN_SUBMISSIONS", description="Topic of batch submissions."
-    )
+    topic_training_events: str = Field("training-events", validation_alias="TOPIC_TRAINING_EVENTS", description="Topic of backend and trainer events.")
+    topic_train_submissions: str = Field("train-submissions", validation_alias="TOPIC_TRAIN_SUBMISSIONS", description="Topic of batch submissions.")
     topic_train_submissions_rejected: str = Field(
         "train-submissions-rejected",
         validation_alias="TOPIC_TRAIN_SUBMISSIONS_REJECTED",
@@ -87,8 +75,7 @@ class PlatformSettings(BaseSettings):
     stack_log_dir: str = Field(
         ".data/stack",
         validation_alias="STACK_LOG_DIR",
-        description="`make run-emulators`: folder of the emulators' and functions' logs, relative to the repo root "
-        "(`--log-dir` overrides it).",
+        description="`make run-emulators`: folder of the emulators' and functions' logs, relative to the repo root (`--log-dir` overrides it).",
     )
 
 
@@ -112,9 +99,7 @@ class HttpSettings(BaseSettings):
         "configured with another header name send it so, e.g. `X-Cluster-Token`); `Authorization: Bearer` always works.",
         pattern=r"^[A-Za-z0-9-]{1,64}$",
     )
-    cors_origins: str | None = Field(
-        None, validation_alias="CORS_ORIGINS", description="Comma-separated origins allowed by CORS (none by default)."
-    )
+    cors_origins: str | None = Field(None, validation_alias="CORS_ORIGINS", description="Comma-separated origins allowed by CORS (none by default).")
     max_body_bytes: int = Field(1_048_576, validation_alias="MAX_BODY_BYTES", description="Largest request body; larger is 413.", ge=1024)
     http_keepalive_seconds: float = Field(
         5.0,
@@ -190,10 +175,14 @@ class NotificationSettings(BaseSettings):
     model_config = GROUP_CONFIG
 
     topic_job_transitions: str = Field(
-        "job-transitions", validation_alias="TOPIC_JOB_TRANSITIONS", description="Topic the outbox relay publishes each job transition to (ordering key: the job id)."
+        "job-transitions",
+        validation_alias="TOPIC_JOB_TRANSITIONS",
+        description="Topic the outbox relay publishes each job transition to (ordering key: the job id).",
     )
     webhook_urls: str | None = Field(
-        None, validation_alias="WEBHOOK_URLS", description="Comma-separated webhook URLs that get every job's transitions (a request's `webhooks` adds its own)."
+        None,
+        validation_alias="WEBHOOK_URLS",
+        description="Comma-separated webhook URLs that get every job's transitions (a request's `webhooks` adds its own).",
     )
     webhook_signing_secret: str | None = Field(
         None,

@@ -83,8 +83,12 @@ def _parse_creds(value: Any, where: str) -> Creds | None:
     for required in ("aws_access_key_id", "aws_secret_access_key"):
         if not value.get(required):
             raise CredentialsError(f"{where}.{required} is required (or give role_arn)")
-    return Creds(access_key_id=value["aws_access_key_id"], secret_access_key=value["aws_secret_access_key"],
-                 session_token=value.get("aws_session_token"), region=value.get("aws_region"))
+    return Creds(
+        access_key_id=value["aws_access_key_id"],
+        secret_access_key=value["aws_secret_access_key"],
+        session_token=value.get("aws_session_token"),
+        region=value.get("aws_region"),
+    )
 
 
 @dataclass(frozen=True)
@@ -116,8 +120,9 @@ def parse(text: str | None, n_datasets: int) -> SourceCredentials:
     if not isinstance(datasets, list):
         raise CredentialsError(f"{flags.CREDENTIALS_ENV}: datasets must be a list, got {type(datasets).__name__}")
     if len(datasets) > n_datasets:
-        raise CredentialsError(f"{flags.CREDENTIALS_ENV}: {len(datasets)} dataset entries for {n_datasets} "
-                               "--dataset_file(s): one entry (or null) per --dataset_file, in order")
+        raise CredentialsError(
+            f"{flags.CREDENTIALS_ENV}: {len(datasets)} dataset entries for {n_datasets} --dataset_file(s): one entry (or null) per --dataset_file, in order"
+        )
     parsed = tuple(_parse_creds(item, f"datasets[{i}]") for i, item in enumerate(datasets))
     return SourceCredentials(datasets=parsed, artifacts=_parse_creds(doc.get("artifacts"), "artifacts"))
 
@@ -132,8 +137,7 @@ def problems(creds: SourceCredentials, dataset_files: list[str], artifact_uris: 
     out = []
     for i, uri in enumerate(dataset_files):
         if creds.dataset(i) is not None and not uri.lower().startswith("s3://"):
-            out.append(f"{flags.CREDENTIALS_ENV} datasets[{i}] holds AWS credentials, but --dataset_file {uri} "
-                       "is not an s3:// URI")
+            out.append(f"{flags.CREDENTIALS_ENV} datasets[{i}] holds AWS credentials, but --dataset_file {uri} is not an s3:// URI")
     if creds.artifacts is not None:
         for uri in artifact_uris:
             if not uri.lower().startswith("s3://"):
@@ -157,10 +161,8 @@ def assume_role(role_arn: str, region: str | None, where: str) -> dict[str, str]
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        sts = boto3.session.Session().client("sts", region_name=region or os.environ.get("AWS_DEFAULT_REGION")
-                                             or os.environ.get("AWS_REGION") or "us-east-1")
-        answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name(),
-                                 DurationSeconds=ROLE_SESSION_SECONDS)["Credentials"]
+        sts = boto3.session.Session().client("sts", region_name=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1")
+        answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name(), DurationSeconds=ROLE_SESSION_SECONDS)["Credentials"]
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "error")
         raise CredentialsError(f"{where}.role_arn: the trainer's identity could not assume the role ({code})") from None
@@ -171,8 +173,7 @@ def assume_role(role_arn: str, region: str | None, where: str) -> dict[str, str]
     expiry = answer["Expiration"]
     if isinstance(expiry, datetime):
         expiry = expiry.astimezone(UTC).isoformat()
-    return {"access_key": answer["AccessKeyId"], "secret_key": answer["SecretAccessKey"],
-            "token": answer["SessionToken"], "expiry_time": expiry}
+    return {"access_key": answer["AccessKeyId"], "secret_key": answer["SecretAccessKey"], "token": answer["SessionToken"], "expiry_time": expiry}
 
 
 def _role_session(creds: Creds, where: str):
@@ -240,5 +241,6 @@ class Resolved:
 
 
 def resolve(creds: SourceCredentials, n_datasets: int) -> Resolved:
-    return Resolved(datasets=[storage_options(creds.dataset(i), f"datasets[{i}]") for i in range(n_datasets)],
-                    artifacts=storage_options(creds.artifacts, "artifacts"))
+    return Resolved(
+        datasets=[storage_options(creds.dataset(i), f"datasets[{i}]") for i in range(n_datasets)], artifacts=storage_options(creds.artifacts, "artifacts")
+    )

@@ -29,8 +29,7 @@ from trainer import storage
 
 ROLES = ("system", "user", "assistant", "tool")
 AML_INSTRUCTION = "Apply the AML rules to these facts. Give the decision and the rules that fired."
-AML_JSON_INSTRUCTION = ("Apply the AML rules to these facts. Answer with the decision as a JSON object with "
-                        "aml_decision, reasons and escalation_level.")
+AML_JSON_INSTRUCTION = "Apply the AML rules to these facts. Answer with the decision as a JSON object with aml_decision, reasons and escalation_level."
 MIN_TRAIN_ROWS = 10
 
 
@@ -100,8 +99,7 @@ def _check_turns(roles: list[str]) -> str | None:
             expected = "assistant"
             continue
         if role != expected:
-            return f"messages[{i}].role is {role!r}, expected {expected!r}: roles must alternate user/assistant " \
-                   "after an optional first system message"
+            return f"messages[{i}].role is {role!r}, expected {expected!r}: roles must alternate user/assistant after an optional first system message"
         expected = "assistant" if role == "user" else "user"
     if roles[-1] != "assistant":
         return "'messages' must end with an assistant message (the answer to learn)"
@@ -128,8 +126,7 @@ def _check_aml_decision(decision: Any) -> str | None:
         if reasons is not None and (not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons)):
             return "'decision.reasons' must be a list of strings"
         level = decision.get("escalation_level")
-        if level is not None and (isinstance(level, bool) or not isinstance(level, int)
-                                  or level not in AML_ESCALATION_LEVELS):
+        if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level not in AML_ESCALATION_LEVELS):
             return f"'decision.escalation_level' must be an integer 0-3, got {level!r}"
         return None
     if isinstance(decision, bool) or not isinstance(decision, (str, int, float)) or str(decision).strip() == "":
@@ -168,8 +165,7 @@ def render_aml(row: dict) -> dict[str, str]:
         # As the old trainer did: the facts as JSON in, the decision object as JSON out, so the tuned
         # model answers in exactly the shape the rule engine parses (key order kept as written).
         facts = json.dumps(row["facts"], ensure_ascii=False, sort_keys=False)
-        return {"prompt": f"{AML_JSON_INSTRUCTION}\n\nFacts: {facts}\n\nDecision:\n",
-                "completion": json.dumps(decision, ensure_ascii=False)}
+        return {"prompt": f"{AML_JSON_INSTRUCTION}\n\nFacts: {facts}\n\nDecision:\n", "completion": json.dumps(decision, ensure_ascii=False)}
     prompt = f"{AML_INSTRUCTION}\n\nFacts:\n" + "\n".join(_fact_lines(row["facts"])) + "\n\n"
     rules = [str(r) for r in row.get("fired_rules") or []]
     completion = f"Decision: {row['decision']}\nFired rules: {', '.join(rules) if rules else 'none'}"
@@ -186,10 +182,8 @@ class _Format:
 
 # Detection order matters: a chat row may also carry a "text" field, an aml row a "prompt".
 FORMATS: tuple[_Format, ...] = (
-    _Format("messages", ("messages",), _check_messages,
-            lambda r: {"messages": [{"role": m["role"], "content": m["content"]} for m in r["messages"]]}),
-    _Format("prompt_completion", ("prompt", "completion"), _check_prompt_completion,
-            lambda r: {"prompt": r["prompt"], "completion": r["completion"]}),
+    _Format("messages", ("messages",), _check_messages, lambda r: {"messages": [{"role": m["role"], "content": m["content"]} for m in r["messages"]]}),
+    _Format("prompt_completion", ("prompt", "completion"), _check_prompt_completion, lambda r: {"prompt": r["prompt"], "completion": r["completion"]}),
     _Format("aml", ("facts", "decision"), _check_aml, render_aml),
     _Format("text", ("text",), _check_text, lambda r: {"text": r["text"]}),
 )
@@ -237,17 +231,14 @@ def format_for_columns(columns: list[str], fmt: str, uri: str | None) -> str:
         # The format the columns come closest to, so the message names the column that is missing.
         chosen = max(FORMATS, key=lambda f: sum(k in present for k in f.keys))
         if not any(k in present for k in chosen.keys):
-            raise DatasetError(f"cannot tell the format from columns {sorted(present)}; expected one of: "
-                               f"{_describe_expected()}", uri=uri, where="header")
+            raise DatasetError(f"cannot tell the format from columns {sorted(present)}; expected one of: {_describe_expected()}", uri=uri, where="header")
     missing = [k for k in chosen.keys if k not in present]
     if missing:
-        raise DatasetError(f"missing column {missing[0]!r} for {chosen.name} rows (columns: {', '.join(columns)})",
-                           uri=uri, where="header")
+        raise DatasetError(f"missing column {missing[0]!r} for {chosen.name} rows (columns: {', '.join(columns)})", uri=uri, where="header")
     return chosen.name
 
 
-def parse_rows(records: Iterable[tuple[str, Any]], fmt: str = "auto", uri: str | None = None,
-               source: int = 0, allow_empty: bool = False) -> Dataset:
+def parse_rows(records: Iterable[tuple[str, Any]], fmt: str = "auto", uri: str | None = None, source: int = 0, allow_empty: bool = False) -> Dataset:
     """Check every (where, row) record of one source and convert it; one row format per source."""
     chosen: _Format | None = None if fmt == "auto" else BY_FORMAT.get(fmt)
     if fmt != "auto" and chosen is None:
@@ -262,7 +253,8 @@ def parse_rows(records: Iterable[tuple[str, Any]], fmt: str = "auto", uri: str |
             if detected is None:
                 raise DatasetError(
                     f"cannot tell the format from keys {sorted(row)}; expected one of: {_describe_expected()}",
-                    uri=uri, where=where,
+                    uri=uri,
+                    where=where,
                 )
             chosen = BY_FORMAT[detected]
         elif fmt == "auto" and not all(k in row for k in chosen.keys):
@@ -280,8 +272,7 @@ def parse_rows(records: Iterable[tuple[str, Any]], fmt: str = "auto", uri: str |
 
 
 # What each row format becomes for TRL: sources may be concatenated only when these agree.
-TRL_SHAPE = {"messages": "messages", "prompt_completion": "prompt_completion", "aml": "prompt_completion",
-             "text": "text"}
+TRL_SHAPE = {"messages": "messages", "prompt_completion": "prompt_completion", "aml": "prompt_completion", "text": "text"}
 
 
 @dataclass(frozen=True)
@@ -299,8 +290,7 @@ class Loaded:
     sources: list[Source]
 
 
-def load_sources(uris: list[str], file_format: str = "auto", fmt: str = "auto",
-                 options: list[dict | None] | None = None) -> Loaded:
+def load_sources(uris: list[str], file_format: str = "auto", fmt: str = "auto", options: list[dict | None] | None = None) -> Loaded:
     """Read and check every source (a file, or a folder / prefix of shards), concatenated in order;
     `options[i]` are the i-th source's storage options (its own credentials, `trainer.credentials`)."""
     from trainer import sources as src
@@ -332,8 +322,7 @@ def load_sources(uris: list[str], file_format: str = "auto", fmt: str = "auto",
             if row_format == "auto":
                 row_format = part.format  # the first shard decides for the whole source
             elif part.format != row_format:
-                raise DatasetError(f"rows are in {part.format} format, but {uri} started in {row_format}",
-                                   uri=shard.uri)
+                raise DatasetError(f"rows are in {part.format} format, but {uri} started in {row_format}", uri=shard.uri)
             examples.extend(part.examples)
             # Name the shard when a source has several, so a dropped row can be found again.
             origins.extend((index, f"{shard.uri}:{where}" if len(shards) > 1 else where) for _, where in part.origins)
@@ -344,8 +333,7 @@ def load_sources(uris: list[str], file_format: str = "auto", fmt: str = "auto",
     shapes = {TRL_SHAPE[s.format] for s in infos}
     if len(shapes) > 1:
         described = ", ".join(f"{s.uri} is {s.format}" for s in infos)
-        raise DatasetError(f"the sources have row formats that cannot be trained together ({described}): "
-                           "give sources of one format")
+        raise DatasetError(f"the sources have row formats that cannot be trained together ({described}): give sources of one format")
     fmt_name = infos[0].format if len({s.format for s in infos}) == 1 else TRL_SHAPE[infos[0].format]
     return Loaded(Dataset(fmt_name, examples, origins), infos)
 

@@ -123,8 +123,7 @@ FLAGS: tuple[Flag, ...] = (
         "model_id",
         "str",
         "meta-llama/Llama-3.2-3B-Instruct",
-        "Base model: a hub id, a local folder (needs no HF_TOKEN), or a gs:// / s3:// folder (downloaded once "
-        "into a local cache).",
+        "Base model: a hub id, a local folder (needs no HF_TOKEN), or a gs:// / s3:// folder (downloaded once into a local cache).",
     ),
     Flag("model_revision", "str", None, "A branch, tag or commit of the hub repository --model_id names."),
     Flag("trust_remote_code", "bool", False, "Run the model repository's own Python code (off unless asked for)."),
@@ -132,13 +131,16 @@ FLAGS: tuple[Flag, ...] = (
         "dataset_file",
         "list",
         None,
-        "Training data: a file, or a folder / prefix of shards, local, gs:// or s3://; repeat the flag for "
-        "several sources (concatenated in order).",
+        "Training data: a file, or a folder / prefix of shards, local, gs:// or s3://; repeat the flag for several sources (concatenated in order).",
         required=True,
     ),
-    Flag("dataset_file_format", "choice", "auto",
-         "File format of every source; auto goes by the extension (a save_to_disk folder is arrow).",
-         choices=DATASET_FILE_FORMATS),
+    Flag(
+        "dataset_file_format",
+        "choice",
+        "auto",
+        "File format of every source; auto goes by the extension (a save_to_disk folder is arrow).",
+        choices=DATASET_FILE_FORMATS,
+    ),
     Flag("dataset_format", "choice", "auto", "Row format; auto detects it from the first row.", choices=DATASET_FORMATS),
     Flag("val_split_size", "float", 0.1, "Fraction of rows held out for evaluation (0 disables evaluation).", minimum=0, maximum=1, maximum_exclusive=True),
     Flag("output_dir", "str", "./outputs", "Where the adapter (or model), tokenizer and run_summary.json go."),
@@ -179,11 +181,20 @@ FLAGS: tuple[Flag, ...] = (
     Flag("fp16", "bool", False, "Train in float16 mixed precision (a CUDA GPU)."),
     Flag("bnb_4bit_quant_type", "choice", "nf4", "QLoRA: the 4-bit quantisation type.", choices=BNB_QUANT_TYPES),
     Flag("bnb_4bit_use_double_quant", "bool", True, "QLoRA: quantise the quantisation constants too."),
-    Flag("bnb_4bit_compute_dtype", "choice", "auto",
-         "QLoRA: the compute dtype of the 4-bit layers; auto: bfloat16 where supported, else float32.", choices=BNB_COMPUTE_DTYPES),
-    Flag("log_uri", "str", None,
-         "gs:// or s3:// folder (or a local one) the trainer writes its full log (train.log) and run_summary.json to: "
-         "at the end, and every --log_upload_interval_seconds while it runs."),
+    Flag(
+        "bnb_4bit_compute_dtype",
+        "choice",
+        "auto",
+        "QLoRA: the compute dtype of the 4-bit layers; auto: bfloat16 where supported, else float32.",
+        choices=BNB_COMPUTE_DTYPES,
+    ),
+    Flag(
+        "log_uri",
+        "str",
+        None,
+        "gs:// or s3:// folder (or a local one) the trainer writes its full log (train.log) and run_summary.json to: "
+        "at the end, and every --log_upload_interval_seconds while it runs.",
+    ),
     Flag("log_upload_interval_seconds", "int", 300, "How often the log is written to --log_uri while training runs.", minimum=5),
     Flag("seed", "int", 42, "Random seed.", minimum=0, maximum=SEED_MAX),
     Flag(
@@ -194,8 +205,7 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag("merge_adapter", "bool", False, "Also save the base model merged with the adapter (in bf16, never 4-bit)."),
     Flag("drop_long_examples", "bool", False, "Drop rows longer than --max_length instead of truncating them."),
-    Flag("dry_run", "bool", False,
-         "Check the data and print the preflight report (tokenizer only, no model weights), then exit 0."),
+    Flag("dry_run", "bool", False, "Check the data and print the preflight report (tokenizer only, no model weights), then exit 0."),
 )
 
 BY_NAME: dict[str, Flag] = {f.name: f for f in FLAGS}
@@ -255,8 +265,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
                 no_names.append(f"--no-{flag.name.replace('_', '-')}")
             parser.add_argument(*no_names, dest=flag.name, action="store_false", help=argparse.SUPPRESS)
         elif flag.type == "list":
-            parser.add_argument(*names, dest=flag.name, action="append", default=flag.default, help=flag.help,
-                                required=flag.required)
+            parser.add_argument(*names, dest=flag.name, action="append", default=flag.default, help=flag.help, required=flag.required)
         else:
             kwargs: dict[str, Any] = {"dest": flag.name, "default": flag.default, "help": flag.help}
             if flag.type in ("int", "float"):

@@ -90,10 +90,14 @@ def resolve(opts: argparse.Namespace, env: Mapping[str, str], cuda_devices: int)
     """The topology this node runs: flags over PET_* over Vertex's node-level variables over defaults."""
     # One environment or the other, never a mixture: PET_* (ours, Kubernetes) when any is set, else
     # Vertex's node-level variables (ignored inside a worker, where they are torchrun's per-process ones).
-    pet_keys = {"nnodes": "PET_NNODES", "nproc_per_node": "PET_NPROC_PER_NODE", "node_rank": "PET_NODE_RANK",
-                "master_addr": "PET_MASTER_ADDR", "master_port": "PET_MASTER_PORT"}
-    vertex_keys = {"nnodes": "WORLD_SIZE", "node_rank": "RANK", "master_addr": "MASTER_ADDR",
-                   "master_port": "MASTER_PORT"}
+    pet_keys = {
+        "nnodes": "PET_NNODES",
+        "nproc_per_node": "PET_NPROC_PER_NODE",
+        "node_rank": "PET_NODE_RANK",
+        "master_addr": "PET_MASTER_ADDR",
+        "master_port": "PET_MASTER_PORT",
+    }
+    vertex_keys = {"nnodes": "WORLD_SIZE", "node_rank": "RANK", "master_addr": "MASTER_ADDR", "master_port": "MASTER_PORT"}
     if any(env.get(k) for k in pet_keys.values()):
         env_source, keys = "pet", pet_keys
     elif env.get("WORLD_SIZE") and not under_elastic_agent(env):
@@ -121,18 +125,17 @@ def resolve(opts: argparse.Namespace, env: Mapping[str, str], cuda_devices: int)
     node_rank = _int("node_rank", rank_raw, 0) or 0
     port = _int("master_port", port_raw, 1)
     if cuda_devices and nproc > cuda_devices:
-        raise LaunchError(f"{nproc} processes per node asked for, but this machine has {cuda_devices} CUDA "
-                          "device(s): one process per GPU")
+        raise LaunchError(f"{nproc} processes per node asked for, but this machine has {cuda_devices} CUDA device(s): one process per GPU")
     if node_rank >= nnodes:
         raise LaunchError(f"node_rank {node_rank} is outside the {nnodes} node(s)")
     if nnodes > 1 and not (addr and port):
-        raise LaunchError(f"{nnodes} nodes need a master address and port (--master_addr/--master_port, "
-                          "PET_MASTER_ADDR/PET_MASTER_PORT or MASTER_ADDR/MASTER_PORT)")
+        raise LaunchError(
+            f"{nnodes} nodes need a master address and port (--master_addr/--master_port, PET_MASTER_ADDR/PET_MASTER_PORT or MASTER_ADDR/MASTER_PORT)"
+        )
     if addr and port is None:
         port = 29500  # torchrun's own default
     source = nnodes_src or addr_src or nproc_src or "local"
-    return Topology(nnodes=nnodes, nproc_per_node=nproc, node_rank=node_rank, master_addr=addr,
-                    master_port=port, source=source)
+    return Topology(nnodes=nnodes, nproc_per_node=nproc, node_rank=node_rank, master_addr=addr, master_port=port, source=source)
 
 
 def torchrun_argv(topology: Topology, script: str, trainer_args: Sequence[str]) -> list[str]:
@@ -141,8 +144,17 @@ def torchrun_argv(topology: Topology, script: str, trainer_args: Sequence[str]) 
     if topology.standalone:
         argv = ["--standalone", "--nnodes", "1", *argv]
     else:
-        argv = ["--nnodes", str(topology.nnodes), "--node_rank", str(topology.node_rank),
-                "--master_addr", str(topology.master_addr), "--master_port", str(topology.master_port), *argv]
+        argv = [
+            "--nnodes",
+            str(topology.nnodes),
+            "--node_rank",
+            str(topology.node_rank),
+            "--master_addr",
+            str(topology.master_addr),
+            "--master_port",
+            str(topology.master_port),
+            *argv,
+        ]
     # Our own launcher decides the topology: torchrun must not take PET_* values over what we pass it.
     return [*argv, "--max_restarts", "0", "--monitor_interval", "0.5", script, *trainer_args]
 
@@ -153,7 +165,7 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     argv = list(argv)
     if "--" in argv:
         cut = argv.index("--")
-        return argv[:cut], argv[cut + 1:]
+        return argv[:cut], argv[cut + 1 :]
     ours, rest = [], []
     names = {f"--{n}" for n in LAUNCH_FLAGS} | {f"--{n.replace('_', '-')}" for n in LAUNCH_FLAGS}
     i = 0
@@ -176,11 +188,12 @@ LAUNCH_FLAGS = ("nnodes", "nproc_per_node", "node_rank", "master_addr", "master_
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m trainer.launch", allow_abbrev=False,
-        description="Run train.py under torch's elastic launcher (every other flag goes to train.py).")
+        prog="python -m trainer.launch", allow_abbrev=False, description="Run train.py under torch's elastic launcher (every other flag goes to train.py)."
+    )
     parser.add_argument("--nnodes", default=None, help="nodes in the job (PET_NNODES, WORLD_SIZE)")
-    parser.add_argument("--nproc_per_node", "--nproc-per-node", default=None,
-                        help="trainer processes on this node (PET_NPROC_PER_NODE; default: one per CUDA device, else 1)")
+    parser.add_argument(
+        "--nproc_per_node", "--nproc-per-node", default=None, help="trainer processes on this node (PET_NPROC_PER_NODE; default: one per CUDA device, else 1)"
+    )
     parser.add_argument("--node_rank", "--node-rank", default=None, help="this node's rank (PET_NODE_RANK, RANK)")
     parser.add_argument("--master_addr", "--master-addr", default=None, help="rank 0's host (PET_MASTER_ADDR, MASTER_ADDR)")
     parser.add_argument("--master_port", "--master-port", default=None, help="rank 0's port (PET_MASTER_PORT, MASTER_PORT)")
@@ -232,9 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.pop(key)  # resolved above; torchrun would otherwise read them over our arguments
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # PROGRESS lines reach the log tail at once
-    print(f"launch: {topology.nnodes} node(s) x {topology.nproc_per_node} process(es), node {topology.node_rank} "
-          f"({topology.source}), {'standalone' if topology.standalone else f'{topology.master_addr}:{topology.master_port}'}",
-          file=sys.stderr, flush=True)
+    print(
+        f"launch: {topology.nnodes} node(s) x {topology.nproc_per_node} process(es), node {topology.node_rank} "
+        f"({topology.source}), {'standalone' if topology.standalone else f'{topology.master_addr}:{topology.master_port}'}",
+        file=sys.stderr,
+        flush=True,
+    )
 
     from torch.distributed import run as torchrun
 

@@ -95,8 +95,7 @@ class Prepared:
     dropped: list[dict[str, str]] = field(default_factory=list)
 
 
-def prepare(loaded, train_idx: list[int], eval_idx: list[int], tokenizer, *, max_length: int,
-            drop_long: bool, packing: bool) -> Prepared:
+def prepare(loaded, train_idx: list[int], eval_idx: list[int], tokenizer, *, max_length: int, drop_long: bool, packing: bool) -> Prepared:
     """Tokenize every row, cut or drop the long ones, and build the report."""
     dataset = loaded.dataset
     lengths: list[int] = []
@@ -113,8 +112,7 @@ def prepare(loaded, train_idx: list[int], eval_idx: list[int], tokenizer, *, max
             origin = {"source": loaded.sources[source].uri, "where": where, "split": split}
             long = len(tok.input_ids) > max_length
             if long and drop_long:
-                dropped.append({**origin, "reason": f"{len(tok.input_ids)} tokens, longer than --max_length "
-                                                    f"{max_length} (--drop_long_examples)"})
+                dropped.append({**origin, "reason": f"{len(tok.input_ids)} tokens, longer than --max_length {max_length} (--drop_long_examples)"})
                 continue
             cut = tok
             if long:
@@ -122,8 +120,7 @@ def prepare(loaded, train_idx: list[int], eval_idx: list[int], tokenizer, *, max
                 if not packing:  # packing cuts at max_length itself
                     cut = Tokenized(tok.input_ids[:max_length], tok.trained[:max_length])
                 if not any(cut.trained[:max_length]):
-                    dropped.append({**origin, "reason": f"the prompt alone fills --max_length {max_length}: "
-                                                        "nothing left to train on"})
+                    dropped.append({**origin, "reason": f"the prompt alone fills --max_length {max_length}: nothing left to train on"})
                     continue
             kept[split].append({"input_ids": cut.input_ids, "labels": cut.labels})
             kept_count[split][source] += 1
@@ -148,13 +145,19 @@ def prepare(loaded, train_idx: list[int], eval_idx: list[int], tokenizer, *, max
         "train_rows": len(kept["train"]),
         "eval_rows": len(kept["eval"]),
         "sources": [
-            {"uri": s.uri, "file_format": s.file_format, "shards": s.shards, "format": s.format, "rows": s.rows,
-             "train_rows": kept_count["train"][k], "eval_rows": kept_count["eval"][k]}
+            {
+                "uri": s.uri,
+                "file_format": s.file_format,
+                "shards": s.shards,
+                "format": s.format,
+                "rows": s.rows,
+                "train_rows": kept_count["train"][k],
+                "eval_rows": kept_count["eval"][k],
+            }
             for k, s in enumerate(loaded.sources)
         ],
         "max_length": max_length,
-        "tokens": {"p50": _percentile(ordered, 0.5), "p95": _percentile(ordered, 0.95),
-                   "max": ordered[-1] if ordered else 0},
+        "tokens": {"p50": _percentile(ordered, 0.5), "p95": _percentile(ordered, 0.95), "max": ordered[-1] if ordered else 0},
         "truncated_rows": truncated,
         "truncated_share": round(truncated / total, 4) if total else 0.0,
         "dropped_rows": len(dropped),
@@ -176,21 +179,20 @@ def event_fields(report: dict[str, Any]) -> dict[str, Any]:
 
 def describe(report: dict[str, Any]) -> str:
     """The report for a person reading the log (stderr): a few lines, at a glance."""
-    lines = [f"dataset: {report['rows']} rows ({report['format']}): {report['train_rows']} train, "
-             f"{report['eval_rows']} eval"]
+    lines = [f"dataset: {report['rows']} rows ({report['format']}): {report['train_rows']} train, {report['eval_rows']} eval"]
     for s in report["sources"]:
         shards = f", {s['shards']} shards" if s["shards"] > 1 else ""
-        lines.append(f"  {s['uri']} [{s['file_format']}{shards}, {s['format']}]: {s['rows']} rows "
-                     f"({s['train_rows']} train, {s['eval_rows']} eval)")
+        lines.append(f"  {s['uri']} [{s['file_format']}{shards}, {s['format']}]: {s['rows']} rows ({s['train_rows']} train, {s['eval_rows']} eval)")
     t = report["tokens"]
-    lines.append(f"  tokens per row: p50 {t['p50']}, p95 {t['p95']}, max {t['max']} (max_length "
-                 f"{report['max_length']}); truncated {report['truncated_rows']} "
-                 f"({report['truncated_share']:.1%}); dropped {report['dropped_rows']}")
+    lines.append(
+        f"  tokens per row: p50 {t['p50']}, p95 {t['p95']}, max {t['max']} (max_length "
+        f"{report['max_length']}); truncated {report['truncated_rows']} "
+        f"({report['truncated_share']:.1%}); dropped {report['dropped_rows']}"
+    )
     for d in report["dropped"][:MAX_DROPPED_IN_EVENT]:
         lines.append(f"  dropped {d['source']}:{d['where']}: {d['reason']}")
     example = report.get("first_example")
     if example:
-        lines.append(f"  first example ({example['tokens']} tokens, {example['trained_tokens']} trained; "
-                     f"{example['legend']}):")
+        lines.append(f"  first example ({example['tokens']} tokens, {example['trained_tokens']} trained; {example['legend']}):")
         lines.extend("    " + ln for ln in example["rendered"].splitlines() or [""])
     return "\n".join(lines)

@@ -56,9 +56,16 @@ class _Tee:
 
 
 class RunLog:
-    def __init__(self, uri: str, options: dict | None = None, interval: float = 300.0, *,
-                 summary_file: str | Path | None = None, write: Callable[[str, bytes, dict | None], None] | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        uri: str,
+        options: dict | None = None,
+        interval: float = 300.0,
+        *,
+        summary_file: str | Path | None = None,
+        write: Callable[[str, bytes, dict | None], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.uri = uri
         self.options = options
         self.interval = interval
@@ -136,8 +143,7 @@ class RunLog:
         with self._lock:
             last, error = self.last_progress, self.error
         status = "preempted" if exit_code == 143 else ("succeeded" if exit_code == 0 else "failed")
-        return {"status": status, "exit_code": exit_code, "error": error, "progress": last,
-                "updated_at": round(self._clock(), 3)}
+        return {"status": status, "exit_code": exit_code, "error": error, "progress": last, "updated_at": round(self._clock(), 3)}
 
     def upload(self, summary: dict | bytes) -> bool:
         """Write train.log and run_summary.json; False (and a warning) when either failed."""
@@ -148,8 +154,7 @@ class RunLog:
         with self._upload_lock:
             try:
                 self._write(storage.join(self.uri, LOG_FILE), self.log_text().encode("utf-8"), self.options)
-                self._write(storage.join(self.uri, SUMMARY_FILE), progress.redact(payload).encode("utf-8"),
-                            self.options)
+                self._write(storage.join(self.uri, SUMMARY_FILE), progress.redact(payload).encode("utf-8"), self.options)
             except Exception as e:  # noqa: BLE001 - a log upload must never end the run
                 self._warn(f"warning: could not write the log to {self.uri}: {type(e).__name__}: {e}")
                 return False

@@ -28,8 +28,7 @@ from typing import Any
 from trainer import storage
 
 FILE_FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "arrow")
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
-              ".pq": "parquet", ".arrow": "arrow"}
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow"}
 # Files a `save_to_disk` folder holds besides its Arrow data: they mark the folder as one.
 SAVE_TO_DISK_MARKERS = ("state.json", "dataset_info.json")
 DATASET_DICT_MARKER = "dataset_dict.json"
@@ -66,11 +65,10 @@ def resolve(uri: str, file_format: str = "auto", options: dict | None = None) ->
     if files is None:
         fmt = _format_of(uri, file_format)
         if fmt is None:
-            raise _error("cannot tell the file format from the extension: use .jsonl, .json, .csv, .parquet or "
-                         ".arrow, or pass --dataset_file_format", uri)
+            raise _error("cannot tell the file format from the extension: use .jsonl, .json, .csv, .parquet or .arrow, or pass --dataset_file_format", uri)
         return [Shard(uri, fmt, options)]
     root = uri.rstrip("/")
-    rel = {f: f[len(root):].lstrip("/") for f in files}
+    rel = {f: f[len(root) :].lstrip("/") for f in files}
     names = set(rel.values())
     if DATASET_DICT_MARKER in names:
         if not any(r.startswith("train/") for r in names):
@@ -82,12 +80,12 @@ def resolve(uri: str, file_format: str = "auto", options: dict | None = None) ->
         if not data_files:
             raise _error("a save_to_disk folder whose state.json lists no data files", uri)
         return [Shard(f"{root}/{name}", "arrow", options) for name in data_files]
-    shards = [Shard(f, fmt, options) for f in files if not _hidden(rel[f])
-              for fmt in [_format_of(f, file_format)] if fmt is not None]
+    shards = [Shard(f, fmt, options) for f in files if not _hidden(rel[f]) for fmt in [_format_of(f, file_format)] if fmt is not None]
     if not shards:
         listed = ", ".join(sorted(names)[:5]) or "nothing"
-        raise _error(f"no data files in this folder (found: {listed}); data files end in .jsonl, .json, .csv, "
-                     ".parquet or .arrow, or pass --dataset_file_format", uri)
+        raise _error(
+            f"no data files in this folder (found: {listed}); data files end in .jsonl, .json, .csv, .parquet or .arrow, or pass --dataset_file_format", uri
+        )
     kinds = sorted({s.file_format for s in shards})
     if len(kinds) > 1:
         raise _error(f"the folder mixes file formats ({', '.join(kinds)}): one format per source", uri)
@@ -113,8 +111,7 @@ def _json_array(shard: Shard) -> Iterator[tuple[str, Any]]:
     except json.JSONDecodeError as e:
         raise _error(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", uri) from e
     if not isinstance(rows, list):
-        raise _error(f"a .json source must be an array of row objects, got {type(rows).__name__} "
-                     "(one object per line is .jsonl)", uri)
+        raise _error(f"a .json source must be an array of row objects, got {type(rows).__name__} (one object per line is .jsonl)", uri)
     for i, row in enumerate(rows, start=1):
         yield f"row {i}", row
 

@@ -109,8 +109,9 @@ def join(base: str, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
-def upload_dir(local_dir: str | os.PathLike, dest: str, last: tuple[str, ...] = (COMPLETE_MARKER,),
-               exclude: tuple[re.Pattern, ...] = (), options: dict | None = None) -> int:
+def upload_dir(
+    local_dir: str | os.PathLike, dest: str, last: tuple[str, ...] = (COMPLETE_MARKER,), exclude: tuple[re.Pattern, ...] = (), options: dict | None = None
+) -> int:
     """Copy a local folder to `dest` (a gs:// or s3:// prefix); files named in `last` go last, and
     top-level entries whose name matches a pattern in `exclude` are skipped.
 
@@ -118,10 +119,7 @@ def upload_dir(local_dir: str | os.PathLike, dest: str, last: tuple[str, ...] = 
     """
     local_dir = Path(local_dir)
     fs, root = _fs(dest, options)
-    files = sorted(
-        p for p in local_dir.rglob("*")
-        if p.is_file() and not any(x.match(p.relative_to(local_dir).parts[0]) for x in exclude)
-    )
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not any(x.match(p.relative_to(local_dir).parts[0]) for x in exclude))
     files.sort(key=lambda p: p.name in last)  # stable: everything else first, the markers at the end
     try:
         for path in files:
@@ -132,8 +130,7 @@ def upload_dir(local_dir: str | os.PathLike, dest: str, last: tuple[str, ...] = 
     return len(files)
 
 
-def download_dir(src: str, local_dir: str | os.PathLike, skip: re.Pattern | None = None,
-                 options: dict | None = None) -> int:
+def download_dir(src: str, local_dir: str | os.PathLike, skip: re.Pattern | None = None, options: dict | None = None) -> int:
     """Copy every file under `src` into `local_dir` (those whose relative path matches `skip` left
     out); returns the number of files copied."""
     fs, root = _fs(src, options)

@@ -50,7 +50,7 @@ def _corpus(seed: int, n: int = 2000) -> list[str]:
         words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 14))]
         sentence = " ".join(words).capitalize() + rng.choice([".", "?", "!", ":"])
         if rng.random() < 0.3:
-            sentence += f" {rng.randint(0, 99999)} {{\"k\": {rng.random():.3f}}}"
+            sentence += f' {rng.randint(0, 99999)} {{"k": {rng.random():.3f}}}'
         lines.append(sentence)
     return lines
 
@@ -82,9 +82,19 @@ def build_tokenizer(vocab_size: int = 512, seed: int = 0):
     )
 
 
-def build_model(tokenizer, *, hidden_size: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-                intermediate_size: int = 128, max_positions: int = 2048, embed_std: float = 1.0,
-                output_std: float = 0.3, seed: int = 0):
+def build_model(
+    tokenizer,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate_size: int = 128,
+    max_positions: int = 2048,
+    embed_std: float = 1.0,
+    output_std: float = 0.3,
+    seed: int = 0,
+):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -158,8 +158,7 @@ class World:
         # `python train.py` too, and that process is alone.
         if "LOCAL_RANK" not in env:
             return cls()
-        return cls(rank=get("RANK", 0), local_rank=get("LOCAL_RANK", 0), size=get("WORLD_SIZE", 1),
-                   local_size=get("LOCAL_WORLD_SIZE", 1))
+        return cls(rank=get("RANK", 0), local_rank=get("LOCAL_RANK", 0), size=get("WORLD_SIZE", 1), local_size=get("LOCAL_WORLD_SIZE", 1))
 
     @property
     def distributed(self) -> bool:
@@ -427,18 +426,16 @@ def resolve_layers(prefixes: list[str], module_names: list[str]) -> tuple[list[s
             resolved.append(prefix)
             continue
         if prefix.startswith(DECODER_ALIAS):
-            rest = prefix[len(DECODER_ALIAS):]
+            rest = prefix[len(DECODER_ALIAS) :]
             candidates = sorted({n for n in module_names if n == rest or n.endswith("." + rest)})
             if len(candidates) == 1:
                 resolved.append(candidates[0])
                 continue
             if len(candidates) > 1:
-                problems.append(f"--trainable_layers {prefix}: ambiguous, it could be any of "
-                                f"{', '.join(candidates[:4])}: give the full module name")
+                problems.append(f"--trainable_layers {prefix}: ambiguous, it could be any of {', '.join(candidates[:4])}: give the full module name")
                 continue
         examples = _layer_examples(module_names)
-        problems.append(f"--trainable_layers {prefix}: no module of this model is named so or lies under it "
-                        f"(its modules are named like {', '.join(examples)})")
+        problems.append(f"--trainable_layers {prefix}: no module of this model is named so or lies under it (its modules are named like {', '.join(examples)})")
     return resolved, problems
 
 
@@ -477,8 +474,7 @@ def lora_target_modules(args, model, prefixes: list[str] | None):
             chosen.append(name)
     if not chosen:
         what = f"--lora_target_modules {' '.join(targets)}" if targets else "a linear layer"
-        raise BadInput(f"--trainable_layers {' '.join(prefixes)}: no {what} lies under them, so LoRA would adapt "
-                       "nothing")
+        raise BadInput(f"--trainable_layers {' '.join(prefixes)}: no {what} lies under them, so LoRA would adapt nothing")
     return chosen
 
 
@@ -496,15 +492,13 @@ def lora_config(args, target_modules):
     )
 
 
-def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption, world: World,
-                   artifact_options: dict | None = None):
+def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption, world: World, artifact_options: dict | None = None):
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
         def on_train_begin(self, targs, state, control, **kw):
             reporter.mark_training_start(state.global_step, state.num_input_tokens_seen or 0)
-            reporter.emit("started", step=state.global_step, total_steps=state.max_steps,
-                          epoch=state.epoch or 0.0, method=args.method)
+            reporter.emit("started", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch or 0.0, method=args.method)
 
         def on_step_end(self, targs, state, control, **kw):
             # Every rank stops at the same step (a SIGTERM reaches them a moment apart): a rank that
@@ -518,14 +512,17 @@ def make_callbacks(args, reporter: progress.Reporter, preemption: Preemption, wo
                 control.should_log = True  # the last step is always reported, whatever logging_steps is
 
         def _common(self, state) -> dict:
-            return {"step": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch,
-                    **reporter.rates(state.global_step, state.max_steps, state.num_input_tokens_seen)}
+            return {
+                "step": state.global_step,
+                "total_steps": state.max_steps,
+                "epoch": state.epoch,
+                **reporter.rates(state.global_step, state.max_steps, state.num_input_tokens_seen),
+            }
 
         def on_log(self, targs, state, control, logs=None, **kw):
             logs = logs or {}
             if "loss" in logs:
-                reporter.emit("step", **self._common(state), loss=logs["loss"],
-                              learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+                reporter.emit("step", **self._common(state), loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
 
         def on_evaluate(self, targs, state, control, metrics=None, **kw):
             metrics = metrics or {}
@@ -551,8 +548,7 @@ def parallel_options(args, machine: Machine, world: World, layer_classes: list[s
     per decoder layer, FSDP's own activation checkpointing). Nothing for one process."""
     if not world.distributed:
         return {}
-    options: dict[str, Any] = {"ddp_backend": "nccl" if machine.cuda else "gloo",
-                               "ddp_find_unused_parameters": False}
+    options: dict[str, Any] = {"ddp_backend": "nccl" if machine.cuda else "gloo", "ddp_find_unused_parameters": False}
     if args.method == "full":
         options["fsdp"] = True
         options["fsdp_config"] = {
@@ -627,8 +623,7 @@ def storage_options(creds: credentials.SourceCredentials, n_datasets: int) -> cr
         raise BadInput(str(e)) from None
 
 
-def run(args, reporter: progress.Reporter, preemption: Preemption, world: World | None = None,
-        creds: credentials.SourceCredentials | None = None) -> int:
+def run(args, reporter: progress.Reporter, preemption: Preemption, world: World | None = None, creds: credentials.SourceCredentials | None = None) -> int:
     world = world or World()
     started = time.time()
     problems = check_args(args)
@@ -637,8 +632,7 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
     creds = creds if creds is not None else source_credentials(args)
     stores = storage_options(creds, len(args.dataset_file))
     # Every source, whole, before any model: a bad row costs seconds, not a GPU start-up.
-    loaded = data.load_sources(args.dataset_file, args.dataset_file_format, args.dataset_format,
-                               options=stores.datasets)
+    loaded = data.load_sources(args.dataset_file, args.dataset_file_format, args.dataset_format, options=stores.datasets)
     dataset = loaded.dataset
     train_idx, val_idx = data.split(list(range(len(dataset.examples))), args.val_split_size, args.seed)
     _check_train_rows(len(train_idx), "")
@@ -669,12 +663,10 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path, **hub_kwargs(args))
         if dataset.format == "messages" and not tokenizer.chat_template:
-            raise BadInput(f"{args.model_id} has no chat template, so 'messages' rows cannot be rendered: "
-                           "use a chat model or prompt/completion rows")
+            raise BadInput(f"{args.model_id} has no chat template, so 'messages' rows cannot be rendered: use a chat model or prompt/completion rows")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        prepared = preflight.prepare(loaded, train_idx, val_idx, tokenizer, max_length=args.max_length,
-                                     drop_long=args.drop_long_examples, packing=args.packing)
+        prepared = preflight.prepare(loaded, train_idx, val_idx, tokenizer, max_length=args.max_length, drop_long=args.drop_long_examples, packing=args.packing)
         report_preflight(args, reporter, prepared.report)
         _check_train_rows(len(prepared.train), " after dropping long rows")
         if args.dry_run:
@@ -694,8 +686,7 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
         if problems:
             raise BadInput("; ".join(problems))
         if prefixes != args.trainable_layers:
-            print(f"--trainable_layers {' '.join(args.trainable_layers)}: this model's {' '.join(prefixes)}",
-                  file=sys.stderr, flush=True)
+            print(f"--trainable_layers {' '.join(args.trainable_layers)}: this model's {' '.join(prefixes)}", file=sys.stderr, flush=True)
         if args.method == "full":
             select_trainable(model, prefixes)
     peft_config = None
@@ -705,8 +696,7 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
     layer_classes = list(getattr(model, "_no_split_modules", None) or [])
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(args, machine, has_eval=bool(prepared.eval),
-                        parallel=parallel_options(args, machine, world, layer_classes)),
+        args=sft_config(args, machine, has_eval=bool(prepared.eval), parallel=parallel_options(args, machine, world, layer_classes)),
         # Already tokenized by the preflight (input_ids + labels): TRL trains exactly what it reported.
         train_dataset=hf_datasets.Dataset.from_list(prepared.train),
         eval_dataset=hf_datasets.Dataset.from_list(prepared.eval) if prepared.eval else None,
@@ -784,26 +774,37 @@ def run(args, reporter: progress.Reporter, preemption: Preemption, world: World 
 
     if args.upload_output_to:
         # checkpoints went up as they were saved; the summary goes last so its presence means "complete"
-        n = storage.upload_dir(args.output_dir, args.upload_output_to, last=(SUMMARY_FILE,),
-                               exclude=(storage.CHECKPOINT_RE,), options=stores.artifacts)
-        reporter.emit("upload", step=state.global_step, total_steps=state.max_steps,
-                      uri=args.upload_output_to, files=n)
-    reporter.emit("done", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
-                  loss=summary["final_loss"], eval_loss=eval_loss, tokens=state.num_input_tokens_seen,
-                  duration_seconds=summary["duration_seconds"], output_dir=args.output_dir)
+        n = storage.upload_dir(args.output_dir, args.upload_output_to, last=(SUMMARY_FILE,), exclude=(storage.CHECKPOINT_RE,), options=stores.artifacts)
+        reporter.emit("upload", step=state.global_step, total_steps=state.max_steps, uri=args.upload_output_to, files=n)
+    reporter.emit(
+        "done",
+        step=state.global_step,
+        total_steps=state.max_steps,
+        epoch=state.epoch,
+        loss=summary["final_loss"],
+        eval_loss=eval_loss,
+        tokens=state.num_input_tokens_seen,
+        duration_seconds=summary["duration_seconds"],
+        output_dir=args.output_dir,
+    )
     return EXIT_OK
 
 
 def _check_train_rows(n: int, when: str) -> None:
     if n < data.MIN_TRAIN_ROWS:
-        raise BadInput(f"{n} training rows{when}: at least {data.MIN_TRAIN_ROWS} are needed (add rows, "
-                       "or lower --val_split_size)")
+        raise BadInput(f"{n} training rows{when}: at least {data.MIN_TRAIN_ROWS} are needed (add rows, or lower --val_split_size)")
 
 
 def dataset_summary(args, report: dict) -> dict:
     """run_summary.json's `dataset`: the old keys (uri is the first source) plus every source."""
-    return {"uri": args.dataset_file[0], "uris": list(args.dataset_file), "format": report["format"],
-            "rows": report["rows"], "train_rows": report["train_rows"], "eval_rows": report["eval_rows"]}
+    return {
+        "uri": args.dataset_file[0],
+        "uris": list(args.dataset_file),
+        "format": report["format"],
+        "rows": report["rows"],
+        "train_rows": report["train_rows"],
+        "eval_rows": report["eval_rows"],
+    }
 
 
 def report_preflight(args, reporter: progress.Reporter, report: dict) -> None:
@@ -815,8 +816,7 @@ def report_preflight(args, reporter: progress.Reporter, report: dict) -> None:
         return  # another rank: rank 0 tells it once
     print(preflight.describe(report), file=sys.stderr, flush=True)
     if args.dry_run:
-        summary = {"status": "dry_run", "args": vars(args), "method": args.method,
-                   "dataset": dataset_summary(args, report), "preflight": report}
+        summary = {"status": "dry_run", "args": vars(args), "method": args.method, "dataset": dataset_summary(args, report), "preflight": report}
         Path(args.output_dir, SUMMARY_FILE).write_text(json.dumps(progress.sanitize(summary), indent=2) + "\n")
 
 
@@ -863,8 +863,7 @@ def main(argv: list[str] | None = None) -> int:
         creds = source_credentials(args)
         if args.log_uri and world.is_main:
             artifacts = storage_options(creds, 0).artifacts
-            log = run_log.RunLog(args.log_uri, artifacts, args.log_upload_interval_seconds,
-                                 summary_file=Path(args.output_dir, SUMMARY_FILE)).start()
+            log = run_log.RunLog(args.log_uri, artifacts, args.log_upload_interval_seconds, summary_file=Path(args.output_dir, SUMMARY_FILE)).start()
         code = run(args, reporter, preemption, world, creds)
     except (BadInput, data.DatasetError) as e:
         code = _fail(reporter, EXIT_BAD_INPUT, f"bad input: {e}")

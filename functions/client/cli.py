@@ -152,12 +152,32 @@ def cmd_get(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     events = list(client.events(args.id))
     tail = list(client.logs(args.id, tail=args.tail))
     if args.json:
-        _dump({"job": job.model_dump(mode="json", exclude={"logs", "logsNextAfter"}), "events": [e.model_dump() for e in events], "logs": [l.model_dump() for l in tail]}, out)
+        _dump(
+            {
+                "job": job.model_dump(mode="json", exclude={"logs", "logsNextAfter"}),
+                "events": [e.model_dump() for e in events],
+                "logs": [l.model_dump() for l in tail],
+            },
+            out,
+        )
         return EXIT_OK
-    fields = [("id", job.id), ("name", job.name), ("backend", job.backend), ("status", job.status.value), ("reason", job.statusReason),
-              ("failure class", job.failureClass.value if job.failureClass else None), ("external id", job.externalId), ("model", job.modelId),
-              ("dataset", job.datasetFile), ("output", job.outputDir), ("created", job.createdAt), ("started", job.startedAt),
-              ("finished", job.finishedAt), ("exit code", job.exitCode), ("error", job.error)]
+    fields = [
+        ("id", job.id),
+        ("name", job.name),
+        ("backend", job.backend),
+        ("status", job.status.value),
+        ("reason", job.statusReason),
+        ("failure class", job.failureClass.value if job.failureClass else None),
+        ("external id", job.externalId),
+        ("model", job.modelId),
+        ("dataset", job.datasetFile),
+        ("output", job.outputDir),
+        ("created", job.createdAt),
+        ("started", job.startedAt),
+        ("finished", job.finishedAt),
+        ("exit code", job.exitCode),
+        ("error", job.error),
+    ]
     for name, value in fields:
         if value is not None and value != "":
             out.write(f"{name + ':':<15}{value}\n")

@@ -135,7 +135,9 @@ class Api(Handlers):
         origin = request.headers.get("Origin")
         if origin and origin in self.cors_origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
-            resp.headers["Access-Control-Allow-Headers"] = ", ".join(["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", *([self.token_header] if self.token_header else [])])
+            resp.headers["Access-Control-Allow-Headers"] = ", ".join(
+                ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", *([self.token_header] if self.token_header else [])]
+            )
             resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             resp.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed, Retry-After"
             resp.headers["Access-Control-Max-Age"] = "600"
@@ -161,8 +163,10 @@ class Api(Handlers):
         if self.auth_problem is not None:
             raise HttpError(
                 503,
-                {"error": "Authentication is misconfigured: every route but /health is refused until API_TOKENS is fixed.",
-                 "errors": [{"field": "API_TOKENS", "message": self.auth_problem}]},
+                {
+                    "error": "Authentication is misconfigured: every route but /health is refused until API_TOKENS is fixed.",
+                    "errors": [{"field": "API_TOKENS", "message": self.auth_problem}],
+                },
             )
         if not self._authorised(request):
             raise HttpError(401, {"error": "Missing or invalid bearer token."}, {"WWW-Authenticate": "Bearer"})

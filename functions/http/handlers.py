@@ -187,8 +187,15 @@ class Handlers:
         limit = self._int_arg(request, "limit", 100, 1, MAX_EVENT_PAGE)
         attempts = self.store.list_attempts(job_id, after=after, limit=limit)
         subscribers = [
-            {"subscriber": c.key, "url": c.url.split("?", 1)[0], "state": c.state, "deliveredThrough": c.cursor, "attempt": c.attempt,
-             "nextAttemptAt": iso(c.next_at), "lastError": c.last_error}
+            {
+                "subscriber": c.key,
+                "url": c.url.split("?", 1)[0],
+                "state": c.state,
+                "deliveredThrough": c.cursor,
+                "attempt": c.attempt,
+                "nextAttemptAt": iso(c.next_at),
+                "lastError": c.last_error,
+            }
             for c in self.store.list_channels(job_id)
         ]
         return json_response(200, {"deliveries": attempts, "subscribers": subscribers, "nextAfter": attempts[-1]["id"] if len(attempts) == limit else None})
@@ -209,18 +216,19 @@ class Handlers:
         follow = (request.args.get("follow") or "").lower() in ("1", "true", "yes")
         if not follow:
             lines = self.store.get_logs(job_id, after=after, limit=limit)
-            return json_response(200, {
-                "logs": [line.to_api() for line in lines],
-                "nextAfter": lines[-1].seq if lines else after,
-                "status": job.status.value,
-                "final": job.is_final(),
-            })
+            return json_response(
+                200,
+                {
+                    "logs": [line.to_api() for line in lines],
+                    "nextAfter": lines[-1].seq if lines else after,
+                    "status": job.status.value,
+                    "final": job.is_final(),
+                },
+            )
         # A reconnecting EventSource resumes from the last id it saw: a cursor like `after`, bound alike
         # (an id past 2**63 would overflow the store's integer and end the stream with a 500).
         after = bounded_int(request.headers.get("Last-Event-ID"), "Last-Event-ID", after, 0, MAX_SEQ)
-        return Response(
-            200, self._follow(job_id, after), {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, "text/event-stream"
-        )
+        return Response(200, self._follow(job_id, after), {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, "text/event-stream")
 
     def _follow(self, job_id: str, after: int) -> Iterator[str]:
         """Server-Sent Events: one `log` event per line (id = seq, so a reconnect resumes with

@@ -94,10 +94,14 @@ TRAIN_EXAMPLE = {
 }
 TRAIN_BODY = {
     "required": True,
-    "content": {"application/json": {
-        "schema": {"oneOf": [{"$ref": f"#/components/schemas/{TrainRequestBody.__name__}"}, {"$ref": f"#/components/schemas/{StudioTrainRequest.__name__}"}]},
-        "example": TRAIN_EXAMPLE,
-    }},
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [{"$ref": f"#/components/schemas/{TrainRequestBody.__name__}"}, {"$ref": f"#/components/schemas/{StudioTrainRequest.__name__}"}]
+            },
+            "example": TRAIN_EXAMPLE,
+        }
+    },
 }
 # The models the request bodies name (the document lists them beside the answers' models).
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (TrainRequestBody, StudioTrainRequest)
@@ -106,17 +110,27 @@ H = Handlers
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", H.health, {200: Answer("Service status.", m.Health), 503: Answer("A dependency is down.", m.Health)}, auth=False),
     Route(
-        "POST", "/train", H.train,
-        {202: Answer("Accepted and queued.", m.JobEnvelope), **BAD, **AUTHED,
-         409: Answer("Idempotency-Key (or the studio's job_id) reused with another body."),
-         413: Answer("Body over the size limit."),
-         503: Answer("Stored but could not be queued (the job is marked failed and returned in `job`), the store is unavailable, "
-                     "or API_TOKENS is set but unusable.")},
+        "POST",
+        "/train",
+        H.train,
+        {
+            202: Answer("Accepted and queued.", m.JobEnvelope),
+            **BAD,
+            **AUTHED,
+            409: Answer("Idempotency-Key (or the studio's job_id) reused with another body."),
+            413: Answer("Body over the size limit."),
+            503: Answer(
+                "Stored but could not be queued (the job is marked failed and returned in `job`), the store is unavailable, or API_TOKENS is set but unusable."
+            ),
+        },
         headers=({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}},),
         body=TRAIN_BODY,
     ),
     Route(
-        "GET", "/jobs", H.list_jobs, {200: Answer("Newest first, without logs.", m.JobList), **BAD, **AUTHED},
+        "GET",
+        "/jobs",
+        H.list_jobs,
+        {200: Answer("Newest first, without logs.", m.JobList), **BAD, **AUTHED},
         query=(
             query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, f"Default {DEFAULT_LIMIT}."),
             query("cursor", {"type": "string"}),
@@ -127,42 +141,70 @@ ROUTES: tuple[Route, ...] = (
         ),
     ),
     Route(
-        "GET", "/jobs/{id}", H.get_job, {200: Answer("The job with a page of its logs.", m.JobDetailEnvelope), **BAD, **AUTHED, **NO_JOB},
+        "GET",
+        "/jobs/{id}",
+        H.get_job,
+        {200: Answer("The job with a page of its logs.", m.JobDetailEnvelope), **BAD, **AUTHED, **NO_JOB},
         query=(_seq("logs_after"), _limit("logs_limit", MAX_LOG_PAGE)),
     ),
     Route(
-        "POST", "/jobs/{id}/cancel", H.cancel_job,
-        {202: Answer("Cancelled (a queued job) or cancelling (the launcher stops it).", m.JobEnvelope), **AUTHED, **NO_JOB,
-         409: Answer("The job is final: nothing to cancel.")},
+        "POST",
+        "/jobs/{id}/cancel",
+        H.cancel_job,
+        {
+            202: Answer("Cancelled (a queued job) or cancelling (the launcher stops it).", m.JobEnvelope),
+            **AUTHED,
+            **NO_JOB,
+            409: Answer("The job is final: nothing to cancel."),
+        },
     ),
     Route(
-        "GET", "/jobs/{id}/logs", H.job_logs,
-        {200: Answer("A page of log lines; with `follow=true`, Server-Sent Events (`log` with `id: seq`, `status`, `end`, `timeout`).",
-                     m.LogPage, also={"text/event-stream": {"schema": {"type": "string"}}}),
-         **BAD, **AUTHED, **NO_JOB},
+        "GET",
+        "/jobs/{id}/logs",
+        H.job_logs,
+        {
+            200: Answer(
+                "A page of log lines; with `follow=true`, Server-Sent Events (`log` with `id: seq`, `status`, `end`, `timeout`).",
+                m.LogPage,
+                also={"text/event-stream": {"schema": {"type": "string"}}},
+            ),
+            **BAD,
+            **AUTHED,
+            **NO_JOB,
+        },
         query=(
-            _seq("after"), _limit("limit", MAX_LOG_PAGE),
+            _seq("after"),
+            _limit("limit", MAX_LOG_PAGE),
             query("tail", {"type": "integer", "minimum": 0, "maximum": MAX_LOG_PAGE}, "The last N lines (instead of `after`)."),
             query("follow", {"type": "string"}, "`true`, `1` or `yes`: stream as Server-Sent Events, resuming after the `Last-Event-ID` header."),
         ),
     ),
     Route(
-        "GET", "/jobs/{id}/events", H.job_events, {200: Answer("The job's timeline, oldest first.", m.EventList), **BAD, **AUTHED, **NO_JOB},
+        "GET",
+        "/jobs/{id}/events",
+        H.job_events,
+        {200: Answer("The job's timeline, oldest first.", m.EventList), **BAD, **AUTHED, **NO_JOB},
         query=(_seq("after"), _limit("limit", MAX_EVENT_PAGE)),
     ),
     Route(
-        "GET", "/jobs/{id}/metrics", H.job_metrics,
+        "GET",
+        "/jobs/{id}/metrics",
+        H.job_metrics,
         {200: Answer("Every PROGRESS point of the job, oldest first (nextAfter: the next page's after).", m.MetricList), **BAD, **AUTHED, **NO_JOB},
         query=(_seq("after"), _limit("limit", MAX_LOG_PAGE)),
     ),
     Route("GET", "/jobs/{id}/manifest", H.job_manifest, {200: Answer("What the launcher created or would create.", m.ManifestModel), **AUTHED, **NO_JOB}),
     Route(
-        "GET", "/jobs/{id}/deliveries", H.job_deliveries,
+        "GET",
+        "/jobs/{id}/deliveries",
+        H.job_deliveries,
         {200: Answer("The job's webhook delivery attempts and where each subscriber stands.", m.DeliveryList), **BAD, **AUTHED, **NO_JOB},
         query=(query("after", {"type": "string", "maxLength": 64}, "The last attempt id seen."), _limit("limit", MAX_EVENT_PAGE)),
     ),
     Route(
-        "GET", "/submissions/{batch_id}", H.submission,
+        "GET",
+        "/submissions/{batch_id}",
+        H.submission,
         {200: Answer("A batch's accepted jobs and rejected items.", m.Submission), **AUTHED, 404: Answer("No submissions with this batch id.")},
     ),
     Route("GET", "/openapi.json", H.openapi, {200: Answer("This document.", m.OpenApiDocument), **AUTHED}),

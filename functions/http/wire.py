@@ -48,8 +48,10 @@ class Request:
         if request.content_length is None:
             read = request.stream.read
         else:
+
             def read(limit: int) -> bytes:
                 return request.get_data(cache=True)[:limit]
+
         return cls(request.method, request.path, request.headers, request.args, request.content_length, read)
 
 

@@ -291,8 +291,13 @@ def supervise(run: RunDir, argv: list[str], *, cwd: str, command: str, grace: fl
         out = _Output(f, secrets)
         try:
             proc = subprocess.Popen(
-                argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                process_group=0, close_fds=True,
+                argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                process_group=0,
+                close_fds=True,
             )
         except OSError as exc:
             write_json_atomic(run.path / EXIT, asdict(ExitRecord(exit_code=127, finished_at=time.time(), message=f"could not start {argv[0]}: {exc}")))
@@ -301,10 +306,16 @@ def supervise(run: RunDir, argv: list[str], *, cwd: str, command: str, grace: fl
             _killpg(proc.pid, signal.SIGTERM)  # the stop came while it was being started
         write_json_atomic(
             run.path / LAUNCH,
-            asdict(LaunchRecord(
-                pid=os.getpid(), start_time=proc_start_time(os.getpid()), trainer_pid=proc.pid,
-                trainer_start_time=proc_start_time(proc.pid), command=command, started_at=time.time(),
-            )),
+            asdict(
+                LaunchRecord(
+                    pid=os.getpid(),
+                    start_time=proc_start_time(os.getpid()),
+                    trainer_pid=proc.pid,
+                    trainer_start_time=proc_start_time(proc.pid),
+                    command=command,
+                    started_at=time.time(),
+                )
+            ),
         )
         bound = read_bound(secrets)
         readers = [

@@ -56,16 +56,31 @@ class Channel:
 
     def to_doc(self) -> dict[str, Any]:
         return {
-            "jobId": self.job_id, "key": self.key, "kind": self.kind, "url": self.url, "state": self.state, "cursor": self.cursor,
-            "attempt": self.attempt, "nextAt": iso(self.next_at), "lastError": self.last_error,
+            "jobId": self.job_id,
+            "key": self.key,
+            "kind": self.kind,
+            "url": self.url,
+            "state": self.state,
+            "cursor": self.cursor,
+            "attempt": self.attempt,
+            "nextAt": iso(self.next_at),
+            "lastError": self.last_error,
         }
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], version: int) -> Channel:
         nxt = doc.get("nextAt")
         return cls(
-            job_id=doc["jobId"], key=doc["key"], kind=doc["kind"], url=doc["url"], state=doc["state"], cursor=int(doc["cursor"]),
-            attempt=int(doc["attempt"]), next_at=_parse(nxt) if nxt else None, last_error=doc.get("lastError"), version=version,
+            job_id=doc["jobId"],
+            key=doc["key"],
+            kind=doc["kind"],
+            url=doc["url"],
+            state=doc["state"],
+            cursor=int(doc["cursor"]),
+            attempt=int(doc["attempt"]),
+            next_at=_parse(nxt) if nxt else None,
+            last_error=doc.get("lastError"),
+            version=version,
         )
 
 
@@ -118,9 +133,18 @@ class Attempt:
 
     def to_doc(self) -> dict[str, Any]:
         return {
-            "id": self.id, "jobId": self.job_id, "notificationId": self.notification_id, "notificationSeq": self.notification_seq,
-            "subscriber": self.subscriber, "url": self.url, "attempt": self.attempt, "at": iso(self.at), "verdict": self.verdict,
-            "statusCode": self.status_code, "durationMs": round(self.duration_ms, 1), "error": self.error,
+            "id": self.id,
+            "jobId": self.job_id,
+            "notificationId": self.notification_id,
+            "notificationSeq": self.notification_seq,
+            "subscriber": self.subscriber,
+            "url": self.url,
+            "attempt": self.attempt,
+            "at": iso(self.at),
+            "verdict": self.verdict,
+            "statusCode": self.status_code,
+            "durationMs": round(self.duration_ms, 1),
+            "error": self.error,
         }
 
 
@@ -130,8 +154,7 @@ def skip(channel: Channel, notification_seq: int, now: datetime) -> Channel:
     return replace(channel, cursor=notification_seq, attempt=0, next_at=now, state=ACTIVE)
 
 
-def step(channel: Channel, notification_seq: int, verdict: Verdict, error: str | None, now: datetime, schedule: Schedule,
-         rand: Callable[[], float]) -> Channel:
+def step(channel: Channel, notification_seq: int, verdict: Verdict, error: str | None, now: datetime, schedule: Schedule, rand: Callable[[], float]) -> Channel:
     """The channel after one attempt at the notification `notification_seq`."""
     attempt = channel.attempt + 1
     if verdict is Verdict.DELIVERED or verdict is Verdict.FAILED:

@@ -68,9 +68,7 @@ class TrainingEvent:
             if value is not None:
                 msg[key] = value
         if self.logs:
-            msg["logs"] = [
-                {"seq": l.seq, "timestamp": iso(l.timestamp), "stream": l.stream, "message": l.message} for l in self.logs
-            ]
+            msg["logs"] = [{"seq": l.seq, "timestamp": iso(l.timestamp), "stream": l.stream, "message": l.message} for l in self.logs]
         msg.update(self.extra)
         return msg
 

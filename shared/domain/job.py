@@ -186,23 +186,32 @@ class JobSummary(BaseModel):
     modelId: Annotated[str | None, From("model_id")]
     outputDir: Annotated[str, From("output_dir")]
     datasetFile: Annotated[str, From("dataset_file"), Field(description="The (first) dataset source.")]
-    datasetFiles: Annotated[list[str], From("args", "dataset_file", convert=_dataset_files), Field(default_factory=list, description="Every dataset source, in order.")]
+    datasetFiles: Annotated[
+        list[str], From("args", "dataset_file", convert=_dataset_files), Field(default_factory=list, description="Every dataset source, in order.")
+    ]
     uploadOutputTo: Annotated[str | None, From("upload_output_to")]
     env: Annotated[
-        dict[str, str], From("env_names", convert=lambda names: {name: REDACTED for name in names}),
+        dict[str, str],
+        From("env_names", convert=lambda names: {name: REDACTED for name in names}),
         Field(description="Names of the secret variables; values are always redacted."),
     ]
     labels: Annotated[dict[str, str], From("labels", convert=dict)]
     webhooks: Annotated[
-        list[str], From("webhooks", convert=lambda urls: [_without_query(u) for u in urls]),
+        list[str],
+        From("webhooks", convert=lambda urls: [_without_query(u) for u in urls]),
         Field(default_factory=list, description="The job's own webhook URLs (without their query strings)."),
     ]
     resources: Annotated[
-        dict[str, Any], From("resources", convert=Resources.to_dict),
-        Field(default_factory=dict, description="What the request's `resources` asked for (gpus, gpu_type, nodes, cpus, memory_gb, max_duration_minutes); unset: the settings."),
+        dict[str, Any],
+        From("resources", convert=Resources.to_dict),
+        Field(
+            default_factory=dict,
+            description="What the request's `resources` asked for (gpus, gpu_type, nodes, cpus, memory_gb, max_duration_minutes); unset: the settings.",
+        ),
     ]
     callback: Annotated[
-        dict[str, str] | None, From("callback", convert=lambda c: {"kind": c.kind, "url": _without_query(c.url)} if c else None),
+        dict[str, str] | None,
+        From("callback", convert=lambda c: {"kind": c.kind, "url": _without_query(c.url)} if c else None),
         Field(None, description="The studio's status callback: {kind, url} (without its query string; never its Authorization, sealed or not)."),
     ]
     error: Annotated[str | None, From("error")]

@@ -323,12 +323,14 @@ def job_state(
         if job is None:
             return NO_OPINION  # the Job decides whether a finished pod finishes the job
         if observed.state == FAILED:
-            limit = ((job.get("spec") or {}).get("backoffLimit"))
+            limit = (job.get("spec") or {}).get("backoffLimit")
             limit = DEFAULT_BACKOFF_LIMIT if limit is None else int(limit)
             failures = _failed_count(job, pods)
             if failures <= limit:
                 detail = f"{observed.reason}, exit {observed.exit_code}" if observed.exit_code is not None else observed.reason
-                return ObservedState(PENDING, "BackOff", f"pod {_meta(pod).get('name')} failed ({detail}); the Job retries ({failures} of {limit + 1} attempts used)")
+                return ObservedState(
+                    PENDING, "BackOff", f"pod {_meta(pod).get('name')} failed ({detail}); the Job retries ({failures} of {limit + 1} attempts used)"
+                )
     return observed
 
 

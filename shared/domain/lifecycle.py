@@ -69,14 +69,30 @@ class Notification:
     kind: str = STATUS
 
     def to_doc(self) -> dict[str, Any]:
-        return {"id": self.id, "jobId": self.job_id, "seq": self.seq, "status": self.status, "previous": self.previous, "at": iso(self.at), "body": self.body,
-                "kind": self.kind}
+        return {
+            "id": self.id,
+            "jobId": self.job_id,
+            "seq": self.seq,
+            "status": self.status,
+            "previous": self.previous,
+            "at": iso(self.at),
+            "body": self.body,
+            "kind": self.kind,
+        }
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Notification:
         at = datetime.fromisoformat(str(doc["at"]).replace("Z", "+00:00"))
-        return cls(id=doc["id"], job_id=doc["jobId"], seq=int(doc["seq"]), status=doc["status"], previous=doc.get("previous"), at=at, body=doc["body"],
-                   kind=doc.get("kind") or STATUS)
+        return cls(
+            id=doc["id"],
+            job_id=doc["jobId"],
+            seq=int(doc["seq"]),
+            status=doc["status"],
+            previous=doc.get("previous"),
+            at=at,
+            body=doc["body"],
+            kind=doc.get("kind") or STATUS,
+        )
 
 
 @dataclass(frozen=True)
@@ -171,18 +187,32 @@ def plan(current: Job | None, change: Change, max_tail_chars: int = -1) -> Plan:
     for e in timeline:
         if e.kind == PROGRESS:
             summary = summary or notification_summary(new)
-            notes.append(Notification(
-                id=f"{new.id}.{e.seq}", job_id=new.id, seq=e.seq, status=JobStatus.RUNNING.value, previous=JobStatus.RUNNING.value, at=e.at,
-                body=event_body(PROGRESS, JobStatus.RUNNING.value, iso(e.at) or "", summary), kind=PROGRESS,
-            ))
+            notes.append(
+                Notification(
+                    id=f"{new.id}.{e.seq}",
+                    job_id=new.id,
+                    seq=e.seq,
+                    status=JobStatus.RUNNING.value,
+                    previous=JobStatus.RUNNING.value,
+                    at=e.at,
+                    body=event_body(PROGRESS, JobStatus.RUNNING.value, iso(e.at) or "", summary),
+                    kind=PROGRESS,
+                )
+            )
             continue
         if e.kind != STATUS:
             continue
         summary = summary or notification_summary(new)
         to, frm = str(e.data.get("to")), e.data.get("from")
-        notes.append(Notification(
-            id=f"{new.id}.{e.seq}", job_id=new.id, seq=e.seq, status=to, previous=frm, at=e.at,
-            body=event_body(to, frm, iso(e.at) or "", summary),
-        ))
+        notes.append(
+            Notification(
+                id=f"{new.id}.{e.seq}",
+                job_id=new.id,
+                seq=e.seq,
+                status=to,
+                previous=frm,
+                at=e.at,
+                body=event_body(to, frm, iso(e.at) or "", summary),
+            )
+        )
     return Plan(new, lines, timeline, tuple(notes))
-

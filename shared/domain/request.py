@@ -64,9 +64,7 @@ LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 MODEL_ALIASES = ("model", "model_name")
 SECRET_KEYS = ("hf_token",)
 # Keys of the request that are about the job, not the trainer: never rendered as flags.
-RESERVED_KEYS = frozenset(
-    {"backend", "job_name", "env", "trainer_args", "labels", "webhooks", "resources", "idempotency_key", *MODEL_ALIASES, *SECRET_KEYS}
-)
+RESERVED_KEYS = frozenset({"backend", "job_name", "env", "trainer_args", "labels", "webhooks", "resources", "idempotency_key", *MODEL_ALIASES, *SECRET_KEYS})
 
 
 MAX_NAME_CHARS = 200
@@ -79,9 +77,7 @@ class TrainRequestBody(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, title="TrainRequest")
 
-    backend: Literal["kubernetes", "vertex", "local"] | None = Field(
-        None, description="Where the job runs; default from DEFAULT_TRAINING_BACKEND."
-    )
+    backend: Literal["kubernetes", "vertex", "local"] | None = Field(None, description="Where the job runs; default from DEFAULT_TRAINING_BACKEND.")
     job_name: StrictStr | None = Field(None, description="Human-readable name; defaults to the job id.", max_length=MAX_NAME_CHARS)
     dataset_file: StrictStr | list[StrictStr] = Field(
         description="Training data: a file or a folder / prefix of shards (JSONL, JSON, CSV, Parquet, save_to_disk), or a list "
@@ -132,7 +128,6 @@ class NormalisedRequest:
     @property
     def env_names(self) -> tuple[str, ...]:
         return tuple(sorted(self.env))
-
 
 
 def request_fingerprint(body: Any) -> str:
@@ -192,9 +187,7 @@ def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
     return out
 
 
-def normalise_request(
-    body: Any, policy: RequestPolicy, *, platform_env: Mapping[str, tuple[str, str]] | None = None
-) -> NormalisedRequest:
+def normalise_request(body: Any, policy: RequestPolicy, *, platform_env: Mapping[str, tuple[str, str]] | None = None) -> NormalisedRequest:
     """Validate a decoded `POST /train` body and render its trainer flags. Raises ValidationFailed.
 
     `platform_env`: secret variables the platform itself sets, name -> (value, the field it came from),
@@ -284,7 +277,8 @@ def normalise_request(
                 continue
             value = [
                 check_location(backend, key, item, policy, errors, f"{path}[{i}]")
-                if isinstance(item, str) and check_text(item, f"{path}[{i}]", errors) else item
+                if isinstance(item, str) and check_text(item, f"{path}[{i}]", errors)
+                else item
                 for i, item in enumerate(value)
             ]
         if key == "upload_output_to" and isinstance(value, str) and not value.startswith(("gs://", "s3://")):

@@ -95,9 +95,7 @@ class RequestPolicy:
     # The studio's spec names no output folder: per backend, the folder its runs write to (the studio's
     # job_id is appended), inside the container / VM or, for local, inside an allowed root. Missing for
     # local: `<first local root>/studio`.
-    studio_output_roots: dict[Backend, str] = field(
-        default_factory=lambda: {Backend.KUBERNETES: "/tmp/studio", Backend.VERTEX: "/tmp/studio"}
-    )
+    studio_output_roots: dict[Backend, str] = field(default_factory=lambda: {Backend.KUBERNETES: "/tmp/studio", Backend.VERTEX: "/tmp/studio"})
     # Backend -> (trainer processes per node, nodes) a job gets when its `resources` leave gpus / nodes
     # unset: the studio's global batch_size is split over these data-parallel ranks.
     default_parallel: dict[Backend, tuple[int, int]] = field(default_factory=dict)
@@ -116,9 +114,7 @@ def _inside(path: str, roots: tuple[str, ...]) -> bool:
     return False
 
 
-def check_location(
-    backend: Backend, field_name: str, value: str, policy: RequestPolicy, errors: list[FieldError], path: str | None = None
-) -> str:
+def check_location(backend: Backend, field_name: str, value: str, policy: RequestPolicy, errors: list[FieldError], path: str | None = None) -> str:
     """Backend rules for dataset_file / output_dir; returns the value the trainer gets. Errors name `path`
     (`dataset_file[1]` for one of several sources), or the field."""
     where = path or field_name
@@ -147,7 +143,6 @@ def check_location(
             errors.append(FieldError(where, f"must resolve inside the local backend's allowed roots: {roots}"))
         return resolved
     return value
-
 
 
 def secret_problems(

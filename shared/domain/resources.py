@@ -186,7 +186,11 @@ def placement_problems(res: Resources, placement: Placement) -> list[FieldError]
     if placement.sized_by_machine:
         for key in ("cpus", "memory_gb"):
             if getattr(res, key) is not None:
-                errors.append(FieldError(f"resources.{key}", f"{where} sizes CPUs and memory by machine type (chosen from resources.gpu_type and gpus): drop resources.{key}"))
+                errors.append(
+                    FieldError(
+                        f"resources.{key}", f"{where} sizes CPUs and memory by machine type (chosen from resources.gpu_type and gpus): drop resources.{key}"
+                    )
+                )
     if placement.gpu_types is None:
         return errors
     more = f" (more through {placement.table_setting})" if placement.table_setting else ""

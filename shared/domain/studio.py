@@ -129,7 +129,7 @@ def _translate(err: FieldError, paths: dict[str, str]) -> FieldError:
     for old in sorted(paths, key=len, reverse=True):
         field = err.field
         if field == old or field.startswith((old + ".", old + "[")):
-            return FieldError(paths[old] + field[len(old):], err.message)
+            return FieldError(paths[old] + field[len(old) :], err.message)
     return err  # resources.*, backend: the same path in both shapes
 
 
@@ -153,6 +153,4 @@ def normalise_studio_request(body: dict[str, Any], policy: RequestPolicy) -> Nor
     if tr.errors:
         raise ValidationFailed(tr.errors)
     assert tr.job_id is not None
-    return dataclasses.replace(
-        req, request_hash=request_hash, idempotency_key=idempotency_key_for(tr.job_id), callback=tr.callback
-    )
+    return dataclasses.replace(req, request_hash=request_hash, idempotency_key=idempotency_key_for(tr.job_id), callback=tr.callback)

@@ -109,7 +109,10 @@ class ModelSections(TranslationBase):
         elif use is False and lora:
             self.error("customization.peft.use", f"false contradicts customization.method {method}, a PEFT (LoRA) method: set peft.use true, or method full")
         elif use is True and method == "full":
-            self.error("customization.peft.use", "true contradicts customization.method full, which trains every weight (no adapter): set peft.use false, or method lora or qlora")
+            self.error(
+                "customization.peft.use",
+                "true contradicts customization.method full, which trains every weight (no adapter): set peft.use false, or method lora or qlora",
+            )
         config = self.obj(peft.get("config"), "customization.peft.config", list(PEFT_CONFIG_KEYS), "our LoRA config (customization.peft.config)")
         if not config:
             return

@@ -31,13 +31,18 @@ class StudioCustomization(_Strict):
     trainable_layers: list[StrictStr] | None = Field(None, description="-> --trainable_layers (decoder.layers.N: the model's own layer N).")
     precision: Literal["bf16", "fp16", "fp32"] | None = None
     qlora: dict[str, Any] | None = Field(None, description="use_double_quant, bnb_4bit_compute_dtype, bnb_4bit_quant_type (qlora only).")
-    peft: dict[str, Any] | None = Field(None, description='{"use": bool, "config": {...}}: config keys our LoRA config has (task_type CAUSAL_LM, r, lora_alpha, lora_dropout, target_modules, bias, use_rslora).')
+    peft: dict[str, Any] | None = Field(
+        None,
+        description='{"use": bool, "config": {...}}: config keys our LoRA config has (task_type CAUSAL_LM, r, lora_alpha, lora_dropout, target_modules, bias, use_rslora).',
+    )
 
 
 class StudioDataset(_Strict):
     source: StrictStr = Field(description="s3:// or gs:// (a path on the local backend).")
     format: Literal["jsonl", "csv", "parquet", "auto"] | None = None
-    auth: dict[str, StrictStr] | None = Field(None, description=f"{{aws_access_key_id, aws_secret_access_key, aws_session_token?, aws_region?}} or {{role_arn, aws_region?}}. {_SECRET}")
+    auth: dict[str, StrictStr] | None = Field(
+        None, description=f"{{aws_access_key_id, aws_secret_access_key, aws_session_token?, aws_region?}} or {{role_arn, aws_region?}}. {_SECRET}"
+    )
 
 
 class StudioArtifacts(_Strict):
@@ -63,6 +68,7 @@ class StudioTrainRequest(_Strict):
     datasets: list[StudioDataset] = Field(min_length=1)
     artifacts: StudioArtifacts
     tuning_parameters: dict[str, Any] | None = Field(
-        None, description="learning_rate, batch_size (global), num_epochs, warmup_ratio, gradient_checkpointing, max_sequence_length, or any trainer flag by name."
+        None,
+        description="learning_rate, batch_size (global), num_epochs, warmup_ratio, gradient_checkpointing, max_sequence_length, or any trainer flag by name.",
     )
     callbacks: StudioCallbacks | None = None

@@ -27,8 +27,15 @@ CUSTOMIZATION_KEYS = ("method", "rank", "target_modules", "lora_alpha", "lora_dr
 QLORA_KEYS = {"use_double_quant": "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype": "bnb_4bit_compute_dtype", "bnb_4bit_quant_type": "bnb_4bit_quant_type"}
 PEFT_KEYS = ("use", "config")
 # peft.config keys our LoRA config has -> the trainer flag (task_type is checked, not rendered).
-PEFT_CONFIG_KEYS = {"task_type": None, "r": "lora_rank", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
-                    "target_modules": "lora_target_modules", "bias": "lora_bias", "use_rslora": "use_rslora"}
+PEFT_CONFIG_KEYS = {
+    "task_type": None,
+    "r": "lora_rank",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "target_modules": "lora_target_modules",
+    "bias": "lora_bias",
+    "use_rslora": "use_rslora",
+}
 DATASET_KEYS = ("source", "format", "auth")
 ARTIFACT_KEYS = ("output_uri", "log_uri", "status_stream_url", "auth")
 CALLBACK_KEYS = ("webhook_url", "auth_header")
@@ -99,6 +106,7 @@ def elsewhere(key: str, template: str) -> str:
 
 def same(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
+
 
 class TranslationBase:
     """One studio body on its way to the old shape: the old body, where each old key came from, and

@@ -33,7 +33,7 @@ class SecretError(ValueError):
 
 def parse_secret(secret: str) -> bytes:
     """`whsec_<base64>` -> the key bytes (a bare base64 key is accepted too)."""
-    raw = secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret
+    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
     try:
         key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -200,7 +200,9 @@ class Launcher:
             try:
                 self.store.update(
                     job_id,
-                    mark_failed("LaunchFailed", f"launch failed after {message.delivery_attempt} attempts: {exc}", FailureClass.INFRA, self.clock.now(), source=SOURCE),
+                    mark_failed(
+                        "LaunchFailed", f"launch failed after {message.delivery_attempt} attempts: {exc}", FailureClass.INFRA, self.clock.now(), source=SOURCE
+                    ),
                 )
                 return
             except StoreUnavailable as write_failed:

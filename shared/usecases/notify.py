@@ -262,11 +262,21 @@ class Notifier:
                 result = self.sender.send(claimed.url, *request)
             verdict = judge(result.status_code, result.error, result.refused)
             error = result.error or (None if verdict.value == "delivered" else f"HTTP {result.status_code}")
-            self.store.record_attempt(Attempt(
-                job_id=n.job_id, notification_id=n.id, notification_seq=n.seq, subscriber=claimed.key, url=_display(claimed.url),
-                attempt=claimed.attempt + 1, at=now, verdict=verdict.value, status_code=result.status_code,
-                duration_ms=result.duration_ms, error=error,
-            ))
+            self.store.record_attempt(
+                Attempt(
+                    job_id=n.job_id,
+                    notification_id=n.id,
+                    notification_seq=n.seq,
+                    subscriber=claimed.key,
+                    url=_display(claimed.url),
+                    attempt=claimed.attempt + 1,
+                    at=now,
+                    verdict=verdict.value,
+                    status_code=result.status_code,
+                    duration_ms=result.duration_ms,
+                    error=error,
+                )
+            )
             now = self.clock.now()
             after = step(claimed, n.seq, verdict, error, now, self.schedule, self.rand)
             going_on = after.state == ACTIVE and after.next_at is not None and after.next_at <= now
@@ -278,7 +288,6 @@ class Notifier:
                 return
             channel = saved
             leased = True
-
 
     def _request(self, channel: Channel, n: Notification, now: Any) -> tuple[dict[str, str], bytes] | None:
         """The headers and body of notification `n` for this channel's kind, or None: skip it."""

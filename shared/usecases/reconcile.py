@@ -44,7 +44,14 @@ class ReconcileReport:
     released: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checked": self.checked, "relaunched": self.relaunched, "updated": self.updated, "stale": self.stale, "errors": self.errors, "released": self.released}
+        return {
+            "checked": self.checked,
+            "relaunched": self.relaunched,
+            "updated": self.updated,
+            "stale": self.stale,
+            "errors": self.errors,
+            "released": self.released,
+        }
 
 
 class Reconciler:
@@ -121,8 +128,13 @@ class Reconciler:
         observation = backend.observe(job) if backend is not None else None
         if observation is not None and observation.state:
             event = TrainingEvent(
-                job_id=job.id, source="reconcile", observed_at=now, state=observation.state,
-                reason=observation.reason, message=observation.message, exit_code=observation.exit_code,
+                job_id=job.id,
+                source="reconcile",
+                observed_at=now,
+                state=observation.state,
+                reason=observation.reason,
+                message=observation.message,
+                exit_code=observation.exit_code,
             )
             after = self.status_sync.apply_event(event)
             if after is not None and after.status is not job.status:
@@ -132,6 +144,8 @@ class Reconciler:
         if now - last_sign > self.stale_after and job.status_reason != "Stale":
             quiet = int((now - last_sign).total_seconds())
             self.status_sync.apply_event(
-                TrainingEvent(job_id=job.id, source="reconcile", observed_at=job.last_event_at or job.updated_at, state="Stale", message=f"no sign of life for {quiet}s")
+                TrainingEvent(
+                    job_id=job.id, source="reconcile", observed_at=job.last_event_at or job.updated_at, state="Stale", message=f"no sign of life for {quiet}s"
+                )
             )
             report.stale.append(job.id)

@@ -110,14 +110,17 @@ def mark_failed(reason: str, message: str, failure_class: FailureClass, now: dat
     def mutate(job: Job) -> Change | None:
         if job.is_terminal() or not job.status.can_become(JobStatus.FAILED):
             return None
-        return Change(job.replace(
-            status=JobStatus.FAILED,
-            status_reason=reason,
-            error=message,
-            failure_class=failure_class,
-            finished_at=now,
-            updated_at=now,
-        ), source=source)
+        return Change(
+            job.replace(
+                status=JobStatus.FAILED,
+                status_reason=reason,
+                error=message,
+                failure_class=failure_class,
+                finished_at=now,
+                updated_at=now,
+            ),
+            source=source,
+        )
 
     return mutate
 
@@ -137,9 +140,7 @@ class TrainingService:
         self.bus = bus
         if policy.resolve_links is None:
             # Local paths are checked after resolving symlinks (the roots too), not just lexically.
-            policy = dataclasses.replace(
-                policy, resolve_links=os.path.realpath, local_roots=tuple(os.path.realpath(r) for r in policy.local_roots)
-            )
+            policy = dataclasses.replace(policy, resolve_links=os.path.realpath, local_roots=tuple(os.path.realpath(r) for r in policy.local_roots))
         self.policy = policy
         self.requests_topic = requests_topic
         self.clock = clock or SystemClock()
@@ -177,7 +178,9 @@ class TrainingService:
         if req.idempotency_key is not None:
             same = idempotency_key is None or idempotency_key in (req.idempotency_key, req.idempotency_key.removeprefix(studio.IDEMPOTENCY_PREFIX))
             if not same:
-                raise ValidationFailed([FieldError("job_id", "is this run's idempotency key, and the Idempotency-Key header names another: send one, or the same")])
+                raise ValidationFailed(
+                    [FieldError("job_id", "is this run's idempotency key, and the Idempotency-Key header names another: send one, or the same")]
+                )
             idempotency_key = req.idempotency_key
         job = build_job(req, job_id=self.id_factory(), now=self.clock.now(), idempotency_key=idempotency_key, extra_labels=extra_labels)
         return job, req
@@ -208,9 +211,9 @@ class TrainingService:
                 what = "a dry run, which is final" if not job.is_terminal() else f"already {job.status.value}"
                 raise Conflict(f"Job {job.id} can't be cancelled: it is {what}.")
             if job.status is JobStatus.QUEUED:
-                return Change(job.replace(
-                    status=JobStatus.CANCELLED, status_reason="Cancelled", cancel_requested=True, finished_at=now, updated_at=now
-                ), source="api")
+                return Change(
+                    job.replace(status=JobStatus.CANCELLED, status_reason="Cancelled", cancel_requested=True, finished_at=now, updated_at=now), source="api"
+                )
             if job.status is JobStatus.CANCELLING:
                 return None
             return Change(job.replace(status=JobStatus.CANCELLING, status_reason="CancelRequested", cancel_requested=True, updated_at=now), source="api")

@@ -62,10 +62,18 @@ def make_jobs(n: int, start_index: int = 0) -> list[Job]:
         ts = t0 + timedelta(seconds=i)
         jobs.append(
             Job(
-                id=f"bench-{i:06d}", name=f"bench-{i % 10}", backend=Backend.KUBERNETES, status=JobStatus.SUCCEEDED,
-                created_at=ts, updated_at=ts, dataset_file="gs://b/d.jsonl", output_dir="/tmp/o",
+                id=f"bench-{i:06d}",
+                name=f"bench-{i % 10}",
+                backend=Backend.KUBERNETES,
+                status=JobStatus.SUCCEEDED,
+                created_at=ts,
+                updated_at=ts,
+                dataset_file="gs://b/d.jsonl",
+                output_dir="/tmp/o",
                 args=("--dataset_file=gs://b/d.jsonl", "--output_dir=/tmp/o", "--num_train_epochs=2"),
-                log_tail="x" * 2000, log_count=100, version=1,
+                log_tail="x" * 2000,
+                log_count=100,
+                version=1,
             )
         )
     return jobs
@@ -167,7 +175,13 @@ def launch_drain(url: str, timeout: float = 300) -> float:
 def emulators(seconds: int, tmp: Path) -> dict:
     port = free_port()
     project = f"bench-{uuid.uuid4().hex[:6]}"
-    proc = start([PY, "-m", "functions.local_stack", f"--port={port}", f"--project={project}"], {"K8S_TRAINING_IMAGE": "trainer:bench"}, port, tmp / "stack.log", timeout=180)
+    proc = start(
+        [PY, "-m", "functions.local_stack", f"--port={port}", f"--project={project}"],
+        {"K8S_TRAINING_IMAGE": "trainer:bench"},
+        port,
+        tmp / "stack.log",
+        timeout=180,
+    )
     url = f"http://127.0.0.1:{port}"
     results: dict = {}
     try:
@@ -176,7 +190,9 @@ def emulators(seconds: int, tmp: Path) -> dict:
         # Wipe, then first page with 100 and 10,000 jobs.
         import urllib.request
 
-        urllib.request.urlopen(urllib.request.Request(f"http://{firestore_host}/emulator/v1/projects/{project}/databases/(default)/documents", method="DELETE")).read()
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://{firestore_host}/emulator/v1/projects/{project}/databases/(default)/documents", method="DELETE")
+        ).read()
         os.environ["FIRESTORE_EMULATOR_HOST"] = firestore_host
         fill_firestore(project, 100, 0)
         small = sample_latency(f"{url}/jobs", n=100)

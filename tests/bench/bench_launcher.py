@@ -64,7 +64,11 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-launch-"))
     project = "bench-launch"
-    with Emulator("pubsub", project, log_path=tmp / "pubsub.log") as ps, Emulator("firestore", project, log_path=tmp / "fs.log") as fs, TimedKubernetesAPI(namespaces=("training",), validate=False) as k8s:
+    with (
+        Emulator("pubsub", project, log_path=tmp / "pubsub.log") as ps,
+        Emulator("firestore", project, log_path=tmp / "fs.log") as fs,
+        TimedKubernetesAPI(namespaces=("training",), validate=False) as k8s,
+    ):
         os.environ.update({"PUBSUB_EMULATOR_HOST": ps.host, "FIRESTORE_EMULATOR_HOST": fs.host})
         from shared.adapters.firestore_store import FirestoreJobStore
         from shared.adapters.pubsub_bus import PubSubBus
@@ -72,8 +76,13 @@ def main() -> None:
         from shared.usecases.service import TrainingService
 
         env = {
-            **os.environ, "STORE_KIND": "firestore", "BUS_KIND": "pubsub", "GOOGLE_CLOUD_PROJECT": project,
-            "K8S_APPLY": "1", "K8S_KUBECONFIG": str(write_kubeconfig(k8s.url, tmp / "kubeconfig", "training")), "K8S_NAMESPACE": "training",
+            **os.environ,
+            "STORE_KIND": "firestore",
+            "BUS_KIND": "pubsub",
+            "GOOGLE_CLOUD_PROJECT": project,
+            "K8S_APPLY": "1",
+            "K8S_KUBECONFIG": str(write_kubeconfig(k8s.url, tmp / "kubeconfig", "training")),
+            "K8S_NAMESPACE": "training",
             "K8S_TRAINING_IMAGE": "us-docker.pkg.dev/bench/trainer:1",
         }
         settings = Settings(**{k: v for k, v in env.items() if k in ("STORE_KIND", "BUS_KIND", "GOOGLE_CLOUD_PROJECT", "K8S_TRAINING_IMAGE")})
@@ -81,13 +90,28 @@ def main() -> None:
         bus.ensure_topics([settings.topic_train_requests, settings.topic_training_events, f"{settings.topic_train_requests}-dead-letter"])
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", f"--source={REPO / 'functions/main.py'}", "--target=launcher", "--signature-type=cloudevent", "--host=127.0.0.1", f"--port={port}"],
-            cwd=REPO, env=env, start_new_session=True, stdout=open(tmp / "launcher.log", "wb"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "functions_framework",
+                f"--source={REPO / 'functions/main.py'}",
+                "--target=launcher",
+                "--signature-type=cloudevent",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=open(tmp / "launcher.log", "wb"),
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_port(port)
             bus.ensure_push_subscription(
-                settings.topic_train_requests, "launcher-push", f"http://127.0.0.1:{port}/projects/{project}/topics/{settings.topic_train_requests}",
+                settings.topic_train_requests,
+                "launcher-push",
+                f"http://127.0.0.1:{port}/projects/{project}/topics/{settings.topic_train_requests}",
                 dead_letter_topic=f"{settings.topic_train_requests}-dead-letter",
             )
             store = FirestoreJobStore.from_settings(project, "(default)")

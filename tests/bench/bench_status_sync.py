@@ -35,9 +35,17 @@ T0 = datetime(2026, 11, 29, tzinfo=UTC)
 
 def job(i: int, status: JobStatus = JobStatus.SUBMITTED) -> Job:
     return Job(
-        id=f"b-{i:06d}", name=f"bench-{i}", backend=Backend.KUBERNETES, status=status, created_at=T0, updated_at=T0,
-        dataset_file="gs://b/d.jsonl", output_dir="/tmp/o", args=("--dataset_file=gs://b/d.jsonl", "--output_dir=/tmp/o"),
-        external_id=f"training/bench-{i}", log_tail="x" * 500,
+        id=f"b-{i:06d}",
+        name=f"bench-{i}",
+        backend=Backend.KUBERNETES,
+        status=status,
+        created_at=T0,
+        updated_at=T0,
+        dataset_file="gs://b/d.jsonl",
+        output_dir="/tmp/o",
+        args=("--dataset_file=gs://b/d.jsonl", "--output_dir=/tmp/o"),
+        external_id=f"training/bench-{i}",
+        log_tail="x" * 500,
     )
 
 
@@ -75,7 +83,11 @@ def main() -> None:
         for step, state, reason in lifecycle:
             t_step = time.perf_counter()
             for i in range(args.jobs):
-                sync.apply_event(TrainingEvent(job_id=f"b-{i:06d}", source="kubernetes", observed_at=T0 + timedelta(seconds=step), state=state, reason=reason, event_id=f"{i}:{step}"))
+                sync.apply_event(
+                    TrainingEvent(
+                        job_id=f"b-{i:06d}", source="kubernetes", observed_at=T0 + timedelta(seconds=step), state=state, reason=reason, event_id=f"{i}:{step}"
+                    )
+                )
                 n_events += 1
             if step == 1:
                 first_s = time.perf_counter() - t_step
@@ -87,7 +99,10 @@ def main() -> None:
         batch = 500
         t = time.perf_counter()
         for start in range(0, args.lines, batch):
-            logs = tuple(EventLog(seq=start + k + 1, timestamp=T0, stream="stdout", message=f"step {start + k} loss 1.234 lr 0.0002 tokens/s 5123.4") for k in range(batch))
+            logs = tuple(
+                EventLog(seq=start + k + 1, timestamp=T0, stream="stdout", message=f"step {start + k} loss 1.234 lr 0.0002 tokens/s 5123.4")
+                for k in range(batch)
+            )
             sync.apply_event(TrainingEvent(job_id="b-999999", source="kubernetes", observed_at=T0, logs=logs))
         lines_s = time.perf_counter() - t
         assert store.get("b-999999").log_count == (args.lines // batch) * batch

@@ -33,15 +33,32 @@ H200_BF16_PEAK = 790e12
 
 CPU = {
     "model": {"hidden_size": 256, "layers": 4, "heads": 8, "kv_heads": 4, "intermediate_size": 688},
-    "rows": 96, "words": (40, 120), "batch": 8, "grad_accum": 1, "epochs": 1, "max_length": 256,
-    "lora_rank": 16, "lora_alpha": 32, "lr": 2e-4, "bf16": False, "grad_ckpt": False,
+    "rows": 96,
+    "words": (40, 120),
+    "batch": 8,
+    "grad_accum": 1,
+    "epochs": 1,
+    "max_length": 256,
+    "lora_rank": 16,
+    "lora_alpha": 32,
+    "lr": 2e-4,
+    "bf16": False,
+    "grad_ckpt": False,
 }
 CUDA = {
     # Llama-3.2-1B's shape (random weights: throughput does not depend on their values).
-    "model": {"hidden_size": 2048, "layers": 16, "heads": 32, "kv_heads": 8, "intermediate_size": 8192,
-              "vocab_size": 128256, "tie": True},
-    "rows": 512, "words": (700, 900), "batch": 8, "grad_accum": 1, "epochs": 1, "max_length": 1024,
-    "lora_rank": 16, "lora_alpha": 32, "lr": 2e-4, "bf16": True, "grad_ckpt": False,
+    "model": {"hidden_size": 2048, "layers": 16, "heads": 32, "kv_heads": 8, "intermediate_size": 8192, "vocab_size": 128256, "tie": True},
+    "rows": 512,
+    "words": (700, 900),
+    "batch": 8,
+    "grad_accum": 1,
+    "epochs": 1,
+    "max_length": 1024,
+    "lora_rank": 16,
+    "lora_alpha": 32,
+    "lr": 2e-4,
+    "bf16": True,
+    "grad_ckpt": False,
 }
 
 
@@ -58,14 +75,23 @@ def build_model(cfg: dict, out: Path) -> int:
     tok = tiny_model.build_tokenizer()
     m = cfg["model"]
     if "vocab_size" not in m:
-        model = tiny_model.build_model(tok, hidden_size=m["hidden_size"], layers=m["layers"], heads=m["heads"],
-                                       kv_heads=m["kv_heads"], intermediate_size=m["intermediate_size"])
+        model = tiny_model.build_model(
+            tok, hidden_size=m["hidden_size"], layers=m["layers"], heads=m["heads"], kv_heads=m["kv_heads"], intermediate_size=m["intermediate_size"]
+        )
     else:
         config = LlamaConfig(
-            vocab_size=m["vocab_size"], hidden_size=m["hidden_size"], intermediate_size=m["intermediate_size"],
-            num_hidden_layers=m["layers"], num_attention_heads=m["heads"], num_key_value_heads=m["kv_heads"],
-            max_position_embeddings=4096, rope_theta=500000.0, tie_word_embeddings=m["tie"],
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            vocab_size=m["vocab_size"],
+            hidden_size=m["hidden_size"],
+            intermediate_size=m["intermediate_size"],
+            num_hidden_layers=m["layers"],
+            num_attention_heads=m["heads"],
+            num_key_value_heads=m["kv_heads"],
+            max_position_embeddings=4096,
+            rope_theta=500000.0,
+            tie_word_embeddings=m["tie"],
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
         )
         with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
             model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -83,8 +109,7 @@ def write_dataset(cfg: dict, path: Path) -> None:
         for _ in range(cfg["rows"]):
             q = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(lo, hi) // 2))
             a = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(lo, hi) // 2))
-            fh.write(json.dumps({"messages": [{"role": "user", "content": q},
-                                              {"role": "assistant", "content": a}]}) + "\n")
+            fh.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n")
 
 
 # ---- the two variants (each runs in its own child process) --------------------------------------------
@@ -113,11 +138,36 @@ def run_ours(cfg: dict, model: str, data: str, out: str) -> dict:
 
     from trainer import train
 
-    argv = ["--model_id", model, "--dataset_file", data, "--output_dir", out, "--method", "lora",
-            "--per_device_train_batch_size", str(cfg["batch"]), "--gradient_accumulation_steps",
-            str(cfg["grad_accum"]), "--num_train_epochs", str(cfg["epochs"]), "--max_length", str(cfg["max_length"]),
-            "--learning_rate", str(cfg["lr"]), "--lora_rank", str(cfg["lora_rank"]), "--lora_alpha",
-            str(cfg["lora_alpha"]), "--val_split_size", "0", "--logging_steps", "10", "--save_steps", "500"]
+    argv = [
+        "--model_id",
+        model,
+        "--dataset_file",
+        data,
+        "--output_dir",
+        out,
+        "--method",
+        "lora",
+        "--per_device_train_batch_size",
+        str(cfg["batch"]),
+        "--gradient_accumulation_steps",
+        str(cfg["grad_accum"]),
+        "--num_train_epochs",
+        str(cfg["epochs"]),
+        "--max_length",
+        str(cfg["max_length"]),
+        "--learning_rate",
+        str(cfg["lr"]),
+        "--lora_rank",
+        str(cfg["lora_rank"]),
+        "--lora_alpha",
+        str(cfg["lora_alpha"]),
+        "--val_split_size",
+        "0",
+        "--logging_steps",
+        "10",
+        "--save_steps",
+        "500",
+    ]
     argv += ["--bf16"] if cfg["bf16"] else []
     argv += [] if cfg["grad_ckpt"] else ["--no_gradient_checkpointing"]
     timer = loop_timer()
@@ -129,8 +179,7 @@ def run_ours(cfg: dict, model: str, data: str, out: str) -> dict:
     if code != 0:
         raise SystemExit(f"trainer exited {code}")
     s = json.loads(Path(out, "run_summary.json").read_text())
-    return {"tokens": s["tokens"], "train_runtime": s["train_runtime_seconds"], "steps": s["steps"],
-            "cpu_seconds": timer.cpu_seconds}
+    return {"tokens": s["tokens"], "train_runtime": s["train_runtime_seconds"], "steps": s["steps"], "cpu_seconds": timer.cpu_seconds}
 
 
 def run_plain(cfg: dict, model_id: str, data: str, out: str) -> dict:
@@ -145,22 +194,38 @@ def run_plain(cfg: dict, model_id: str, data: str, out: str) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_id)
     model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16 if cfg["bf16"] else torch.float32)
     args = SFTConfig(
-        output_dir=out, per_device_train_batch_size=cfg["batch"], gradient_accumulation_steps=cfg["grad_accum"],
-        num_train_epochs=cfg["epochs"], max_length=cfg["max_length"], learning_rate=cfg["lr"],
-        lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=10, save_steps=500, save_total_limit=2,
-        bf16=cfg["bf16"], use_cpu=not cuda, activation_checkpointing=cfg["grad_ckpt"], seed=42, data_seed=42,
+        output_dir=out,
+        per_device_train_batch_size=cfg["batch"],
+        gradient_accumulation_steps=cfg["grad_accum"],
+        num_train_epochs=cfg["epochs"],
+        max_length=cfg["max_length"],
+        learning_rate=cfg["lr"],
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        logging_steps=10,
+        save_steps=500,
+        save_total_limit=2,
+        bf16=cfg["bf16"],
+        use_cpu=not cuda,
+        activation_checkpointing=cfg["grad_ckpt"],
+        seed=42,
+        data_seed=42,
         report_to="none",
     )
-    peft_config = LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_alpha"], lora_dropout=0.05,
-                             target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_alpha"], lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     timer = loop_timer()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=data)["train"],
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[timer()])
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=load_dataset("json", data_files=data)["train"],
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[timer()],
+    )
     result = trainer.train()
     # Every row is seen `epochs` times and none is truncated, so this is the non-padding token count.
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * cfg["epochs"]
-    return {"tokens": tokens, "train_runtime": result.metrics["train_runtime"], "steps": trainer.state.global_step,
-            "cpu_seconds": timer.cpu_seconds}
+    return {"tokens": tokens, "train_runtime": result.metrics["train_runtime"], "steps": trainer.state.global_step, "cpu_seconds": timer.cpu_seconds}
 
 
 def child(variant: str, cfg_path: str, model: str, data: str, out: str, result_path: str) -> None:
@@ -179,7 +244,10 @@ def run_child(variant: str, cfg_path: Path, model: Path, data: Path, work: Path,
         env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", variant, str(cfg_path), str(model), str(data), str(out), str(result)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     err = proc.stderr.read()
     _, status, rusage = os.wait4(proc.pid, 0)
@@ -198,8 +266,7 @@ def machine() -> str:
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} (CPU)"
 
 
@@ -210,8 +277,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cuda", action="store_true", help="Llama-3.2-1B-shaped model, bf16 LoRA, MFU vs H200 peak")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of runs (ours, plain) to alternate")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP_NUM_THREADS for each run (0: torch's default); 1 is steadiest on a shared CPU")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for each run (0: torch's default); 1 is steadiest on a shared CPU")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     cfg = CUDA if args.cuda else CPU
@@ -228,22 +294,30 @@ def main() -> int:
             for variant in ("ours", "plain") if i % 2 == 0 else ("plain", "ours"):
                 r = run_child(variant, cfg_path, work / "model", work / "data.jsonl", work, i, args.threads)
                 runs[variant].append(r)
-                print(f"round {i} {variant:5s} {r['tokens_per_second']:10.1f} tok/s  "
-                      f"{r['tokens_per_cpu_second']:10.1f} tok/cpu-s  {r['peak_rss_mib']:8.1f} MiB  "
-                      f"({r['tokens']} tokens, {r['steps']} steps, {r['train_runtime']:.2f} s)", flush=True)
+                print(
+                    f"round {i} {variant:5s} {r['tokens_per_second']:10.1f} tok/s  "
+                    f"{r['tokens_per_cpu_second']:10.1f} tok/cpu-s  {r['peak_rss_mib']:8.1f} MiB  "
+                    f"({r['tokens']} tokens, {r['steps']} steps, {r['train_runtime']:.2f} s)",
+                    flush=True,
+                )
 
     med = {v: statistics.median(r["tokens_per_second"] for r in rs) for v, rs in runs.items()}
     med_cpu = {v: statistics.median(r["tokens_per_cpu_second"] for r in rs) for v, rs in runs.items()}
     rss = {v: max(r["peak_rss_mib"] for r in rs) for v, rs in runs.items()}
     summary = {
-        "machine": machine(), "config": cfg, "parameters": params, "rounds": args.rounds,
-        "tokens_per_second_median": med, "peak_rss_mib_max": rss,
+        "machine": machine(),
+        "config": cfg,
+        "parameters": params,
+        "rounds": args.rounds,
+        "tokens_per_second_median": med,
+        "peak_rss_mib_max": rss,
         "ratio_ours_over_plain": med["ours"] / med["plain"],
         "tokens_per_cpu_second_median": med_cpu,
         "cpu_ratio_ours_over_plain": med_cpu["ours"] / med_cpu["plain"],
         "threads": args.threads,
         "rss_ratio_ours_over_plain": rss["ours"] / rss["plain"],
-        "wall_seconds": round(time.time() - started, 1), "runs": runs,
+        "wall_seconds": round(time.time() - started, 1),
+        "runs": runs,
     }
     if args.cuda:
         summary["mfu"] = {v: 6 * params * t / H200_BF16_PEAK for v, t in med.items()}

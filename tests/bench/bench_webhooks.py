@@ -80,8 +80,17 @@ def drive(store: Any, n: int, receiver: Receiver, after_commit: Any, workers: in
         if delay > 0:
             time.sleep(delay)
         now = datetime.now(UTC)
-        job = Job(id=f"{job_prefix}-{i:05d}", name="bench", backend=Backend.LOCAL, status=JobStatus.QUEUED, created_at=now, updated_at=now,
-                  dataset_file="/d", output_dir="/o", webhooks=(receiver.url,))
+        job = Job(
+            id=f"{job_prefix}-{i:05d}",
+            name="bench",
+            backend=Backend.LOCAL,
+            status=JobStatus.QUEUED,
+            created_at=now,
+            updated_at=now,
+            dataset_file="/d",
+            output_dir="/o",
+            webhooks=(receiver.url,),
+        )
         t = time.monotonic()
         store.create(job)
         with lock:
@@ -117,10 +126,17 @@ def verdict(receiver: Receiver, committed: dict[str, float], n: int, deadline: f
     first_try = [first_seen[m] - committed[m] for m in first_seen if m not in retried and m in committed]
     all_lat = [first_seen[m] - committed[m] for m in first_seen if m in committed]
     return {
-        "messages": expected, "lost": lost, "out_of_order_jobs": out_of_order, "invalid_signatures": sum(1 for r in receiver.got if not r.valid),
-        "refused_first_attempts": sum(1 for r in receiver.got if r.status_answered == 500), "retried_messages": len(retried),
+        "messages": expected,
+        "lost": lost,
+        "out_of_order_jobs": out_of_order,
+        "invalid_signatures": sum(1 for r in receiver.got if not r.valid),
+        "refused_first_attempts": sum(1 for r in receiver.got if r.status_answered == 500),
+        "retried_messages": len(retried),
         "duplicates_accepted": len(accepted) - len(first_seen),
-        "p50_ms": pct(first_try, 50), "p99_ms": pct(first_try, 99), "p50_ms_incl_retries": pct(all_lat, 50), "p99_ms_incl_retries": pct(all_lat, 99),
+        "p50_ms": pct(first_try, 50),
+        "p99_ms": pct(first_try, 99),
+        "p50_ms_incl_retries": pct(all_lat, 50),
+        "p99_ms_incl_retries": pct(all_lat, 99),
     }
 
 
@@ -130,8 +146,13 @@ def run_embedded(n: int, rate: float) -> dict[str, Any]:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
     receiver = flaky_receiver(1)
-    settings = Settings(SQLITE_PATH=str(tmp / "jobs.db"), RECONCILE_INTERVAL_SECONDS="0", WEBHOOK_SIGNING_SECRET=SECRET,
-                        WEBHOOK_ALLOWED_HOSTS="127.0.0.1", WEBHOOK_RETRY_SCHEDULE="0,0.1,0.2,0.4,0.8,1.6,3.2")
+    settings = Settings(
+        SQLITE_PATH=str(tmp / "jobs.db"),
+        RECONCILE_INTERVAL_SECONDS="0",
+        WEBHOOK_SIGNING_SECRET=SECRET,
+        WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        WEBHOOK_RETRY_SCHEDULE="0,0.1,0.2,0.4,0.8,1.6,3.2",
+    )
     c = build_embedded(settings)
     try:
         driven = drive(c.store, n, receiver, lambda job_id: None, workers=8, job_prefix="emb", rate=rate)
@@ -160,9 +181,21 @@ def run_emulators(n: int, rate: float) -> dict[str, Any]:
         bus = PubSubBus(project)
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", f"--source={REPO / 'functions/main.py'}", "--target=notify",
-             "--signature-type=cloudevent", "--host=127.0.0.1", f"--port={port}"],
-            cwd=REPO, env=env, start_new_session=True, stdout=open(tmp / "notify.log", "wb"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "functions_framework",
+                f"--source={REPO / 'functions/main.py'}",
+                "--target=notify",
+                "--signature-type=cloudevent",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=open(tmp / "notify.log", "wb"),
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_port(port)
@@ -177,8 +210,12 @@ def run_emulators(n: int, rate: float) -> dict[str, Any]:
                 from shared.domain.webhooks import Schedule
                 from shared.usecases.notify import Notifier
 
-                n2 = Notifier(store=store, sender=WebhookSender(allowed_hosts=settings.webhook_allowed_host_set), signing_key=settings.webhook_key,
-                              schedule=Schedule.parse(settings.webhook_retry_schedule))
+                n2 = Notifier(
+                    store=store,
+                    sender=WebhookSender(allowed_hosts=settings.webhook_allowed_host_set),
+                    signing_key=settings.webhook_key,
+                    schedule=Schedule.parse(settings.webhook_retry_schedule),
+                )
                 while not retry_stop.wait(0.5):
                     try:
                         relay.run_once()

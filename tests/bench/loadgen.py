@@ -29,7 +29,14 @@ class LoadResult:
     tool: str
 
     def row(self) -> dict:
-        return {"rps": round(self.rps, 1), "p50_ms": round(self.p50_ms, 2), "p99_ms": round(self.p99_ms, 2), "requests": self.requests, "errors": self.errors, "tool": self.tool}
+        return {
+            "rps": round(self.rps, 1),
+            "p50_ms": round(self.p50_ms, 2),
+            "p99_ms": round(self.p99_ms, 2),
+            "requests": self.requests,
+            "errors": self.errors,
+            "tool": self.tool,
+        }
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -40,8 +47,16 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
 
 
-def wrk(url: str, *, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None,
-        seconds: int = 10, connections: int = 16, threads: int = 1) -> LoadResult:
+def wrk(
+    url: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    seconds: int = 10,
+    connections: int = 16,
+    threads: int = 1,
+) -> LoadResult:
     script = f"wrk.method = {json.dumps(method)}\n"
     if body is not None:
         script += f"wrk.body = {json.dumps(body.decode())}\n"
@@ -54,7 +69,10 @@ def wrk(url: str, *, method: str = "GET", body: bytes | None = None, headers: di
     try:
         out = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
-            capture_output=True, text=True, check=True, timeout=seconds + 60,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
         ).stdout
     finally:
         os.unlink(f.name)
@@ -68,8 +86,9 @@ def wrk(url: str, *, method: str = "GET", body: bytes | None = None, headers: di
     return LoadResult(rps, p50, p99, total, errors, "wrk")
 
 
-def python_load(url: str, *, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None,
-                seconds: int = 10, connections: int = 8) -> LoadResult:
+def python_load(
+    url: str, *, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None, seconds: int = 10, connections: int = 8
+) -> LoadResult:
     host, _, rest = url.removeprefix("http://").partition("/")
     hostname, _, port = host.partition(":")
     path = "/" + rest

@@ -122,11 +122,32 @@ class ClusterSimulator(threading.Thread):
                 elif not sim.ended and now - sim.started >= self.run_seconds:
                     sim.ended = now
                     if sim.outcome == "Complete":
-                        self._pod(obj, {"phase": "Succeeded", "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]})
+                        self._pod(
+                            obj,
+                            {"phase": "Succeeded", "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]},
+                        )
                         self.k8s.set_status("jobs", NS, name, {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
                     else:
-                        self._pod(obj, {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]})
-                        self.k8s.set_status("jobs", NS, name, {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+                        self._pod(
+                            obj,
+                            {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]},
+                        )
+                        self.k8s.set_status(
+                            "jobs",
+                            NS,
+                            name,
+                            {
+                                "failed": 1,
+                                "conditions": [
+                                    {
+                                        "type": "Failed",
+                                        "status": "True",
+                                        "reason": "BackoffLimitExceeded",
+                                        "message": "Job has reached the specified backoff limit",
+                                    }
+                                ],
+                            },
+                        )
             self.stop.wait(0.2)
 
     def _pod(self, job_obj: dict[str, Any], status: dict[str, Any]) -> None:
@@ -139,7 +160,9 @@ class ClusterSimulator(threading.Thread):
                     "namespace": NS,
                     "labels": dict(template["metadata"].get("labels") or {}),
                     "annotations": dict(template["metadata"].get("annotations") or {}),
-                    "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_obj["metadata"]["name"], "uid": job_obj["metadata"]["uid"], "controller": True}],
+                    "ownerReferences": [
+                        {"apiVersion": "batch/v1", "kind": "Job", "name": job_obj["metadata"]["name"], "uid": job_obj["metadata"]["uid"], "controller": True}
+                    ],
                 },
                 "spec": template["spec"],
                 "status": status,
@@ -175,16 +198,32 @@ class Stack:
         port = port or self.ports.get(target) or free_port()
         self.ports[target] = port
         self.procs[target] = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", f"--source={REPO / 'functions/main.py'}", f"--target={target}",
-             f"--signature-type={'http' if target == 'api' else 'cloudevent'}", "--host=127.0.0.1", f"--port={port}"],
-            cwd=REPO, env=self.env, start_new_session=True, stdout=open(self.tmp / f"{target}.log", "ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "functions_framework",
+                f"--source={REPO / 'functions/main.py'}",
+                f"--target={target}",
+                f"--signature-type={'http' if target == 'api' else 'cloudevent'}",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ],
+            cwd=REPO,
+            env=self.env,
+            start_new_session=True,
+            stdout=open(self.tmp / f"{target}.log", "ab"),
+            stderr=subprocess.STDOUT,
         )
         _wait_port(port)
 
     def start_watcher(self) -> None:
         self.procs["watcher"] = subprocess.Popen(
-            [sys.executable, "-m", "functions.watcher"], cwd=REPO, env=self.env, start_new_session=True,
-            stdout=open(self.tmp / "watcher.log", "ab"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "functions.watcher"],
+            cwd=REPO,
+            env=self.env,
+            start_new_session=True,
+            stdout=open(self.tmp / "watcher.log", "ab"),
+            stderr=subprocess.STDOUT,
         )
 
     def kill(self, name: str) -> None:
@@ -215,8 +254,13 @@ def start_stack(tmp: Path, fault_rate: float) -> Stack:
     k8s = FaultyCluster(namespaces=(NS,), validate=False, fault_rate=fault_rate, stall_seconds=STALL_SECONDS).start()
     os.environ.update({"PUBSUB_EMULATOR_HOST": ps.host, "FIRESTORE_EMULATOR_HOST": fs.host})
     env = {
-        **os.environ, "STORE_KIND": "firestore", "BUS_KIND": "pubsub", "GOOGLE_CLOUD_PROJECT": project,
-        "K8S_APPLY": "1", "K8S_KUBECONFIG": str(write_kubeconfig(k8s.url, tmp / "kubeconfig", NS)), "K8S_NAMESPACE": NS,
+        **os.environ,
+        "STORE_KIND": "firestore",
+        "BUS_KIND": "pubsub",
+        "GOOGLE_CLOUD_PROJECT": project,
+        "K8S_APPLY": "1",
+        "K8S_KUBECONFIG": str(write_kubeconfig(k8s.url, tmp / "kubeconfig", NS)),
+        "K8S_NAMESPACE": NS,
         "K8S_TRAINING_IMAGE": "us-docker.pkg.dev/proof/trainer:1",
     }
     stack = Stack(tmp, project, ps, fs, k8s, env)
@@ -230,13 +274,21 @@ def start_stack(tmp: Path, fault_rate: float) -> Stack:
         stack.start_function(target)
     wait_http(f"http://127.0.0.1:{stack.ports['api']}/health", 60)
     for target, topic in (("launcher", "train-requests"), ("status_sync", "training-events")):
-        bus.ensure_push_subscription(topic, f"{target}-push", f"http://127.0.0.1:{stack.ports[target]}/projects/{project}/topics/{topic}", dead_letter_topic=f"{topic}-dead-letter", max_attempts=20)
+        bus.ensure_push_subscription(
+            topic,
+            f"{target}-push",
+            f"http://127.0.0.1:{stack.ports[target]}/projects/{project}/topics/{topic}",
+            dead_letter_topic=f"{topic}-dead-letter",
+            max_attempts=20,
+        )
     stack.start_watcher()
     stack.bus = bus
     return stack
 
 
-def run_jobs(stack: Stack, n: int, rate: float, *, duplicate_share: float, kill_launcher_at: float | None, run_seconds: float, deadline: float) -> dict[str, Any]:
+def run_jobs(
+    stack: Stack, n: int, rate: float, *, duplicate_share: float, kill_launcher_at: float | None, run_seconds: float, deadline: float
+) -> dict[str, Any]:
     url = f"http://127.0.0.1:{stack.ports['api']}"
     sim = ClusterSimulator(stack.k8s, run_seconds)
     sim.start()
@@ -246,7 +298,13 @@ def run_jobs(stack: Stack, n: int, rate: float, *, duplicate_share: float, kill_
     errors_5xx = 0
     duplicates_sent = 0
     session = requests.Session()
-    body = {"job_name": "proof", "model_id": "meta-llama/Llama-3.2-1B-Instruct", "dataset_file": "gs://proof/d.jsonl", "output_dir": "/tmp/o", "env": {"HF_TOKEN": SECRET}}
+    body = {
+        "job_name": "proof",
+        "model_id": "meta-llama/Llama-3.2-1B-Instruct",
+        "dataset_file": "gs://proof/d.jsonl",
+        "output_dir": "/tmp/o",
+        "env": {"HF_TOKEN": SECRET},
+    }
     # Warm-up (not counted): each function's first message pays for its cold start (clients, kubeconfig),
     # as the first request of a new Cloud Functions instance does.
     warm = [session.post(f"{url}/train", json={**body, "job_name": "warm-up"}, timeout=60).json()["job"]["id"] for _ in range(3)]
@@ -273,7 +331,12 @@ def run_jobs(stack: Stack, n: int, rate: float, *, duplicate_share: float, kill_
         accepted[job_id] = t0
         if rng.random() < duplicate_share:
             # An exact copy of the launch message: what a redelivery looks like to the launcher.
-            stack.bus.publish("train-requests", {"job_id": job_id, "op": "submit", "env": {"HF_TOKEN": SECRET}}, attributes={"op": "submit", "job_id": job_id}, ordering_key=job_id)
+            stack.bus.publish(
+                "train-requests",
+                {"job_id": job_id, "op": "submit", "env": {"HF_TOKEN": SECRET}},
+                attributes={"op": "submit", "job_id": job_id},
+                ordering_key=job_id,
+            )
             duplicates_sent += 1
     submit_s = time.time() - start
     # Wait until every accepted job is final in the store (the api's list, paged by status).
@@ -332,7 +395,10 @@ def run_jobs(stack: Stack, n: int, rate: float, *, duplicate_share: float, kill_
         "duplicated_jobs": sum(1 for j in accepted if per_id.get(j, 0) > 1) + sum(1 for j, v in stack.k8s.created_at.items() if len(v) > 1),
         "wrong_final_state": len(wrong),
         "wrong_examples": wrong[:5],
-        "outcomes": {"succeeded": sum(1 for j in final.values() if j["status"] == "succeeded"), "failed": sum(1 for j in final.values() if j["status"] == "failed")},
+        "outcomes": {
+            "succeeded": sum(1 for j in final.values() if j["status"] == "succeeded"),
+            "failed": sum(1 for j in final.values() if j["status"] == "failed"),
+        },
     }
 
 
@@ -416,7 +482,19 @@ def markdown(report: dict[str, Any]) -> str:
         if not r:
             continue
         lines += [f"## {'a. Clean run' if key == 'clean' else 'b. With faults'}", "", "| figure | value |", "| --- | --- |"]
-        for name in ("jobs_submitted", "accepted_202", "api_5xx", "lost", "duplicated_jobs", "wrong_final_state", "duplicate_launch_messages_sent", "api_faults_injected", "launcher_killed", "achieved_submit_rate_per_s", "outcomes"):
+        for name in (
+            "jobs_submitted",
+            "accepted_202",
+            "api_5xx",
+            "lost",
+            "duplicated_jobs",
+            "wrong_final_state",
+            "duplicate_launch_messages_sent",
+            "api_faults_injected",
+            "launcher_killed",
+            "achieved_submit_rate_per_s",
+            "outcomes",
+        ):
             lines.append(f"| {name} | {r.get(name)} |")
         for stage, v in r["stage_ms"].items():
             lines.append(f"| {stage} p50 / p99 (ms) | {v['p50']} / {v['p99']} |")
@@ -455,7 +533,9 @@ def main() -> None:
     (tmp / "clean").mkdir()
     stack = start_stack(tmp / "clean", 0.0)
     try:
-        report["clean"] = run_jobs(stack, args.jobs, args.rate, duplicate_share=0.10 if args.short else 0.0, kill_launcher_at=None, run_seconds=args.run_seconds, deadline=deadline)
+        report["clean"] = run_jobs(
+            stack, args.jobs, args.rate, duplicate_share=0.10 if args.short else 0.0, kill_launcher_at=None, run_seconds=args.run_seconds, deadline=deadline
+        )
         responses.append(requests.get(f"http://127.0.0.1:{stack.ports['api']}/jobs", params={"limit": 500}).text)
         report["secret_hits"] = secret_hits(stack, responses)  # before (c) fills the store with 10^4 more
         _write(report, Path(args.out))
@@ -468,13 +548,17 @@ def main() -> None:
         (tmp / "faults").mkdir()
         stack = start_stack(tmp / "faults", 0.05)
         try:
-            report["faults"] = run_jobs(stack, args.jobs, args.rate, duplicate_share=0.10, kill_launcher_at=0.5, run_seconds=args.run_seconds, deadline=deadline + 600)
+            report["faults"] = run_jobs(
+                stack, args.jobs, args.rate, duplicate_share=0.10, kill_launcher_at=0.5, run_seconds=args.run_seconds, deadline=deadline + 600
+            )
             hits = secret_hits(stack, [])
             report["secret_hits"] = {k: report["secret_hits"].get(k, 0) + v for k, v in hits.items()}
             _write(report, Path(args.out))
         finally:
             stack.close()
-        report["status_sync"] = json.loads(_run_module("tests.bench.bench_status_sync", ["--jobs", "150", "--lines", "10000", "--out", str(tmp)], tmp / "status_sync.json"))
+        report["status_sync"] = json.loads(
+            _run_module("tests.bench.bench_status_sync", ["--jobs", "150", "--lines", "10000", "--out", str(tmp)], tmp / "status_sync.json")
+        )
         report["embedded"] = json.loads(_run_module("tests.bench.bench_api", ["--seconds", "8", "--skip-emulators", "--out", str(tmp)], tmp / "api.json"))
     _write(report, Path(args.out))
     print(markdown(report))

@@ -23,8 +23,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def platform(tmp_path: Path, serve):
     settings = Settings(
-        SQLITE_PATH=str(tmp_path / "jobs.db"), DEFAULT_TRAINING_BACKEND="local", LOCAL_ALLOWED_ROOTS=f"{tmp_path}:/tmp",
-        RECONCILE_INTERVAL_SECONDS="0", LAUNCH_RETRY_BASE_SECONDS="0.05",
+        SQLITE_PATH=str(tmp_path / "jobs.db"),
+        DEFAULT_TRAINING_BACKEND="local",
+        LOCAL_ALLOWED_ROOTS=f"{tmp_path}:/tmp",
+        RECONCILE_INTERVAL_SECONDS="0",
+        LAUNCH_RETRY_BASE_SECONDS="0.05",
     )
     container: Container = build_embedded(settings)
     container.api.follow_poll_seconds = 0.1

@@ -35,8 +35,14 @@ def start(tmp: Path, port: int, kube: Path | None = None, **extra: str) -> subpr
     env = {**os.environ, "PORT": str(port), "SQLITE_PATH": str(tmp / "jobs.db"), "RECONCILE_INTERVAL_SECONDS": "0", **extra}
     if kube is not None:
         env.update({"K8S_TRAINING_IMAGE": "trainer:crash", "K8S_APPLY": "1", "K8S_KUBECONFIG": str(kube), "K8S_NAMESPACE": "training"})
-    proc = subprocess.Popen([sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, start_new_session=True,
-                            stdout=open(tmp / f"server-{time.time()}.log", "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "functions.embedded"],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=open(tmp / f"server-{time.time()}.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     wait_http(f"http://127.0.0.1:{port}/health", 60, proc=proc)
     return proc
 
@@ -114,8 +120,12 @@ LOCAL_RATE = 25.0
 
 def local_env(tmp: Path, **extra: str) -> dict[str, str]:
     return {
-        "DEFAULT_TRAINING_BACKEND": "local", "TRAIN_SCRIPT_PATH": str(FAKE_TRAINER), "PYTHON_BIN": sys.executable,
-        "FAKE_TRAINER_MARKER_DIR": str(tmp / "markers"), "FAKE_TRAINER_LINES": "2", **extra,
+        "DEFAULT_TRAINING_BACKEND": "local",
+        "TRAIN_SCRIPT_PATH": str(FAKE_TRAINER),
+        "PYTHON_BIN": sys.executable,
+        "FAKE_TRAINER_MARKER_DIR": str(tmp / "markers"),
+        "FAKE_TRAINER_LINES": "2",
+        **extra,
     }
 
 
@@ -133,8 +143,12 @@ class Burst:
 
     def __init__(self, tmp: Path, n: int):
         self.bodies = [
-            {"backend": "local", "job_name": f"crash-{i}", "dataset_file": str(tmp / "d.jsonl"),
-             "output_dir": str(tmp / "out" / (f"job-{i}-exit3" if i % 5 == 0 else f"job-{i}"))}
+            {
+                "backend": "local",
+                "job_name": f"crash-{i}",
+                "dataset_file": str(tmp / "d.jsonl"),
+                "output_dir": str(tmp / "out" / (f"job-{i}-exit3" if i % 5 == 0 else f"job-{i}")),
+            }
             for i in range(n)
         ]
         self.todo = list(range(n))
@@ -244,9 +258,11 @@ def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
         finally:
             stop_group(proc)
     orphans = [int(p.suffix[1:]) for p in markers.iterdir() if _alive(int(p.suffix[1:]))]
-    print(f"\nlocal crash safety: {LOCAL_JOBS} jobs, {len(KILL_AFTER)} kills (after {answered_at_kill} answers, trainers alive: {alive_at_kill}), "
-          f"{len(double)} double launches, {len(missing)} never launched, {len(wrong)} wrong final states, {len(orphans)} orphan trainers, "
-          f"{time.monotonic() - began:.0f}s")
+    print(
+        f"\nlocal crash safety: {LOCAL_JOBS} jobs, {len(KILL_AFTER)} kills (after {answered_at_kill} answers, trainers alive: {alive_at_kill}), "
+        f"{len(double)} double launches, {len(missing)} never launched, {len(wrong)} wrong final states, {len(orphans)} orphan trainers, "
+        f"{time.monotonic() - began:.0f}s"
+    )
     assert stopped == 128 + signal.SIGTERM
     assert not double, f"launched more than once: {double}"
     assert not missing, f"accepted but never launched: {missing}"
@@ -261,8 +277,14 @@ def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
     # A reconcile pass over what is left, reading the same run folders: nothing to finish.
     store = SqliteJobStore(tmp_path / "jobs.db")
     backend = LocalBackend(python_bin=sys.executable, script=FAKE_TRAINER, cwd=REPO, runs_dir=runs)
-    report = Reconciler(store=store, backends={BackendKind.LOCAL: backend}, status_sync=StatusSync(store=store, max_log_chars=1000),
-                        bus=RecordingBus(), requests_topic="train-requests", min_age=timedelta(0)).run_once()
+    report = Reconciler(
+        store=store,
+        backends={BackendKind.LOCAL: backend},
+        status_sync=StatusSync(store=store, max_log_chars=1000),
+        bus=RecordingBus(),
+        requests_topic="train-requests",
+        min_age=timedelta(0),
+    ).run_once()
     unfinished = [j.id for j in (store.get(job_id) for job_id in expected) if j is None or not j.is_terminal()]
     assert report.updated == [] and not unfinished, (report.to_dict(), unfinished)
 

@@ -25,8 +25,12 @@ def start(tmp_path: Path, port: int, **env: str) -> subprocess.Popen:
         **env,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions.embedded"], cwd=REPO, env=full, start_new_session=True,
-        stdout=open(tmp_path / f"server-{port}.log", "ab"), stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "functions.embedded"],
+        cwd=REPO,
+        env=full,
+        start_new_session=True,
+        stdout=open(tmp_path / f"server-{port}.log", "ab"),
+        stderr=subprocess.STDOUT,
     )
     wait_http(f"http://127.0.0.1:{port}/health", 60, proc=proc)
     return proc

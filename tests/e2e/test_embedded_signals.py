@@ -46,8 +46,12 @@ def test_a_signal_stops_the_server_and_its_local_trainers(tmp_path: Path, sig: s
         "FAKE_TRAINER_CHILD_PIDFILE": str(pidfile),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, start_new_session=True,
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "functions.embedded"],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 60, proc=proc)

@@ -21,9 +21,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.trainer]
 
 LABELS = ("CLEAR", "REVIEW", "SAR", "BLOCK")
 AML = [
-    {"facts": {"customer": f"c{i}", "amount": 900 * (i + 1), "country": "XX" if i % 3 else "FR"},
-     "decision": {"aml_decision": LABELS[i % 4], "reasons": [f"R{i % 4} matched"], "escalation_level": i % 4},
-     "fired_rules": [f"R{i % 4}"]}
+    {
+        "facts": {"customer": f"c{i}", "amount": 900 * (i + 1), "country": "XX" if i % 3 else "FR"},
+        "decision": {"aml_decision": LABELS[i % 4], "reasons": [f"R{i % 4} matched"], "escalation_level": i % 4},
+        "fired_rules": [f"R{i % 4}"],
+    }
     for i in range(12)
 ]
 
@@ -63,7 +65,7 @@ def write_input(kind: str, tmp: Path, s3_env: dict, monkeypatch) -> tuple[str, d
     fs.mkdir(bucket)
     for i in range(3):
         with fs.open(f"{bucket}/aml/v1/part-{i:05d}.jsonl", "w") as fh:
-            fh.write("".join(json.dumps(r) + "\n" for r in CHAT[i * 8:(i + 1) * 8]))
+            fh.write("".join(json.dumps(r) + "\n" for r in CHAT[i * 8 : (i + 1) * 8]))
     return f"s3://{bucket}/aml/v1/", dict(s3_env)
 
 
@@ -71,9 +73,18 @@ def write_input(kind: str, tmp: Path, s3_env: dict, monkeypatch) -> tuple[str, d
 def test_each_input_dry_runs_then_trains_to_succeeded(platform, tiny: Path, s3_env, monkeypatch, kind, rows) -> None:  # noqa: F811
     url, _container, tmp = platform
     dataset_file, env = write_input(kind, tmp, s3_env, monkeypatch)
-    base = {"backend": "local", "model_id": str(tiny), "dataset_file": dataset_file, "method": "lora",
-            "max_steps": 2, "logging_steps": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-            "val_split_size": 0, "env": env}
+    base = {
+        "backend": "local",
+        "model_id": str(tiny),
+        "dataset_file": dataset_file,
+        "method": "lora",
+        "max_steps": 2,
+        "logging_steps": 1,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "val_split_size": 0,
+        "env": env,
+    }
 
     dry = requests.post(f"{url}/train", json={**base, "output_dir": str(tmp / "dry"), "dry_run": True})
     assert dry.status_code == 202, dry.text

@@ -17,6 +17,7 @@ from tests.fakes.tiny_job import CHAT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]
 
+
 def processes_mentioning(text: str) -> list[int]:
     """Live processes whose command line holds `text` (the job's unique output folder): every rank has it."""
     found = []
@@ -35,9 +36,19 @@ def processes_mentioning(text: str) -> list[int]:
 
 def body(tiny: Path, data: Path, out: Path, **extra) -> dict:
     return {
-        "backend": "local", "model_id": str(tiny), "dataset_file": str(data), "output_dir": str(out), "method": "lora",
-        "logging_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 0.005,
-        "val_split_size": 0, "gradient_checkpointing": False, "resources": {"gpus": 2}, **extra,
+        "backend": "local",
+        "model_id": str(tiny),
+        "dataset_file": str(data),
+        "output_dir": str(out),
+        "method": "lora",
+        "logging_steps": 1,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 0.005,
+        "val_split_size": 0,
+        "gradient_checkpointing": False,
+        "resources": {"gpus": 2},
+        **extra,
     }
 
 
@@ -56,7 +67,7 @@ def test_a_two_gpu_local_job_trains_on_two_processes_to_succeeded_and_saves_its_
     assert "launch.py --nproc_per_node 2" in job["command"], job["command"]
     logs = requests.get(f"{url}/jobs/{job_id}/logs", params={"limit": 5000}).json()["logs"]
     assert "launch: 1 node(s) x 2 process(es)" in "\n".join(l["message"] for l in logs)
-    progress = [json.loads(l["message"][len("PROGRESS "):]) for l in logs if l["message"].startswith("PROGRESS ")]
+    progress = [json.loads(l["message"][len("PROGRESS ") :]) for l in logs if l["message"].startswith("PROGRESS ")]
     # Rank 0 alone reports: each step once, one start, one end.
     assert [p["step"] for p in progress if p["event"] == "step"] == [1, 2, 3, 4, 5, 6]
     assert [p["event"] for p in progress].count("done") == 1 and [p["event"] for p in progress].count("started") == 1
@@ -85,8 +96,7 @@ def test_cancel_of_a_two_process_local_job_stops_every_rank(platform, tiny: Path
         time.sleep(0.1)
     assert processes_mentioning(str(out)) == []
     checkpoints = list(out.glob("checkpoint-*"))
-    assert len(checkpoints) == 1 and {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json"} <= {
-        p.name for p in checkpoints[0].iterdir()}
+    assert len(checkpoints) == 1 and {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json"} <= {p.name for p in checkpoints[0].iterdir()}
 
 
 @pytest.mark.parametrize("gpus, launcher", [(None, False), (0, False), (1, False), (2, True), (4, True)])

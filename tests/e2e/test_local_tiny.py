@@ -17,14 +17,25 @@ from tests.fakes.tiny_job import CHAT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]
 
+
 def test_local_tiny_job_runs_to_succeeded_with_progress_and_logs(platform, tiny: Path) -> None:
     url, container, tmp = platform
     data = tmp / "chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in CHAT))
     body = {
-        "backend": "local", "job_name": "tiny-e2e", "model_id": str(tiny), "dataset_file": str(data), "output_dir": str(tmp / "out"),
-        "method": "lora", "max_steps": 6, "logging_steps": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-        "learning_rate": 0.005, "val_split_size": 0, "env": {"HF_TOKEN": "hf_local_e2e_secret"},
+        "backend": "local",
+        "job_name": "tiny-e2e",
+        "model_id": str(tiny),
+        "dataset_file": str(data),
+        "output_dir": str(tmp / "out"),
+        "method": "lora",
+        "max_steps": 6,
+        "logging_steps": 1,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 0.005,
+        "val_split_size": 0,
+        "env": {"HF_TOKEN": "hf_local_e2e_secret"},
     }
     r = requests.post(f"{url}/train", json=body)
     assert r.status_code == 202, r.text
@@ -38,7 +49,7 @@ def test_local_tiny_job_runs_to_succeeded_with_progress_and_logs(platform, tiny:
     # Complete logs, in order, each once; every PROGRESS line parses.
     logs = requests.get(f"{url}/jobs/{job_id}/logs", params={"limit": 5000}).json()["logs"]
     assert [l["seq"] for l in logs] == list(range(1, len(logs) + 1)) and len(logs) == done["logCount"]
-    progress = [json.loads(l["message"][len("PROGRESS "):]) for l in logs if l["message"].startswith("PROGRESS ")]
+    progress = [json.loads(l["message"][len("PROGRESS ") :]) for l in logs if l["message"].startswith("PROGRESS ")]
     assert [p["event"] for p in progress][:2] == ["dataset", "started"] and progress[-1]["event"] == "done"
     assert sum(1 for p in progress if p["event"] == "step") >= 6
     assert (tmp / "out" / "run_summary.json").exists() and (tmp / "out" / "adapter_config.json").exists()
@@ -53,9 +64,17 @@ def test_cancel_of_a_running_local_job(platform, tiny: Path) -> None:
     data = tmp / "chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in CHAT * 20))
     body = {
-        "backend": "local", "model_id": str(tiny), "dataset_file": str(data), "output_dir": str(tmp / "out-cancel"),
-        "method": "lora", "max_steps": 100000, "logging_steps": 1, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
-        "val_split_size": 0, "save_steps": 100000,
+        "backend": "local",
+        "model_id": str(tiny),
+        "dataset_file": str(data),
+        "output_dir": str(tmp / "out-cancel"),
+        "method": "lora",
+        "max_steps": 100000,
+        "logging_steps": 1,
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "val_split_size": 0,
+        "save_steps": 100000,
     }
     job_id = requests.post(f"{url}/train", json=body).json()["job"]["id"]
     wait_for(url, job_id, lambda j: j["status"] == "running" and (j.get("progress") or {}).get("event") == "step")

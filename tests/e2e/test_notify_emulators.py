@@ -32,16 +32,28 @@ def test_transitions_reach_the_receiver_through_pubsub_and_notify(pubsub_emulato
 
     project = pubsub_emulator.project
     suffix = uuid.uuid4().hex[:6]  # the emulators are shared by the session: topics and collections of our own
-    topics = {f"TOPIC_{k.upper()}": f"{k.replace('_', '-')}-{suffix}" for k in
-              ("train_requests", "training_events", "train_submissions", "train_submissions_rejected", "job_transitions")}
+    topics = {
+        f"TOPIC_{k.upper()}": f"{k.replace('_', '-')}-{suffix}"
+        for k in ("train_requests", "training_events", "train_submissions", "train_submissions_rejected", "job_transitions")
+    }
     receiver = Receiver(SECRET, answer=lambda msg_id, attempt: 503 if attempt == 1 and msg_id.endswith(".3") else 200)
     (tmp_path / "d.jsonl").write_text("{}\n")
     env = {
-        **os.environ, **topics, "STORE_KIND": "firestore", "BUS_KIND": "pubsub", "GOOGLE_CLOUD_PROJECT": project,
-        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host, "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
-        "COLLECTION_PREFIX": f"n{suffix}_", "SQLITE_PATH": str(tmp_path / "runs.db"), "DEFAULT_TRAINING_BACKEND": "local",
-        "LOCAL_ALLOWED_ROOTS": f"{tmp_path}:/tmp", "TRAIN_SCRIPT_PATH": str(REPO / "tests/fakes/fake_trainer.py"),
-        "WEBHOOK_SIGNING_SECRET": SECRET, "WEBHOOK_URLS": receiver.url, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        **os.environ,
+        **topics,
+        "STORE_KIND": "firestore",
+        "BUS_KIND": "pubsub",
+        "GOOGLE_CLOUD_PROJECT": project,
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
+        "COLLECTION_PREFIX": f"n{suffix}_",
+        "SQLITE_PATH": str(tmp_path / "runs.db"),
+        "DEFAULT_TRAINING_BACKEND": "local",
+        "LOCAL_ALLOWED_ROOTS": f"{tmp_path}:/tmp",
+        "TRAIN_SCRIPT_PATH": str(REPO / "tests/fakes/fake_trainer.py"),
+        "WEBHOOK_SIGNING_SECRET": SECRET,
+        "WEBHOOK_URLS": receiver.url,
+        "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         "WEBHOOK_RETRY_SCHEDULE": "0,0.2,0.5,1,2,4",
     }
     procs: dict[str, subprocess.Popen] = {}
@@ -50,9 +62,21 @@ def test_transitions_reach_the_receiver_through_pubsub_and_notify(pubsub_emulato
         for target in ("api", "launcher", "status_sync", "notify"):
             ports[target] = free_port()
             procs[target] = subprocess.Popen(
-                [sys.executable, "-m", "functions_framework", f"--source={REPO / 'functions/main.py'}", f"--target={target}",
-                 f"--signature-type={'http' if target == 'api' else 'cloudevent'}", "--host=127.0.0.1", f"--port={ports[target]}"],
-                cwd=REPO, env=env, start_new_session=True, stdout=open(tmp_path / f"{target}.log", "wb"), stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "functions_framework",
+                    f"--source={REPO / 'functions/main.py'}",
+                    f"--target={target}",
+                    f"--signature-type={'http' if target == 'api' else 'cloudevent'}",
+                    "--host=127.0.0.1",
+                    f"--port={ports[target]}",
+                ],
+                cwd=REPO,
+                env=env,
+                start_new_session=True,
+                stdout=open(tmp_path / f"{target}.log", "wb"),
+                stderr=subprocess.STDOUT,
             )
         for port in ports.values():
             _wait_port(port, 60)

@@ -132,41 +132,82 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with FakeKubernetesAPI(namespaces=(NS,), validate=False) as k8s:
         kube = write_kubeconfig(k8s.url, tmp / "kubeconfig")
         common = {"K8S_TRAINING_IMAGE": "trainer:scan", "K8S_KUBECONFIG": str(kube), "K8S_NAMESPACE": NS, "LOCAL_ALLOWED_ROOTS": str(tmp)}
-        a = Server("a", tmp, {
-            **common, "K8S_APPLY": "1", "TRAIN_SCRIPT_PATH": str(FAKE_TRAINER),
-            "FAKE_TRAINER_ECHO_ENV": "HF_TOKEN,RUN_SECRET", "FAKE_TRAINER_LINES": "2",
-        })
+        a = Server(
+            "a",
+            tmp,
+            {
+                **common,
+                "K8S_APPLY": "1",
+                "TRAIN_SCRIPT_PATH": str(FAKE_TRAINER),
+                "FAKE_TRAINER_ECHO_ENV": "HF_TOKEN,RUN_SECRET",
+                "FAKE_TRAINER_LINES": "2",
+            },
+        )
         b = Server("b", tmp, {**common, "K8S_APPLY": "0"})
         try:
             ids: dict[str, str] = {}
             # Kubernetes, applied: hf_token and an env secret -> a Secret and a Job on the fake API.
-            r = client.call("POST", f"{a.url}/train", json={
-                "backend": "kubernetes", "job_name": "scan-k8s", "model": "m/llama", "dataset_file": "gs://b/d.jsonl",
-                "output_dir": "/tmp/o", "hf_token": K8S_HF, "env": {"WANDB_API_KEY": K8S_WANDB},
-            }, headers={"Idempotency-Key": "scan-k8s-1"})
+            r = client.call(
+                "POST",
+                f"{a.url}/train",
+                json={
+                    "backend": "kubernetes",
+                    "job_name": "scan-k8s",
+                    "model": "m/llama",
+                    "dataset_file": "gs://b/d.jsonl",
+                    "output_dir": "/tmp/o",
+                    "hf_token": K8S_HF,
+                    "env": {"WANDB_API_KEY": K8S_WANDB},
+                },
+                headers={"Idempotency-Key": "scan-k8s-1"},
+            )
             assert r.status_code == 202, r.text
             ids["k8s"] = r.json()["job"]["id"]
             # The same again (an idempotent replay): nothing new, and still no secret in the answer.
             assert client.call("POST", f"{a.url}/train", json=json.loads(r.request.body), headers={"Idempotency-Key": "scan-k8s-1"}).status_code == 202
             # Kubernetes, dry run: the manifest is rendered and stored.
-            r = client.call("POST", f"{b.url}/train", json={
-                "backend": "kubernetes", "job_name": "scan-dry", "dataset_file": "s3://b/d.jsonl", "output_dir": "/tmp/o",
-                "trainer_args": {"hf_token": DRY_HF}, "env": {"DRY_SECRET": DRY_ENV},
-            })
+            r = client.call(
+                "POST",
+                f"{b.url}/train",
+                json={
+                    "backend": "kubernetes",
+                    "job_name": "scan-dry",
+                    "dataset_file": "s3://b/d.jsonl",
+                    "output_dir": "/tmp/o",
+                    "trainer_args": {"hf_token": DRY_HF},
+                    "env": {"DRY_SECRET": DRY_ENV},
+                },
+            )
             assert r.status_code == 202, r.text
             ids["dry"] = r.json()["job"]["id"]
             # Local: the fake trainer prints HF_TOKEN=... and RUN_SECRET=... (values must come out redacted).
-            r = client.call("POST", f"{a.url}/train", json={
-                "backend": "local", "job_name": "scan-local", "dataset_file": str(tmp / "d.jsonl"), "output_dir": str(tmp / "out"),
-                "hf_token": LOCAL_HF, "env": {"RUN_SECRET": LOCAL_ENV},
-            })
+            r = client.call(
+                "POST",
+                f"{a.url}/train",
+                json={
+                    "backend": "local",
+                    "job_name": "scan-local",
+                    "dataset_file": str(tmp / "d.jsonl"),
+                    "output_dir": str(tmp / "out"),
+                    "hf_token": LOCAL_HF,
+                    "env": {"RUN_SECRET": LOCAL_ENV},
+                },
+            )
             assert r.status_code == 202, r.text
             ids["local"] = r.json()["job"]["id"]
             # Rejected, with secrets in it: the 400 must not echo them.
-            r = client.call("POST", f"{a.url}/train", json={
-                "backend": "kubernetes", "dataset_file": "gs://b/d", "output_dir": "/o", "hf_token": REJECTED_HF,
-                "env": {"PATH": REJECTED_ENV, "OK_NAME": REJECTED_ENV}, "learning_rate": REJECTED_ENV,
-            })
+            r = client.call(
+                "POST",
+                f"{a.url}/train",
+                json={
+                    "backend": "kubernetes",
+                    "dataset_file": "gs://b/d",
+                    "output_dir": "/o",
+                    "hf_token": REJECTED_HF,
+                    "env": {"PATH": REJECTED_ENV, "OK_NAME": REJECTED_ENV},
+                    "learning_rate": REJECTED_ENV,
+                },
+            )
             assert r.status_code == 400, r.text
 
             k8s_job = client.wait_status(a.url, ids["k8s"], {"submitted", "failed"})
@@ -204,9 +245,18 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 # ---- tokens and CORS on a real server ------------------------------------------------------------
 
 ROUTES = [
-    ("GET", "/jobs"), ("POST", "/train"), ("GET", "/jobs/{id}"), ("POST", "/jobs/{id}/cancel"), ("GET", "/jobs/{id}/logs"),
-    ("GET", "/jobs/{id}/events"), ("GET", "/submissions/batch-1"), ("GET", "/openapi.json"), ("GET", "/nope"),
-    ("PUT", "/train"), ("DELETE", "/jobs/{id}"), ("GET", "/jobs/{id}/logs?follow=true"),
+    ("GET", "/jobs"),
+    ("POST", "/train"),
+    ("GET", "/jobs/{id}"),
+    ("POST", "/jobs/{id}/cancel"),
+    ("GET", "/jobs/{id}/logs"),
+    ("GET", "/jobs/{id}/events"),
+    ("GET", "/submissions/batch-1"),
+    ("GET", "/openapi.json"),
+    ("GET", "/nope"),
+    ("PUT", "/train"),
+    ("DELETE", "/jobs/{id}"),
+    ("GET", "/jobs/{id}/logs?follow=true"),
 ]
 
 
@@ -344,15 +394,27 @@ def test_no_secret_in_the_kubernetes_api_requests_but_the_secret_create(run) -> 
 
 def test_multi_line_env_secret_echoed_by_the_trainer_is_redacted(tmp_path: Path) -> None:
     part1, part2 = _secret("pemline1"), _secret("pemline2")
-    server = Server("multi", tmp_path, {
-        "TRAIN_SCRIPT_PATH": str(FAKE_TRAINER), "FAKE_TRAINER_ECHO_ENV": "PEM_KEY", "LOCAL_ALLOWED_ROOTS": str(tmp_path),
-    })
+    server = Server(
+        "multi",
+        tmp_path,
+        {
+            "TRAIN_SCRIPT_PATH": str(FAKE_TRAINER),
+            "FAKE_TRAINER_ECHO_ENV": "PEM_KEY",
+            "LOCAL_ALLOWED_ROOTS": str(tmp_path),
+        },
+    )
     client = Client()
     try:
-        r = client.call("POST", f"{server.url}/train", json={
-            "backend": "local", "dataset_file": str(tmp_path / "d.jsonl"), "output_dir": str(tmp_path / "o"),
-            "env": {"PEM_KEY": f"{part1}\n{part2}"},
-        })
+        r = client.call(
+            "POST",
+            f"{server.url}/train",
+            json={
+                "backend": "local",
+                "dataset_file": str(tmp_path / "d.jsonl"),
+                "output_dir": str(tmp_path / "o"),
+                "env": {"PEM_KEY": f"{part1}\n{part2}"},
+            },
+        )
         assert r.status_code == 202, r.text
         job = client.wait_status(server.url, r.json()["job"]["id"], {"succeeded", "failed"})
         assert job["status"] == "succeeded"

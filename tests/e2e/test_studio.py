@@ -44,21 +44,40 @@ JOB_TOKEN = "1f745be8e2f285f8e8c0435486e6beafe27b73693c0b03cab23bcdc5500887e8"
 # The reference page's example, verbatim (tokens are the page's dummies).
 EXAMPLE = {
     "job_id": "6a248301-0606-494f-8f45-c195e36937fb",
-    "base_model": {"provider": "huggingface", "model_name": "meta-llama/Llama-3.2-3B-Instruct", "revision": "main",
-                   "auth_token": "hf_dummy_token", "weights_url": None},
-    "customization": {"method": "qlora", "rank": 32, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 32,
-                      "lora_dropout": 0.05, "trainable_layers": ["decoder.layers.0"], "precision": "bf16",
-                      "qlora": {"use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"},
-                      "peft": {"use": True, "config": {"task_type": "CAUSAL_LM"}}},
+    "base_model": {
+        "provider": "huggingface",
+        "model_name": "meta-llama/Llama-3.2-3B-Instruct",
+        "revision": "main",
+        "auth_token": "hf_dummy_token",
+        "weights_url": None,
+    },
+    "customization": {
+        "method": "qlora",
+        "rank": 32,
+        "target_modules": ["q_proj", "v_proj"],
+        "lora_alpha": 32,
+        "lora_dropout": 0.05,
+        "trainable_layers": ["decoder.layers.0"],
+        "precision": "bf16",
+        "qlora": {"use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"},
+        "peft": {"use": True, "config": {"task_type": "CAUSAL_LM"}},
+    },
     "resources": {"gpus": 4, "gpu_type": "A100", "cpus": 16, "memory_gb": 128, "max_duration_minutes": 720},
     "datasets": [{"source": "s3://studio-data/users/u1/projects/p1/ingestion/chat.jsonl", "format": "jsonl"}],
-    "artifacts": {"log_uri": "s3://studio-data/users/u1/projects/p1/logs/6a248301-0606-494f-8f45-c195e36937fb/",
-                  "status_stream_url": "https://studio.example/api/training/webhooks/6a248301-0606-494f-8f45-c195e36937fb",
-                  "output_uri": "s3://studio-models/lora-refinement-1796113031796"},
-    "tuning_parameters": {"learning_rate": 0.0002, "batch_size": 64, "num_epochs": 3, "warmup_ratio": 0.1,
-                          "gradient_checkpointing": True, "max_sequence_length": 4096},
-    "callbacks": {"webhook_url": "https://studio.example/api/training/webhooks/6a248301-0606-494f-8f45-c195e36937fb",
-                  "auth_header": f"Bearer {JOB_TOKEN}"},
+    "artifacts": {
+        "log_uri": "s3://studio-data/users/u1/projects/p1/logs/6a248301-0606-494f-8f45-c195e36937fb/",
+        "status_stream_url": "https://studio.example/api/training/webhooks/6a248301-0606-494f-8f45-c195e36937fb",
+        "output_uri": "s3://studio-models/lora-refinement-1796113031796",
+    },
+    "tuning_parameters": {
+        "learning_rate": 0.0002,
+        "batch_size": 64,
+        "num_epochs": 3,
+        "warmup_ratio": 0.1,
+        "gradient_checkpointing": True,
+        "max_sequence_length": 4096,
+    },
+    "callbacks": {"webhook_url": "https://studio.example/api/training/webhooks/6a248301-0606-494f-8f45-c195e36937fb", "auth_header": f"Bearer {JOB_TOKEN}"},
 }
 
 
@@ -78,11 +97,19 @@ def studio_body(iam: dict, tiny: Path, callback_url: str) -> dict:
     body["customization"].update(method="lora", precision="fp32")
     del body["customization"]["qlora"]
     body["resources"]["gpus"] = 2
-    body["datasets"] = [{"source": f"s3://{data}/users/u1/projects/p1/ingestion/chat.jsonl", "format": "jsonl",
-                         "auth": {"aws_access_key_id": reader["key"], "aws_secret_access_key": reader["secret"], "aws_region": "us-east-1"}}]
-    body["artifacts"] = {"log_uri": f"s3://{artifacts}/logs/{job_id}/", "status_stream_url": callback_url,
-                         "output_uri": f"s3://{artifacts}/lora-refinement-1796113031796",
-                         "auth": {"aws_access_key_id": writer["key"], "aws_secret_access_key": writer["secret"], "aws_region": "us-east-1"}}
+    body["datasets"] = [
+        {
+            "source": f"s3://{data}/users/u1/projects/p1/ingestion/chat.jsonl",
+            "format": "jsonl",
+            "auth": {"aws_access_key_id": reader["key"], "aws_secret_access_key": reader["secret"], "aws_region": "us-east-1"},
+        }
+    ]
+    body["artifacts"] = {
+        "log_uri": f"s3://{artifacts}/logs/{job_id}/",
+        "status_stream_url": callback_url,
+        "output_uri": f"s3://{artifacts}/lora-refinement-1796113031796",
+        "auth": {"aws_access_key_id": writer["key"], "aws_secret_access_key": writer["secret"], "aws_region": "us-east-1"},
+    }
     # A learning rate the tiny model learns at, and a PROGRESS line every step (a trainer flag by name).
     body["tuning_parameters"].update(learning_rate=0.01, logging_steps=1)
     body["callbacks"]["webhook_url"] = callback_url
@@ -113,21 +140,31 @@ def test_the_studios_example_runs_to_succeeded_and_every_callback_is_accepted(tm
     callback_url = studio.add_job(job_id, JOB_TOKEN)
     body = studio_body(iam, tiny, callback_url)
     data_bucket = iam["buckets"]["data-reader"]
-    s3(iam, "data-reader").put_object(Bucket=data_bucket, Key="users/u1/projects/p1/ingestion/chat.jsonl",
-                                      Body="".join(json.dumps(r) + "\n" for r in CHAT).encode())
+    s3(iam, "data-reader").put_object(
+        Bucket=data_bucket, Key="users/u1/projects/p1/ingestion/chat.jsonl", Body="".join(json.dumps(r) + "\n" for r in CHAT).encode()
+    )
 
     pod = iam["users"]["trainer-pod"]  # the trainer's own identity: reaches no bucket
     env = {
-        **os.environ, "PORT": str(free_port()), "SQLITE_PATH": str(tmp_path / "jobs.db"), "DEFAULT_TRAINING_BACKEND": "local",
-        "LOCAL_ALLOWED_ROOTS": f"{tmp_path}:/tmp", "RECONCILE_INTERVAL_SECONDS": "0",
-        "API_TOKENS": CLUSTER_TOKEN, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        **os.environ,
+        "PORT": str(free_port()),
+        "SQLITE_PATH": str(tmp_path / "jobs.db"),
+        "DEFAULT_TRAINING_BACKEND": "local",
+        "LOCAL_ALLOWED_ROOTS": f"{tmp_path}:/tmp",
+        "RECONCILE_INTERVAL_SECONDS": "0",
+        "API_TOKENS": CLUSTER_TOKEN,
+        "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         "WEBHOOK_SIGNING_SECRET": "whsec_" + base64.b64encode(os.urandom(24)).decode(),
-        "AWS_ENDPOINT_URL": iam["endpoint"], "AWS_ACCESS_KEY_ID": pod["key"], "AWS_SECRET_ACCESS_KEY": pod["secret"],
-        "AWS_DEFAULT_REGION": "us-east-1", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        "AWS_ENDPOINT_URL": iam["endpoint"],
+        "AWS_ACCESS_KEY_ID": pod["key"],
+        "AWS_SECRET_ACCESS_KEY": pod["secret"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }
     server_log = tmp_path / "server.log"
-    server = subprocess.Popen([sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, start_new_session=True,
-                              stdout=open(server_log, "ab"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, start_new_session=True, stdout=open(server_log, "ab"), stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{env['PORT']}"
     auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
     answers: list[str] = []  # every response body this test got from the platform
@@ -147,8 +184,9 @@ def test_the_studios_example_runs_to_succeeded_and_every_callback_is_accepted(tm
         answers.append(listed.text)
         assert [j["id"] for j in listed.json()["jobs"]] == [job["id"]]
 
-        final = wait_until(lambda: [b for b in studio.accepted(job_id) if b["status"] in ("succeeded", "failed", "cancelled")],
-                           300, "the studio's final callback")
+        final = wait_until(
+            lambda: [b for b in studio.accepted(job_id) if b["status"] in ("succeeded", "failed", "cancelled")], 300, "the studio's final callback"
+        )
         done = requests.get(f"{url}/jobs/{job['id']}", headers=auth)
         answers.append(done.text)
         assert final[0]["status"] == "succeeded", (done.json()["job"]["statusReason"], done.json()["job"]["logTail"][-3000:])
@@ -189,15 +227,20 @@ def test_the_studios_example_runs_to_succeeded_and_every_callback_is_accepted(tm
 
     # No credential value anywhere but where it belongs (the trainer's environment, the studio's request).
     secrets = {
-        "hub token": EXAMPLE["base_model"]["auth_token"], "per-job callback token": JOB_TOKEN,
+        "hub token": EXAMPLE["base_model"]["auth_token"],
+        "per-job callback token": JOB_TOKEN,
         **{f"{user} {part}": iam["users"][user][part] for user in ("data-reader", "artifact-writer") for part in ("key", "secret")},
     }
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("jobs.db*"))
     run_files = [p for p in tmp_path.rglob("*") if p.is_file() and "-runs" in str(p)]
     assert run_files, "the local run folder"
-    places = {"store": stored.decode("latin-1"), "server log": server_log.read_text(errors="replace"),
-              "responses": "\n".join(answers), "uploaded train.log": train_log,
-              "run folder": "\n".join(p.read_text(errors="replace") for p in run_files)}
+    places = {
+        "store": stored.decode("latin-1"),
+        "server log": server_log.read_text(errors="replace"),
+        "responses": "\n".join(answers),
+        "uploaded train.log": train_log,
+        "run folder": "\n".join(p.read_text(errors="replace") for p in run_files),
+    }
     for where, text in places.items():
         for name, value in secrets.items():
             assert value not in text, f"{name} found in the {where}"

@@ -38,8 +38,14 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ, "PORT": str(self.port), "SQLITE_PATH": str(root / "jobs.db"), "DEFAULT_TRAINING_BACKEND": "local",
-            "LOCAL_ALLOWED_ROOTS": f"{root}:/tmp", "RECONCILE_INTERVAL_SECONDS": "0", "TRAINCTL_URL": self.url, **env,
+            **os.environ,
+            "PORT": str(self.port),
+            "SQLITE_PATH": str(root / "jobs.db"),
+            "DEFAULT_TRAINING_BACKEND": "local",
+            "LOCAL_ALLOWED_ROOTS": f"{root}:/tmp",
+            "RECONCILE_INTERVAL_SECONDS": "0",
+            "TRAINCTL_URL": self.url,
+            **env,
         }
         self.env.pop("TRAINCTL_TOKEN", None)
         self.proc: subprocess.Popen | None = None
@@ -47,8 +53,12 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "functions.embedded"], cwd=REPO, env=self.env, start_new_session=True,
-            stdout=open(self.root / "server.log", "ab"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "functions.embedded"],
+            cwd=REPO,
+            env=self.env,
+            start_new_session=True,
+            stdout=open(self.root / "server.log", "ab"),
+            stderr=subprocess.STDOUT,
         )
         wait_http(f"{self.url}/health", 60, proc=self.proc)
 
@@ -71,8 +81,15 @@ def curve_server(tmp_path: Path):
 
 
 def curve_job(root: Path, steps: int) -> dict:
-    return {"backend": "local", "job_name": "curve", "model_id": str(root), "dataset_file": str(root / "data.jsonl"),
-            "output_dir": str(root / "out"), "method": "lora", "max_steps": steps}
+    return {
+        "backend": "local",
+        "job_name": "curve",
+        "model_id": str(root),
+        "dataset_file": str(root / "data.jsonl"),
+        "output_dir": str(root / "out"),
+        "method": "lora",
+        "max_steps": steps,
+    }
 
 
 def read_png(path: Path) -> tuple[int, int, dict[str, str], bytes]:
@@ -99,8 +116,7 @@ def read_png(path: Path) -> tuple[int, int, dict[str, str], bytes]:
 
 
 # ---- the README's tiny job, with the real trainer ---------------------------------------------------
-CHAT = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": str(a + b)}]}
-        for a in range(6) for b in range(4)]
+CHAT = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": str(a + b)}]} for a in range(6) for b in range(4)]
 
 
 @pytest.mark.trainer
@@ -109,9 +125,20 @@ def test_tiny_local_job_through_the_client_and_trainctl(tmp_path: Path, capfd: p
 
     model = tiny_model.write(tmp_path / "tiny")
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CHAT))
-    spec = {"backend": "local", "job_name": "tiny-lora", "model_id": str(model), "dataset_file": str(tmp_path / "chat.jsonl"),
-            "output_dir": str(tmp_path / "out"), "method": "lora", "max_steps": 8, "logging_steps": 1, "learning_rate": 0.005,
-            "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "val_split_size": 0}
+    spec = {
+        "backend": "local",
+        "job_name": "tiny-lora",
+        "model_id": str(model),
+        "dataset_file": str(tmp_path / "chat.jsonl"),
+        "output_dir": str(tmp_path / "out"),
+        "method": "lora",
+        "max_steps": 8,
+        "logging_steps": 1,
+        "learning_rate": 0.005,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "val_split_size": 0,
+    }
     spec_file = tmp_path / "tiny-local.json"
     spec_file.write_text(json.dumps(spec))
     server = Server(tmp_path)

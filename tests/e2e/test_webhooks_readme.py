@@ -28,7 +28,7 @@ LIFECYCLE = ["job.queued", "job.submitting", "job.submitted", "job.running", "jo
 
 def readme_receiver() -> str:
     text = (REPO / "README.md").read_text()
-    section = text[text.index("### Webhooks: every transition, signed"):]
+    section = text[text.index("### Webhooks: every transition, signed") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -58,8 +58,9 @@ class Receiver:
 
 
 def start_server(tmp: Path, env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, start_new_session=True,
-                            stdout=open(tmp / "server.log", "ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, start_new_session=True, stdout=open(tmp / "server.log", "ab"), stderr=subprocess.STDOUT
+    )
     wait_http(f"http://127.0.0.1:{env['PORT']}/health", 60, proc=proc)
     return proc
 
@@ -67,10 +68,16 @@ def start_server(tmp: Path, env: dict[str, str]) -> subprocess.Popen:
 def setup(tmp: Path) -> tuple[dict[str, str], dict]:
     hook_port = free_port()
     env = {
-        **os.environ, "PORT": str(free_port()), "SQLITE_PATH": str(tmp / "jobs.db"), "DEFAULT_TRAINING_BACKEND": "local",
-        "LOCAL_ALLOWED_ROOTS": f"{tmp}:/tmp", "RECONCILE_INTERVAL_SECONDS": "0", "HOOK_PORT": str(hook_port),
+        **os.environ,
+        "PORT": str(free_port()),
+        "SQLITE_PATH": str(tmp / "jobs.db"),
+        "DEFAULT_TRAINING_BACKEND": "local",
+        "LOCAL_ALLOWED_ROOTS": f"{tmp}:/tmp",
+        "RECONCILE_INTERVAL_SECONDS": "0",
+        "HOOK_PORT": str(hook_port),
         "WEBHOOK_SIGNING_SECRET": "whsec_" + base64.b64encode(os.urandom(24)).decode(),
-        "WEBHOOK_URLS": f"http://127.0.0.1:{hook_port}/hook", "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "WEBHOOK_URLS": f"http://127.0.0.1:{hook_port}/hook",
+        "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         "WEBHOOK_RETRY_SCHEDULE": "0" + ",0.5" * 120,  # a minute of quick retries
         "TRAIN_SCRIPT_PATH": str(REPO / "tests/fakes/fake_trainer.py"),
     }

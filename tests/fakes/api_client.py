@@ -51,4 +51,3 @@ def read_sse(resp: requests.Response, stop_after_logs: int | None = None) -> lis
         cur[key] = value
     resp.close()
     return events
-

@@ -56,16 +56,21 @@ def local_job(job_id: str = JOB_ID, **body: Any) -> tuple[Job, dict[str, str]]:
     return job_from({**LOCAL_BODY, **body}, job_id, RequestPolicy(local_roots=LOCAL_POLICY_ROOTS, local_base=str(REPO_ROOT)))
 
 
-def make_local_backend(
-    events: Events, *, grace: float = 5.0, batch_lines: int = 200, runs_dir: str | Path | None = None, **env: str
-) -> LocalBackend:
+def make_local_backend(events: Events, *, grace: float = 5.0, batch_lines: int = 200, runs_dir: str | Path | None = None, **env: str) -> LocalBackend:
     """Without `runs_dir`, a fresh folder of its own (the same job id runs again in the next test)."""
     from shared.adapters.local_backend import LocalBackend
 
     base_env = {"PATH": os.environ.get("PATH", ""), **env}
     return LocalBackend(
-        python_bin=sys.executable, script=FAKE_TRAINER, cwd=REPO_ROOT, events=events, base_env=base_env,
-        grace_seconds=grace, batch_lines=batch_lines, batch_seconds=0.2, runs_dir=runs_dir,
+        python_bin=sys.executable,
+        script=FAKE_TRAINER,
+        cwd=REPO_ROOT,
+        events=events,
+        base_env=base_env,
+        grace_seconds=grace,
+        batch_lines=batch_lines,
+        batch_seconds=0.2,
+        runs_dir=runs_dir,
     )
 
 
@@ -110,5 +115,11 @@ def make_k8s_backend(fake: FakeKubernetesAPI, *, apply: bool = True, timeout: An
 
     configuration = k8s_client.Configuration(host=fake.url)
     configuration.retries = False  # the launcher owns retries
-    cfg = KubernetesConfig(image="ghcr.io/acme/trainer:1.0", apply=apply, tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], resource_limits={"nvidia.com/gpu": 1}, **config)
+    cfg = KubernetesConfig(
+        image="ghcr.io/acme/trainer:1.0",
+        apply=apply,
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        resource_limits={"nvidia.com/gpu": 1},
+        **config,
+    )
     return KubernetesBackend(cfg, api_client=k8s_client.ApiClient(configuration), request_timeout=timeout)

@@ -30,8 +30,15 @@ def main() -> int:
         print(f"training step {step}", flush=True)
         elapsed = time.monotonic() - started
         progress(
-            "step", step=step, total_steps=total, epoch=step / total, loss=round(2.0 / (1 + 0.3 * step), 5),
-            learning_rate=1e-3, grad_norm=1.0, tokens_per_second=1000.0, eta_seconds=round(elapsed / step * (total - step), 2),
+            "step",
+            step=step,
+            total_steps=total,
+            epoch=step / total,
+            loss=round(2.0 / (1 + 0.3 * step), 5),
+            learning_rate=1e-3,
+            grad_norm=1.0,
+            tokens_per_second=1000.0,
+            eta_seconds=round(elapsed / step * (total - step), 2),
         )
     progress("done", step=total, total_steps=total, epoch=1.0)
     return int(os.environ.get("CURVE_TRAINER_EXIT", "0"))

@@ -269,7 +269,17 @@ class FakeKubernetesAPI(FakeServer):
 
     # ---- the API's error shape -------------------------------------------------------------------
     def error(self, status: int, message: str, reason: str = "", details: dict[str, Any] | None = None) -> Response:
-        reason = reason or {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests", 504: "Timeout"}.get(status, "Unknown")
+        reason = reason or {
+            400: "BadRequest",
+            403: "Forbidden",
+            404: "NotFound",
+            409: "Conflict",
+            422: "Invalid",
+            500: "InternalError",
+            503: "ServiceUnavailable",
+            429: "TooManyRequests",
+            504: "Timeout",
+        }.get(status, "Unknown")
         body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": status}
         if details:
             body["details"] = details
@@ -395,7 +405,11 @@ class FakeKubernetesAPI(FakeServer):
                 return self._not_found(res, name)
             rv = (body.get("metadata") or {}).get("resourceVersion")
             if rv and rv != current["metadata"]["resourceVersion"]:
-                return self.error(409, f'Operation cannot be fulfilled on {res} "{name}": the object has been modified; please apply your changes to the latest version and try again', "Conflict")
+                return self.error(
+                    409,
+                    f'Operation cannot be fulfilled on {res} "{name}": the object has been modified; please apply your changes to the latest version and try again',
+                    "Conflict",
+                )
             body.setdefault("metadata", {}).update({k: current["metadata"][k] for k in ("uid", "creationTimestamp", "namespace", "name")})
             body["kind"], body["apiVersion"] = RESOURCES[res][1], RESOURCES[res][2]
             self._fill(res, body, current)
@@ -414,7 +428,16 @@ class FakeKubernetesAPI(FakeServer):
                 return self._not_found(res, name)
             uid = obj["metadata"]["uid"]
             self._delete((res, ns, name), policy)
-        return Response(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "group": GROUP_OF[res], "kind": res, "uid": uid}})
+        return Response(
+            200,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "group": GROUP_OF[res], "kind": res, "uid": uid},
+            },
+        )
 
     def _log(self, res: str, ns: str, name: str) -> Response:
         if res != "pods" or (res, ns, name) not in self.store:
@@ -450,7 +473,12 @@ class FakeKubernetesAPI(FakeServer):
     @staticmethod
     def _watch_filter(res: str, ns: str | None, terms: list, field_sel: str | None) -> Callable[[str, dict[str, Any]], bool]:
         def visible(r: str, obj: dict[str, Any]) -> bool:
-            return r == res and (ns is None or obj["metadata"].get("namespace") == ns) and selector_matches(terms, obj["metadata"].get("labels") or {}) and _field_matches(field_sel, obj)
+            return (
+                r == res
+                and (ns is None or obj["metadata"].get("namespace") == ns)
+                and selector_matches(terms, obj["metadata"].get("labels") or {})
+                and _field_matches(field_sel, obj)
+            )
 
         return visible
 
@@ -479,7 +507,7 @@ class FakeKubernetesAPI(FakeServer):
             return "metadata.name: Required value: name or generateName is required"
         pattern, limit = (_DNS_LABEL, 63) if res in ("jobs", "pods") else (_DNS_1035, 63) if res == "services" else (_DNS_SUBDOMAIN, 253)
         if len(name) > limit or not pattern.match(name):
-            return f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 name must consist of lower case alphanumeric characters or \'-\', and must start and end with an alphanumeric character (at most {limit})'
+            return f"metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 name must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (at most {limit})"
         if self.validate and res in ("jobs", "secrets", "services"):
             import kubernetes_validate
 
@@ -509,7 +537,9 @@ class FakeKubernetesAPI(FakeServer):
             uid = meta["uid"]
             spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
             tmeta = spec.setdefault("template", {}).setdefault("metadata", {})
-            tmeta.setdefault("labels", {}).update({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": meta["name"], "job-name": meta["name"]})
+            tmeta.setdefault("labels", {}).update(
+                {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": meta["name"], "job-name": meta["name"]}
+            )
 
     def _write(self, key: tuple[str, str, str], obj: dict[str, Any], kind: str) -> dict[str, Any]:
         with self._changed:

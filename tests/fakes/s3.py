@@ -55,7 +55,9 @@ def moto_server() -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -78,9 +80,9 @@ def s3_env(endpoint: str) -> dict[str, str]:
 
 
 def _bucket_policy(bucket: str) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": "s3:*",
-        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]})
+    return json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}
+    )
 
 
 def iam_world(endpoint: str) -> dict[str, Any]:
@@ -101,8 +103,11 @@ def iam_world(endpoint: str) -> dict[str, Any]:
         users[user] = {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
     for user in ("data-reader", "artifact-writer"):
         iam.put_user_policy(UserName=user, PolicyName="one-bucket", PolicyDocument=_bucket_policy(IAM_BUCKETS[user]))
-    iam.put_user_policy(UserName="trainer-pod", PolicyName="assume", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName="trainer-pod",
+        PolicyName="assume",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}),
+    )
     trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]})
     role_arn = iam.create_role(RoleName=IAM_ROLE_NAME, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
     iam.put_role_policy(RoleName=IAM_ROLE_NAME, PolicyName="one-bucket", PolicyDocument=_bucket_policy(IAM_BUCKETS["role"]))

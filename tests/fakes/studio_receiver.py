@@ -68,11 +68,7 @@ class StudioReceiver(FakeServer):
             if token not in (job.token, self.cluster_token):
                 return Response(403, {"error": "Forbidden"})
             body = request.body
-            if not (
-                isinstance(body, dict)
-                and body.get("status") in STATUSES
-                and ("log" not in body or body["log"] is None or isinstance(body["log"], str))
-            ):
+            if not (isinstance(body, dict) and body.get("status") in STATUSES and ("log" not in body or body["log"] is None or isinstance(body["log"], str))):
                 return Response(400, {"error": "Invalid body"})
             job.status = body["status"]
             entry = body.get("log")
@@ -87,16 +83,13 @@ class StudioReceiver(FakeServer):
         if not raw:
             return None
         raw = raw.strip()
-        return raw[len("Bearer "):].strip() if raw.startswith("Bearer ") else raw
+        return raw[len("Bearer ") :].strip() if raw.startswith("Bearer ") else raw
 
     # ---- what the tests read --------------------------------------------------------------------
     def answers(self, job_id: str | None = None) -> list[tuple[int | None, Any]]:
         """(status answered, body sent) per request to the route, in arrival order."""
         with self.lock:
-            return [
-                (r.status, r.body) for r in self.requests
-                if r.method == "POST" and (job_id is None or r.path.rsplit("/", 1)[-1] == job_id)
-            ]
+            return [(r.status, r.body) for r in self.requests if r.method == "POST" and (job_id is None or r.path.rsplit("/", 1)[-1] == job_id)]
 
     def accepted(self, job_id: str) -> list[dict[str, Any]]:
         """The bodies it answered 200, in arrival order (the studio's history of the run)."""

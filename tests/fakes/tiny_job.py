@@ -7,11 +7,7 @@ import time
 
 import requests
 
-CHAT = [
-    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": f"{a + b}"}]}
-    for a in range(6)
-    for b in range(4)
-]
+CHAT = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": f"{a + b}"}]} for a in range(6) for b in range(4)]
 
 
 def wait_for(url: str, job_id: str, pred, timeout: float = 180) -> dict:

@@ -51,7 +51,17 @@ from typing import Any
 from tests.fakes._server import FakeServer, Request, Response, now_rfc3339
 
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
-_STATUS_NAME = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_STATUS_NAME = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 _COLLECTION = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/customJobs$")
 _ITEM = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/customJobs/(?P<id>[^/:]+)(?P<verb>:cancel)?$")
@@ -59,15 +69,13 @@ _SECRETS = re.compile(r"^/v1/projects/(?P<project>[^/]+)/secrets$")
 _SECRET = re.compile(r"^/v1/projects/(?P<project>[^/]+)/secrets/(?P<id>[^/:]+)(?P<verb>:addVersion)?$")
 _VERSION = re.compile(r"^/v1/projects/(?P<project>[^/]+)/secrets/(?P<id>[^/:]+)/versions/(?P<version>[^/:]+):access$")
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_TERM = re.compile(
-    r"""^(?P<field>labels\.[a-z0-9_-]+|display_name|displayName|state)\s*(?P<op>=|!=|:)\s*(?P<value>"[^"]*"|[^\s"]+)$"""
-)
+_TERM = re.compile(r"""^(?P<field>labels\.[a-z0-9_-]+|display_name|displayName|state)\s*(?P<op>=|!=|:)\s*(?P<value>"[^"]*"|[^\s"]+)$""")
 
 
 def _match_term(job: dict[str, Any], field: str, op: str, value: str) -> bool:
     if field.startswith("labels."):
         labels = job.get("labels") or {}
-        key = field[len("labels."):]
+        key = field[len("labels.") :]
         if op == ":":
             return key in labels if value == "*" else labels.get(key) == value
         return (labels.get(key) == value) if op == "=" else (labels.get(key) != value)
@@ -137,7 +145,9 @@ class FakeVertexAPI(FakeServer):
 
     def _check_parent(self, project: str, location: str) -> Response | None:
         if project in self.forbidden:
-            return self.error(403, f"Permission 'aiplatform.customJobs.create' denied on resource '//aiplatform.googleapis.com/projects/{project}/locations/{location}'")
+            return self.error(
+                403, f"Permission 'aiplatform.customJobs.create' denied on resource '//aiplatform.googleapis.com/projects/{project}/locations/{location}'"
+            )
         if self.only_project and project != self.only_project:
             return self.error(404, f"Project {project} not found.")
         return None
@@ -224,7 +234,11 @@ class FakeVertexAPI(FakeServer):
         name = f"{parent}/secrets/{secret_id}"
         if name in self.secrets:
             return self.error(409, f"Secret [{name}] already exists.")
-        secret = {"name": name, "createTime": now_rfc3339(), **{k: copy.deepcopy(body[k]) for k in ("replication", "labels", "annotations", "ttl") if k in body}}
+        secret = {
+            "name": name,
+            "createTime": now_rfc3339(),
+            **{k: copy.deepcopy(body[k]) for k in ("replication", "labels", "annotations", "ttl") if k in body},
+        }
         self.secrets[name] = {**secret, "versions": {}}
         return Response(200, copy.deepcopy(secret))
 
@@ -271,7 +285,9 @@ class FakeVertexAPI(FakeServer):
             if job is None:
                 return self.error(404, f"CustomJob {name} not found.")
             if job["state"] in TERMINAL:
-                return Response(400, {"error": {"code": 400, "message": f"Cannot cancel CustomJob {name} in state {job['state']}.", "status": "FAILED_PRECONDITION"}})
+                return Response(
+                    400, {"error": {"code": 400, "message": f"Cannot cancel CustomJob {name} in state {job['state']}.", "status": "FAILED_PRECONDITION"}}
+                )
             job["state"] = "JOB_STATE_CANCELLING"
             job["updateTime"] = now_rfc3339()
             return Response(200, {})

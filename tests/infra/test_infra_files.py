@@ -47,8 +47,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_staged_folder_has_what_cloud_functions_needs(staged: Path) -> None:
-    for rel in ["main.py", "requirements.txt", "functions/main.py", "shared/__init__.py",
-                "trainer/__init__.py", "trainer/flags.py"]:
+    for rel in ["main.py", "requirements.txt", "functions/main.py", "shared/__init__.py", "trainer/__init__.py", "trainer/flags.py"]:
         assert (staged / rel).is_file(), rel
     assert not list(staged.rglob("__pycache__"))
     reqs = (staged / "requirements.txt").read_text().splitlines()
@@ -63,8 +62,7 @@ def test_staged_main_exports_every_entry_point(staged: Path) -> None:
         "    assert callable(getattr(main, name)), name\n"
         "print(r.REGISTRY_MAP['launcher'], r.REGISTRY_MAP['api'])\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=staged, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(staged), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run([sys.executable, "-c", code], cwd=staged, capture_output=True, text=True, env={"PYTHONPATH": str(staged), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["cloudevent", "http"]
 
@@ -135,8 +133,14 @@ def _function_timeouts() -> dict[str, int]:
 def test_terraform_reads_the_subscriptions_file_and_hard_codes_none_of_it() -> None:
     pubsub_tf = (ROOT / "infra/terraform/platform/pubsub.tf").read_text()
     assert 'jsondecode(file("${path.module}/pubsub_subscriptions.json"))' in pubsub_tf
-    for setting in ["enable_message_ordering", "ack_deadline_seconds", "max_delivery_attempts", "minimum_backoff", "maximum_backoff",
-                    "message_retention_duration"]:
+    for setting in [
+        "enable_message_ordering",
+        "ack_deadline_seconds",
+        "max_delivery_attempts",
+        "minimum_backoff",
+        "maximum_backoff",
+        "message_retention_duration",
+    ]:
         for line in pubsub_tf.splitlines():
             if line.strip().startswith(f"{setting} "):
                 value = line.split("=", 1)[1]
@@ -196,13 +200,21 @@ def test_local_stack_creates_what_terraform_creates() -> None:
     create_subscriptions(bus, Settings(), {"launcher": "http://l", "status_sync": "http://s", "submit": "http://b", "notify": "http://n"})
     assert set(bus.push) == {"train-requests-launcher", "training-events-status-sync", "train-submissions-submit", "job-transitions-notify"}
     assert {n: s["enable_message_ordering"] for n, s in bus.push.items()} == {
-        "train-requests-launcher": False, "training-events-status-sync": True, "train-submissions-submit": False,
-        "job-transitions-notify": False}
+        "train-requests-launcher": False,
+        "training-events-status-sync": True,
+        "train-submissions-submit": False,
+        "job-transitions-notify": False,
+    }
     submit = bus.push["train-submissions-submit"]
     assert submit["endpoint"] == "http://b/projects/p/topics/train-submissions"
     assert submit["dead_letter_topic"] == "train-submissions-dead-letter" and submit["max_attempts"] == 5
     assert (submit["ack_deadline_seconds"], submit["minimum_backoff_seconds"], submit["maximum_backoff_seconds"]) == (300, 10, 600)
-    assert set(bus.pull) == {"train-requests-dead-letter", "training-events-dead-letter", "train-submissions-dead-letter",
-                             "job-transitions-dead-letter", "train-submissions-rejected-studio"}
+    assert set(bus.pull) == {
+        "train-requests-dead-letter",
+        "training-events-dead-letter",
+        "train-submissions-dead-letter",
+        "job-transitions-dead-letter",
+        "train-submissions-rejected-studio",
+    }
     assert bus.pull["train-submissions-dead-letter"]["topic"] == "train-submissions-dead-letter"
     assert set(bus.topics) >= {"train-submissions", "train-submissions-dead-letter", "train-submissions-rejected"}

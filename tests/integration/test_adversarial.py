@@ -108,14 +108,18 @@ def local(stack: Stack, **extra: Any) -> dict:
 # ---- keys ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["learning rate", " learning_rate", "-learning_rate", "--learning_rate", "learning_rate=1", "=", "a=b", ""],
-                         ids=["space", "leading-space", "leading-dash", "double-dash", "equals-suffix", "equals", "a=b", "empty"])
+@pytest.mark.parametrize(
+    "key",
+    ["learning rate", " learning_rate", "-learning_rate", "--learning_rate", "learning_rate=1", "=", "a=b", ""],
+    ids=["space", "leading-space", "leading-dash", "double-dash", "equals-suffix", "equals", "a=b", "empty"],
+)
 def test_top_level_key_with_space_dash_or_equals_is_400(stack: Stack, key: str) -> None:
     stack.rejected(stack.post(k8s(**{key: 1})), key if key.strip() else json.dumps(key))
 
 
-@pytest.mark.parametrize("key", ["learning rate", "-learning_rate", "--output_dir", "output_dir=/etc", "a=b"],
-                         ids=["space", "leading-dash", "double-dash", "equals-value", "a=b"])
+@pytest.mark.parametrize(
+    "key", ["learning rate", "-learning_rate", "--output_dir", "output_dir=/etc", "a=b"], ids=["space", "leading-dash", "double-dash", "equals-value", "a=b"]
+)
 def test_trainer_args_key_with_space_dash_or_equals_is_400(stack: Stack, key: str) -> None:
     stack.rejected(stack.post(k8s(trainer_args={key: 1})), f"trainer_args.{key}")
 
@@ -274,8 +278,24 @@ def test_local_paths_inside_the_root_are_accepted(stack: Stack) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["PATH", "PYTHONPATH", "LD_PRELOAD", "PYTHONSTARTUP", "BASH_ENV", "ENV", "PYTHONHOME", "LD_LIBRARY_PATH",
-     "DYLD_INSERT_LIBRARIES", "PYTHONWARNINGS", "HOME", "TRAINING_PLATFORM_X", "path", "ld_preload", "PythonPath", "bash_env"],
+    [
+        "PATH",
+        "PYTHONPATH",
+        "LD_PRELOAD",
+        "PYTHONSTARTUP",
+        "BASH_ENV",
+        "ENV",
+        "PYTHONHOME",
+        "LD_LIBRARY_PATH",
+        "DYLD_INSERT_LIBRARIES",
+        "PYTHONWARNINGS",
+        "HOME",
+        "TRAINING_PLATFORM_X",
+        "path",
+        "ld_preload",
+        "PythonPath",
+        "bash_env",
+    ],
 )
 def test_env_name_that_changes_how_the_child_runs_is_400(stack: Stack, name: str) -> None:
     body = stack.rejected(stack.post(k8s(env={name: "/tmp/evil"})), f"env.{name}")

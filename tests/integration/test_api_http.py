@@ -85,7 +85,14 @@ def test_paging_and_filters(api) -> None:
 
 @pytest.mark.parametrize(
     "params,field",
-    [({"limit": 0}, "limit"), ({"limit": 501}, "limit"), ({"limit": "x"}, "limit"), ({"status": "done"}, "status"), ({"backend": "slurm"}, "backend"), ({"cursor": "zzz"}, "cursor")],
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
+        ({"limit": "x"}, "limit"),
+        ({"status": "done"}, "status"),
+        ({"backend": "slurm"}, "backend"),
+        ({"cursor": "zzz"}, "cursor"),
+    ],
 )
 def test_list_bad_params(api, params: dict, field: str) -> None:
     url, _, _ = api()
@@ -209,8 +216,11 @@ def test_cloud_path_firestore_and_pubsub(firestore_emulator, pubsub_emulator, se
 
     topic = f"train-requests-{uuid.uuid4().hex[:6]}"
     settings = make_settings(
-        STORE_KIND="firestore", BUS_KIND="pubsub", GOOGLE_CLOUD_PROJECT=pubsub_emulator.project,
-        COLLECTION_PREFIX=unique_prefix, TOPIC_TRAIN_REQUESTS=topic,
+        STORE_KIND="firestore",
+        BUS_KIND="pubsub",
+        GOOGLE_CLOUD_PROJECT=pubsub_emulator.project,
+        COLLECTION_PREFIX=unique_prefix,
+        TOPIC_TRAIN_REQUESTS=topic,
     )
     store, bus = build_store(settings), build_bus(settings)
     bus.ensure_topics([topic])

@@ -110,10 +110,7 @@ def test_content_length_over_the_limit_is_413_before_the_body_is_read(asgi) -> N
     s = asgi(MAX_BODY_BYTES=str(LIMIT))
     # Headers only: 10 GB announced, not one byte sent. An adapter that waited for the body would time out;
     # and with `Expect: 100-continue` it must not invite the client to send it either.
-    request = (
-        b"POST /train HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        b"Expect: 100-continue\r\nContent-Length: 10000000000\r\n\r\n"
-    )
+    request = b"POST /train HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 10000000000\r\n\r\n"
     first, headers, body = raw_exchange(s.port, request)
     assert first.startswith("HTTP/1.1 413 "), first
     assert headers["content-type"] == "application/json"
@@ -180,7 +177,9 @@ def test_header_names_are_case_insensitive(asgi) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
         try:
             # http.client sends header names exactly as given.
-            conn.request("POST", "/train", body=body, headers={name: "key-1", "authorization": "Bearer tok-1-0123456789abcdef", "content-type": "application/json"})
+            conn.request(
+                "POST", "/train", body=body, headers={name: "key-1", "authorization": "Bearer tok-1-0123456789abcdef", "content-type": "application/json"}
+            )
             r = conn.getresponse()
             answers.append((r.status, r.getheader("Idempotent-Replayed"), json.loads(r.read())["job"]["id"]))
         finally:

@@ -100,9 +100,13 @@ def test_idempotency_key_attribute_spans_messages(container) -> None:
 def test_a_studio_body_in_a_batch_is_keyed_by_its_job_id(container) -> None:
     """The studio's body carries its own idempotency key (its job_id): the same run in two messages (or
     a message and `POST /train`) is one job, not one per message."""
-    run = {"job_id": "0b8f7c1e-9d2a-4c55-8a61-3f0e2d9b7a10", "base_model": {"provider": "huggingface", "model_name": "org/m"},
-           "customization": {"method": "lora", "rank": 8}, "datasets": [{"source": "gs://b/d.jsonl", "format": "jsonl"}],
-           "artifacts": {"output_uri": "gs://b/out"}}
+    run = {
+        "job_id": "0b8f7c1e-9d2a-4c55-8a61-3f0e2d9b7a10",
+        "base_model": {"provider": "huggingface", "model_name": "org/m"},
+        "customization": {"method": "lora", "rank": 8},
+        "datasets": [{"source": "gs://b/d.jsonl", "format": "jsonl"}],
+        "artifacts": {"output_uri": "gs://b/out"},
+    }
     a = container.batch.handle(message(json.dumps([run]).encode(), message_id="m-a"))
     b = container.batch.handle(message(json.dumps(run).encode(), message_id="m-b"))
     assert a.rejected == [] and a.accepted == b.accepted and len(a.accepted) == 1
@@ -130,18 +134,41 @@ def test_push_delivery_redelivery_and_gcloud_publish(pubsub_emulator, tmp_path: 
 
     project = pubsub_emulator.project
     suffix = uuid.uuid4().hex[:6]
-    topics = {"TOPIC_TRAIN_SUBMISSIONS": f"train-submissions-{suffix}", "TOPIC_TRAIN_REQUESTS": f"train-requests-{suffix}", "TOPIC_TRAIN_SUBMISSIONS_REJECTED": f"rejected-{suffix}"}
+    topics = {
+        "TOPIC_TRAIN_SUBMISSIONS": f"train-submissions-{suffix}",
+        "TOPIC_TRAIN_REQUESTS": f"train-requests-{suffix}",
+        "TOPIC_TRAIN_SUBMISSIONS_REJECTED": f"rejected-{suffix}",
+    }
     bus = PubSubBus(project)
     bus.ensure_topics(list(topics.values()))
     db = tmp_path / "jobs.db"
     port = free_port()
     env = {
-        **os.environ, **topics, "STORE_KIND": "sqlite", "SQLITE_PATH": str(db), "BUS_KIND": "pubsub",
-        "GOOGLE_CLOUD_PROJECT": project, "PUBSUB_EMULATOR_HOST": pubsub_emulator.host, "K8S_TRAINING_IMAGE": "trainer:test",
+        **os.environ,
+        **topics,
+        "STORE_KIND": "sqlite",
+        "SQLITE_PATH": str(db),
+        "BUS_KIND": "pubsub",
+        "GOOGLE_CLOUD_PROJECT": project,
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        "K8S_TRAINING_IMAGE": "trainer:test",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", f"--source={REPO / 'functions/main.py'}", "--target=submit", "--signature-type=cloudevent", "--host=127.0.0.1", f"--port={port}"],
-        cwd=REPO, env=env, start_new_session=True, stdout=open(tmp_path / "submit.log", "wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            f"--source={REPO / 'functions/main.py'}",
+            "--target=submit",
+            "--signature-type=cloudevent",
+            "--host=127.0.0.1",
+            f"--port={port}",
+        ],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=open(tmp_path / "submit.log", "wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_port(port, 60)
@@ -162,10 +189,26 @@ def test_push_delivery_redelivery_and_gcloud_publish(pubsub_emulator, tmp_path: 
         assert len(store.list(JobQuery(limit=500, label=("batch_id", "emu-dup"))).items) == 47
 
         # 3. Published with the Google Cloud CLI against the emulator.
-        cli_env = {**os.environ, "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{pubsub_emulator.host}/", "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true", "CLOUDSDK_CORE_PROJECT": project}
+        cli_env = {
+            **os.environ,
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{pubsub_emulator.host}/",
+            "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
+            "CLOUDSDK_CORE_PROJECT": project,
+        }
         out = subprocess.run(
-            ["gcloud", "pubsub", "topics", "publish", topics["TOPIC_TRAIN_SUBMISSIONS"], '--message={"job_name": "from-gcloud", "dataset_file": "gs://b/g.jsonl", "output_dir": "/o"}', "--attribute=batch_id=gcloud-batch"],
-            env=cli_env, capture_output=True, text=True, timeout=120,
+            [
+                "gcloud",
+                "pubsub",
+                "topics",
+                "publish",
+                topics["TOPIC_TRAIN_SUBMISSIONS"],
+                '--message={"job_name": "from-gcloud", "dataset_file": "gs://b/g.jsonl", "output_dir": "/o"}',
+                "--attribute=batch_id=gcloud-batch",
+            ],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert out.returncode == 0, out.stderr
         _until(lambda: [j.name for j in store.list(JobQuery(label=("batch_id", "gcloud-batch"))).items] == ["from-gcloud"])

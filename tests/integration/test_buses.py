@@ -79,7 +79,12 @@ def test_push_envelope_roundtrip() -> None:
     msg = Message(id="m1", topic="train-requests", data={"job_id": "j"}, attributes={"op": "submit"}, ordering_key="j", delivery_attempt=2)
     back = from_push(to_push(msg), source="//pubsub.googleapis.com/projects/p/topics/train-requests")
     assert (back.id, back.topic, back.data, back.attributes, back.ordering_key, back.delivery_attempt) == (
-        "m1", "train-requests", {"job_id": "j"}, {"op": "submit"}, "j", 2,
+        "m1",
+        "train-requests",
+        {"job_id": "j"},
+        {"op": "submit"},
+        "j",
+        2,
     )
 
 

@@ -270,8 +270,16 @@ def big_job(i: int) -> Job:
     # Overflow pages: the row can't fit in the pages the database already has.
     now = datetime(2026, 1, 1, tzinfo=UTC)
     return Job(
-        id=f"job-{i}", name=f"job-{i}", backend=Backend.KUBERNETES, status=JobStatus.QUEUED, created_at=now, updated_at=now,
-        dataset_file="gs://b/d.jsonl", output_dir="/o", labels={"pad": "x" * 20_000}, request_hash=f"h{i}",
+        id=f"job-{i}",
+        name=f"job-{i}",
+        backend=Backend.KUBERNETES,
+        status=JobStatus.QUEUED,
+        created_at=now,
+        updated_at=now,
+        dataset_file="gs://b/d.jsonl",
+        output_dir="/o",
+        labels={"pad": "x" * 20_000},
+        request_hash=f"h{i}",
     )
 
 

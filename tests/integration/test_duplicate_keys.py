@@ -59,8 +59,9 @@ def test_the_same_key_in_different_objects_is_accepted(api) -> None:
     assert len(bus.messages) == 1
 
 
-@pytest.mark.parametrize("value", ["-1180591620717411303424", "9223372036854775808", "9" * 400, "0", "-2"],
-                         ids=["-2^70", "2^63", "400-digits", "zero", "minus-two"])
+@pytest.mark.parametrize(
+    "value", ["-1180591620717411303424", "9223372036854775808", "9" * 400, "0", "-2"], ids=["-2^70", "2^63", "400-digits", "zero", "minus-two"]
+)
 @pytest.mark.parametrize("where", ["top", "trainer_args"])
 def test_max_steps_out_of_range_is_400_naming_it(api, value: str, where: str) -> None:
     url, bus, container = api()

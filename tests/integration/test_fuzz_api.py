@@ -105,7 +105,10 @@ schema = schemathesis.openapi.from_dict(
             "auth": {"openapi": {"bearer": {"bearer": TOKEN}}},
             # Unknown query parameters are ignored (not refused) by design: don't count them as negative data.
             "generation": {
-                "max-examples": MAX_EXAMPLES, "deterministic": True, "mode": "all", "database": "none",
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "mode": "all",
+                "database": "none",
                 "allow-extra-parameters": False,
             },
         }
@@ -134,8 +137,7 @@ def assert_error_shape(response: Any) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms(case: Any, served: Served) -> None:
     is_train = case.method.upper() == "POST" and case.path == "/train"
     before_ids = served.stored_ids() if is_train else set()

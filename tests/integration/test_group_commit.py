@@ -203,9 +203,7 @@ def test_publish_failure_is_503_and_the_job_failed_as_on_flask(stack: Stack) -> 
         assert job.status is JobStatus.FAILED and job.status_reason == "PublishFailed" and "bus down" in job.error
     # The Flask path answers the same.
     raw = json.dumps(BODY).encode()
-    flask_like = stack.container.api.handle(
-        Request("POST", "/train", _Lookup({"content-type": "application/json"}), _Lookup({}), len(raw), lambda n: raw[:n])
-    )
+    flask_like = stack.container.api.handle(Request("POST", "/train", _Lookup({"content-type": "application/json"}), _Lookup({}), len(raw), lambda n: raw[:n]))
     flask_body = json.loads(flask_like.body)
     assert flask_like.status == 503 and flask_like.headers.get("Retry-After") == "1"
     assert set(flask_body) == set(replies[0].json()) and flask_body["error"] == replies[0].json()["error"]

@@ -90,7 +90,7 @@ def test_half_sent_headers_of_a_second_request_are_answered_408(server) -> None:
 def test_half_sent_body_is_answered_408_and_closed(server) -> None:
     s, _ = server()
     sock = connect(s.port)
-    sock.sendall(b"POST /train HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"data")
+    sock.sendall(b'POST /train HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"data')
     body = assert_json_error(read_answer(sock, timeout=5), 408)
     assert "body" in body["error"]
     assert closed_within(sock, 2) is not None

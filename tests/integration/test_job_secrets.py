@@ -57,7 +57,10 @@ CREDENTIALS = {
         None,
         {"role_arn": ROLE},
         # A large value (many sources, long session tokens) must pass too.
-        *({"aws_access_key_id": f"AKIAFILL{i:012d}", "aws_secret_access_key": f"fill-secret-{i}-" + "x" * 30, "aws_session_token": f"tok{i}" + SESSION} for i in range(8)),
+        *(
+            {"aws_access_key_id": f"AKIAFILL{i:012d}", "aws_secret_access_key": f"fill-secret-{i}-" + "x" * 30, "aws_session_token": f"tok{i}" + SESSION}
+            for i in range(8)
+        ),
     ],
     "artifacts": {"aws_access_key_id": "AKIAARTIFACTS0000001", "aws_secret_access_key": ARTIFACT_KEY},
 }
@@ -109,7 +112,7 @@ def test_secret_values_holds_each_leaf_of_a_json_credential():
 
 # ---- local: the child's environment, and nothing in the run folder or the command ---------------------
 
-TRAINER = '''
+TRAINER = """
 import json, os, sys
 creds = json.loads(os.environ["TRAINING_PLATFORM_CREDENTIALS"])
 with open(sys.argv[-1], "w") as f:  # outside the run folder: what the trainer got, for the test
@@ -119,7 +122,7 @@ print("dataset 0 key", first["aws_access_key_id"], "secret", first["aws_secret_a
 print("session", first["aws_session_token"], file=sys.stderr, flush=True)
 print("role", creds["datasets"][2]["role_arn"], "artifacts", creds["artifacts"]["aws_secret_access_key"], flush=True)
 print("token", os.environ["HF_TOKEN"], flush=True)
-'''
+"""
 
 
 def test_local_backend_passes_the_secrets_in_the_environment_and_redacts_every_leaf(tmp_path):
@@ -128,14 +131,20 @@ def test_local_backend_passes_the_secrets_in_the_environment_and_redacts_every_l
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
     got = tmp_path / "got.json"
-    body = {"backend": "local", "job_name": "local-secrets", "dataset_file": "/tmp/data.jsonl", "output_dir": "/tmp/out",
-            "hf_token": HF, "trainer_args": {}}
+    body = {"backend": "local", "job_name": "local-secrets", "dataset_file": "/tmp/data.jsonl", "output_dir": "/tmp/out", "hf_token": HF, "trainer_args": {}}
     job, env = secret_job(body, JOB_ID, RequestPolicy(local_roots=("/tmp",), local_base=str(REPO_ROOT)))
     job = job.replace(args=(*job.args, str(got)))
     assert set(env) == {"HF_TOKEN", CREDENTIALS_ENV} and set(job.env_names) == set(env)
     messages: list[dict] = []
-    backend = LocalBackend(python_bin=sys.executable, script=script, cwd=REPO_ROOT, events=messages.append,
-                           base_env={"PATH": os.environ.get("PATH", "")}, runs_dir=tmp_path / "runs", batch_seconds=0.05)
+    backend = LocalBackend(
+        python_bin=sys.executable,
+        script=script,
+        cwd=REPO_ROOT,
+        events=messages.append,
+        base_env={"PATH": os.environ.get("PATH", "")},
+        runs_dir=tmp_path / "runs",
+        batch_seconds=0.05,
+    )
     sub = backend.submit(job, env)
     assert backend.wait(job.id, 20) == 0
     assert json.loads(got.read_text()) == {"HF_TOKEN": HF, "creds": CREDENTIALS}  # the trainer got every value
@@ -143,8 +152,7 @@ def test_local_backend_passes_the_secrets_in_the_environment_and_redacts_every_l
     assert "dataset 0 key [redacted] secret [redacted]" in lines and "token [redacted]" in lines
     assert "role [redacted] artifacts [redacted]" in lines and "session [redacted]" in lines
     folder = backend.run_folder(job.id)
-    assert_clean(sub.command, json.dumps(messages), json.dumps(job.to_summary()),
-                 *(p.read_bytes() for p in folder.iterdir() if p.is_file()))
+    assert_clean(sub.command, json.dumps(messages), json.dumps(job.to_summary()), *(p.read_bytes() for p in folder.iterdir() if p.is_file()))
     assert sub.command.startswith(f"HF_TOKEN=[redacted] {CREDENTIALS_ENV}=[redacted] ")
 
 
@@ -173,8 +181,14 @@ def test_kubernetes_secret_holds_the_large_credentials_value_and_is_owned_by_the
         container = k8s_job["spec"]["template"]["spec"]["containers"][0]
         by_ref = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
         assert by_ref[CREDENTIALS_ENV] == {"name": secret["metadata"]["name"], "key": CREDENTIALS_ENV}
-        assert_clean(json.dumps(stored.to_summary()), json.dumps(stored.manifest), stored.command or "", stored_bytes(tmp_path / "jobs.db"),
-                     json.dumps(k8s_job), caplog.text)
+        assert_clean(
+            json.dumps(stored.to_summary()),
+            json.dumps(stored.manifest),
+            stored.command or "",
+            stored_bytes(tmp_path / "jobs.db"),
+            json.dumps(k8s_job),
+            caplog.text,
+        )
 
 
 # ---- Vertex: the per-job Secret Manager secret ----------------------------------------------------------
@@ -188,7 +202,9 @@ class Vertex:
         client = aiplatform_v1.JobServiceClient(transport="rest", client_options={"api_endpoint": fake.url}, credentials=AnonymousCredentials())
         cfg = VertexConfig(project=PROJECT, image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, secret_endpoint=fake.url, **config)
         self.fake = fake
-        self.backend = VertexBackend(cfg, client=client, timeout=10, secrets=SecretManager(cfg.secrets_parent, endpoint=fake.url, session=requests.Session(), timeout=10))
+        self.backend = VertexBackend(
+            cfg, client=client, timeout=10, secrets=SecretManager(cfg.secrets_parent, endpoint=fake.url, session=requests.Session(), timeout=10)
+        )
         self.db = tmp_path / "jobs.db"
         self.store = SqliteJobStore(self.db)
         backends = {BackendKind.VERTEX: self.backend}

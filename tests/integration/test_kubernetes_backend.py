@@ -54,7 +54,9 @@ class Harness:
 
     def deliver(self, op: str = OP_SUBMIT, env: dict | None = None) -> None:
         if op == OP_CANCEL:  # what the api's cancel does before it publishes the op
-            self.store.update(self.job.id, lambda j: None if j.is_final() or j.cancel_requested else j.replace(status=JobStatus.CANCELLING, cancel_requested=True))
+            self.store.update(
+                self.job.id, lambda j: None if j.is_final() or j.cancel_requested else j.replace(status=JobStatus.CANCELLING, cancel_requested=True)
+            )
         self.deliveries += 1
         data = launch_message(self.job.id, op, self.env if env is None else env)
         self.launcher.handle(Message(id=f"m{self.deliveries}", topic="train-requests", data=data, delivery_attempt=self.deliveries))
@@ -287,7 +289,18 @@ def test_relaunch_without_values_and_no_secret_fails_clearly(fake, tmp_path):
 def test_cancel_deletes_the_job_in_the_foreground_and_its_secret_goes_with_it(fake, tmp_path):
     h = Harness(tmp_path, make_backend(fake))
     h.deliver()
-    fake.put("pods", {"metadata": {"name": f"{JOB_NAME}-abcde", "namespace": "default", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": JOB_NAME, "uid": fake.get("jobs", "default", JOB_NAME)["metadata"]["uid"]}]}})
+    fake.put(
+        "pods",
+        {
+            "metadata": {
+                "name": f"{JOB_NAME}-abcde",
+                "namespace": "default",
+                "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": JOB_NAME, "uid": fake.get("jobs", "default", JOB_NAME)["metadata"]["uid"]}
+                ],
+            }
+        },
+    )
     fake.reset_log()
     h.deliver(OP_CANCEL)
     delete = fake.calls("DELETE", f"/jobs/{JOB_NAME}$")
@@ -320,7 +333,9 @@ def test_fake_label_selectors_resource_versions_and_watch(fake):
     api = k8s_client.ApiClient(k8s_client.Configuration(host=fake.url))
     core = k8s_client.CoreV1Api(api)
     for name, labels in [("a", {"tier": "gpu", "team": "x"}), ("b", {"tier": "cpu"}), ("c", {})]:
-        core.create_namespaced_pod("default", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
+        core.create_namespaced_pod(
+            "default", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+        )
 
     def names(selector):
         raw = core.list_namespaced_pod("default", label_selector=selector, _preload_content=False)

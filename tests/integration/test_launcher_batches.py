@@ -125,9 +125,7 @@ def test_an_unknown_exception_from_submit_is_retried_too(h: Harness) -> None:
     assert h.status(h.ids[0]) is JobStatus.SUBMITTING
 
 
-@pytest.mark.parametrize(
-    "failure_class, expected", [(FailureClass.QUOTA.value, FailureClass.QUOTA), (None, FailureClass.USER)], ids=["quota", "default-user"]
-)
+@pytest.mark.parametrize("failure_class, expected", [(FailureClass.QUOTA.value, FailureClass.QUOTA), (None, FailureClass.USER)], ids=["quota", "default-user"])
 def test_a_permanent_failure_fails_that_job_and_acks(h: Harness, failure_class, expected) -> None:
     h.backend.fail[h.ids[1]] = PermanentError("image not found", reason="ImagePullFailed", failure_class=failure_class)
     outcomes = h.launcher.handle_batch([h.message(j) for j in h.ids])

@@ -135,8 +135,14 @@ def test_a_run_that_ended_without_a_record_is_lost_and_its_leftovers_stopped(dir
     folder.path.mkdir(parents=True)
     # What a supervisor killed with SIGKILL leaves: a launch record, no exit record, a trainer still alive.
     orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    record = {"pid": 999_999, "start_time": 1, "trainer_pid": orphan.pid, "trainer_start_time": proc_start_time(orphan.pid),
-              "command": "train.py", "started_at": time.time()}
+    record = {
+        "pid": 999_999,
+        "start_time": 1,
+        "trainer_pid": orphan.pid,
+        "trainer_start_time": proc_start_time(orphan.pid),
+        "command": "train.py",
+        "started_at": time.time(),
+    }
     write_json_atomic(folder.path / "launch.json", record)
     events = Events()
     backend = make_backend(events, runs_dir=runs)
@@ -154,8 +160,14 @@ def test_a_reused_pid_is_never_signalled(dirs) -> None:
     folder.path.mkdir(parents=True)
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        record = {"pid": 999_999, "start_time": 1, "trainer_pid": bystander.pid, "trainer_start_time": (proc_start_time(bystander.pid) or 0) - 1,
-                  "command": "train.py", "started_at": time.time()}
+        record = {
+            "pid": 999_999,
+            "start_time": 1,
+            "trainer_pid": bystander.pid,
+            "trainer_start_time": (proc_start_time(bystander.pid) or 0) - 1,
+            "command": "train.py",
+            "started_at": time.time(),
+        }
         write_json_atomic(folder.path / "launch.json", record)
         backend = make_backend(Events(), runs_dir=runs)
         backend.adopt(job)
@@ -187,8 +199,14 @@ def test_reconcile_finishes_a_running_job_without_external_id_from_its_exit_reco
     store = SqliteJobStore(tmp_path / "jobs.db")
     store.create(job.replace(status=JobStatus.RUNNING, external_id=None, updated_at=job.created_at - timedelta(hours=1)))
     sync = StatusSync(store=store, max_log_chars=1000)
-    rec = Reconciler(store=store, backends={BackendKind.LOCAL: make_backend(Events(), runs_dir=runs)}, status_sync=sync, bus=RecordingBus(),
-                     requests_topic="train-requests", min_age=timedelta(0))
+    rec = Reconciler(
+        store=store,
+        backends={BackendKind.LOCAL: make_backend(Events(), runs_dir=runs)},
+        status_sync=sync,
+        bus=RecordingBus(),
+        requests_topic="train-requests",
+        min_age=timedelta(0),
+    )
     assert rec.run_once().updated == [job.id]
     done = store.get(job.id)
     assert (done.status, done.exit_code, done.status_reason) == (JobStatus.FAILED, 3, "TrainerError")
@@ -213,8 +231,9 @@ def test_a_supervisor_that_could_not_run_says_why(dirs) -> None:
     runs, _ = dirs
     events = Events()
     # A cwd that does not exist: the supervisor can't start the trainer and leaves an exit record saying so.
-    backend = LocalBackend(python_bin=sys.executable, script=FAKE_TRAINER, cwd="/nonexistent-cwd", events=events,
-                           base_env={"PATH": os.environ.get("PATH", "")}, runs_dir=runs)
+    backend = LocalBackend(
+        python_bin=sys.executable, script=FAKE_TRAINER, cwd="/nonexistent-cwd", events=events, base_env={"PATH": os.environ.get("PATH", "")}, runs_dir=runs
+    )
     job, env = local_job()
     backend.submit(job, env)
     assert backend.wait(job.id, 10) == 127

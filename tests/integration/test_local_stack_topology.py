@@ -53,13 +53,31 @@ def test_poison_message_is_dead_lettered_and_the_next_request_becomes_a_job(pubs
     db = tmp_path / "jobs.db"
     port = free_port()
     env = {
-        **os.environ, **topics, "STORE_KIND": "sqlite", "SQLITE_PATH": str(db), "BUS_KIND": "pubsub",
-        "GOOGLE_CLOUD_PROJECT": project, "PUBSUB_EMULATOR_HOST": pubsub_emulator.host, "K8S_TRAINING_IMAGE": "trainer:test",
+        **os.environ,
+        **topics,
+        "STORE_KIND": "sqlite",
+        "SQLITE_PATH": str(db),
+        "BUS_KIND": "pubsub",
+        "GOOGLE_CLOUD_PROJECT": project,
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        "K8S_TRAINING_IMAGE": "trainer:test",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", f"--source={REPO / 'functions/main.py'}", "--target=submit",
-         "--signature-type=cloudevent", "--host=127.0.0.1", f"--port={port}"],
-        cwd=REPO, env=env, start_new_session=True, stdout=open(tmp_path / "submit.log", "wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            f"--source={REPO / 'functions/main.py'}",
+            "--target=submit",
+            "--signature-type=cloudevent",
+            "--host=127.0.0.1",
+            f"--port={port}",
+        ],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=open(tmp_path / "submit.log", "wb"),
+        stderr=subprocess.STDOUT,
     )
     subscriber = pubsub_v1.SubscriberClient()
     try:
@@ -124,8 +142,14 @@ def test_sigterm_twice_to_the_stack_stops_everything_and_logs_go_to_the_setting(
     env.pop("PUBSUB_EMULATOR_HOST", None)
     env.pop("FIRESTORE_EMULATOR_HOST", None)
     out = open(tmp_path / "stack.out", "w+b")
-    stack = subprocess.Popen([sys.executable, "-m", "functions.local_stack", f"--port={api_port}", "--project=local-project"],
-                             cwd=REPO, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "functions.local_stack", f"--port={api_port}", "--project=local-project"],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 240
         text = ""

@@ -50,11 +50,20 @@ def receivers():
 
 
 def embedded(tmp_path: Path, serve, **env: str):
-    settings = Settings(**{
-        "SQLITE_PATH": str(tmp_path / "jobs.db"), "DEFAULT_TRAINING_BACKEND": "local", "LOCAL_ALLOWED_ROOTS": f"{tmp_path}:/tmp",
-        "RECONCILE_INTERVAL_SECONDS": "0", "LAUNCH_RETRY_BASE_SECONDS": "0.05", "TRAIN_SCRIPT_PATH": str(REPO / "tests/fakes/fake_trainer.py"),
-        "WEBHOOK_SIGNING_SECRET": SECRET, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "WEBHOOK_RETRY_SCHEDULE": "0,0.05,0.1,0.2,0.4,0.8", **env,
-    })
+    settings = Settings(
+        **{
+            "SQLITE_PATH": str(tmp_path / "jobs.db"),
+            "DEFAULT_TRAINING_BACKEND": "local",
+            "LOCAL_ALLOWED_ROOTS": f"{tmp_path}:/tmp",
+            "RECONCILE_INTERVAL_SECONDS": "0",
+            "LAUNCH_RETRY_BASE_SECONDS": "0.05",
+            "TRAIN_SCRIPT_PATH": str(REPO / "tests/fakes/fake_trainer.py"),
+            "WEBHOOK_SIGNING_SECRET": SECRET,
+            "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+            "WEBHOOK_RETRY_SCHEDULE": "0,0.05,0.1,0.2,0.4,0.8",
+            **env,
+        }
+    )
     c = build_embedded(settings)
     return c, serve(wsgi(c)).url
 
@@ -133,8 +142,17 @@ class Clock:
 
 
 def make_job(i: int, hooks: tuple[str, ...]) -> Job:
-    return Job(id=f"job-{i:04d}", name="n", backend=Backend.LOCAL, status=JobStatus.QUEUED, created_at=T0, updated_at=T0,
-               dataset_file="/d", output_dir="/o", webhooks=hooks)
+    return Job(
+        id=f"job-{i:04d}",
+        name="n",
+        backend=Backend.LOCAL,
+        status=JobStatus.QUEUED,
+        created_at=T0,
+        updated_at=T0,
+        dataset_file="/d",
+        output_dir="/o",
+        webhooks=hooks,
+    )
 
 
 def advance(store, job_id: str, clock: Clock) -> None:

@@ -22,7 +22,11 @@ MALFORMED = [
     ("control byte in a header name", b"GET /health HTTP/1.1\r\nHost: t\r\nX\x01A: b\r\n\r\n", 400),
     ("Content-Length: -1", b"POST /train HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
     ("Content-Length not a number", b"POST /train HTTP/1.1\r\nHost: t\r\nContent-Length: ten\r\n\r\n", 400),
-    ("Content-Length and Transfer-Encoding", b"POST /train HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\n\r\n0\r\n\r\n", 400),
+    (
+        "Content-Length and Transfer-Encoding",
+        b"POST /train HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\n\r\n0\r\n\r\n",
+        400,
+    ),
     ("two Content-Lengths", b"POST /train HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{} ", 400),
     ("two equal Content-Lengths", b"POST /train HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}", 400),
     ("a bad chunk size", b"POST /train HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),

@@ -59,8 +59,16 @@ def world(tmp_path: Path):
 
     def make(backend_answers: dict, backend_kind: Backend = Backend.KUBERNETES) -> tuple[Reconciler, FakeBackend]:
         fake = FakeBackend(backend_answers)
-        rec = Reconciler(store=store, backends={backend_kind: fake}, status_sync=sync, bus=bus, requests_topic="train-requests", clock=clock,
-                         min_age=timedelta(minutes=2), stale_after=timedelta(hours=1))
+        rec = Reconciler(
+            store=store,
+            backends={backend_kind: fake},
+            status_sync=sync,
+            bus=bus,
+            requests_topic="train-requests",
+            clock=clock,
+            min_age=timedelta(minutes=2),
+            stale_after=timedelta(hours=1),
+        )
         return rec, fake
 
     return store, bus, clock, make
@@ -87,11 +95,13 @@ def test_applies_the_backends_truth(world) -> None:
     seed(store, "done", JobStatus.RUNNING, updated=T0, external_id="training/done-abc")
     seed(store, "oom", JobStatus.RUNNING, updated=T0, external_id="training/oom-abc")
     seed(store, "gone", JobStatus.CANCELLING, updated=T0, external_id="training/gone-abc", cancel_requested=True)
-    rec, fake = make({
-        "done": Observation("Complete"),
-        "oom": Observation("Failed", reason="OOMKilled", exit_code=137),
-        "gone": Observation("Deleted"),
-    })
+    rec, fake = make(
+        {
+            "done": Observation("Complete"),
+            "oom": Observation("Failed", reason="OOMKilled", exit_code=137),
+            "gone": Observation("Deleted"),
+        }
+    )
     report = rec.run_once()
     assert sorted(report.updated) == ["done", "gone", "oom"]
     assert store.get("done").status is JobStatus.SUCCEEDED

@@ -132,7 +132,9 @@ def fake() -> Iterator[WatchableFakeKubernetesAPI]:
 def backend_for(fake: WatchableFakeKubernetesAPI) -> KubernetesBackend:
     configuration = k8s_client.Configuration(host=fake.url)
     configuration.retries = False
-    return KubernetesBackend(KubernetesConfig(image="trainer:1", apply=True, namespace=NS), api_client=k8s_client.ApiClient(configuration), request_timeout=(2.0, 5.0))
+    return KubernetesBackend(
+        KubernetesConfig(image="trainer:1", apply=True, namespace=NS), api_client=k8s_client.ApiClient(configuration), request_timeout=(2.0, 5.0)
+    )
 
 
 class Launch:
@@ -213,8 +215,17 @@ def test_a_two_index_job_runs_when_both_run_and_fails_naming_the_index(fake, tmp
     assert fake.get("pods", NS, pods[1])["spec"]["hostname"] == f"{name}-1"
 
     clock, published = Clock(), Published()
-    watcher = ClusterWatcher(k8s_client.ApiClient(k8s_client.Configuration(host=fake.url)), NS, published, clock=clock,
-                             watch_timeout_seconds=5, tick_seconds=0.02, retry_seconds=0.05, log_batch_seconds=0.05, log_drain_seconds=1.0)
+    watcher = ClusterWatcher(
+        k8s_client.ApiClient(k8s_client.Configuration(host=fake.url)),
+        NS,
+        published,
+        clock=clock,
+        watch_timeout_seconds=5,
+        tick_seconds=0.02,
+        retry_seconds=0.05,
+        log_batch_seconds=0.05,
+        log_drain_seconds=1.0,
+    )
     watcher.start()
     try:
         assert watcher.wait_synced(WAIT)
@@ -229,7 +240,17 @@ def test_a_two_index_job_runs_when_both_run_and_fails_naming_the_index(fake, tmp
         # Index 1 fails first; the Job controller then ends index 0 and marks the Job failed.
         fake.set_status("pods", NS, pods[1], failed(1, "2026-11-29T12:05:00Z"))
         fake.set_status("pods", NS, pods[0], failed(143, "2026-11-29T12:05:02Z"))
-        fake.set_status("jobs", NS, name, {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+        fake.set_status(
+            "jobs",
+            NS,
+            name,
+            {
+                "failed": 2,
+                "conditions": [
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}
+                ],
+            },
+        )
         eventually(lambda: published.states()[-1:] and published.states()[-1][0] == "Failed", WAIT, "Failed")
     finally:
         watcher.stop()

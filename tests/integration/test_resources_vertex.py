@@ -60,7 +60,9 @@ def dry_run(url: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     r = requests.post(f"{url}/train", json=body, timeout=10)
     assert r.status_code == 202, r.text
     job_id = r.json()["job"]["id"]
-    job = eventually(lambda: (j := requests.get(f"{url}/jobs/{job_id}", timeout=5).json()["job"])["status"] in ("submitted", "failed") and j, WAIT, "the dry run")
+    job = eventually(
+        lambda: (j := requests.get(f"{url}/jobs/{job_id}", timeout=5).json()["job"])["status"] in ("submitted", "failed") and j, WAIT, "the dry run"
+    )
     assert job["status"] == "submitted" and job["dryRun"] is True, job
     return job, requests.get(f"{url}/jobs/{job_id}/manifest", timeout=5).json()
 
@@ -92,7 +94,9 @@ def test_post_train_a_vertex_dry_run_with_a_secret_renders_and_shows_its_spec(em
     pool = custom_job["jobSpec"]["workerPoolSpecs"][0]
     assert pool["machineSpec"] == {"machineType": "g2-standard-8", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 1}
     # Per-job secrets (the default): the job's own Secret Manager secret, created at submit.
-    assert pool["containerSpec"]["env"] == [{"name": "TRAINING_PLATFORM_SECRET_REF", "value": "[the job's own Secret Manager secret version, created at submit, holding HF_TOKEN]"}]
+    assert pool["containerSpec"]["env"] == [
+        {"name": "TRAINING_PLATFORM_SECRET_REF", "value": "[the job's own Secret Manager secret version, created at submit, holding HF_TOKEN]"}
+    ]
     assert "hf_xxx" not in str(view) and "hf_xxx" not in str(job)
 
 
@@ -115,7 +119,9 @@ def test_a_submission_sends_both_pools_and_the_timeout_through_the_client(tmp_pa
         store = SqliteJobStore(tmp_path / "jobs.db")
         job, env = job_from({**README_VERTEX, "resources": {"gpu_type": "A100-80GB", "gpus": 4, "nodes": 3, "max_duration_minutes": 90}})
         store.create(job)
-        Launcher(store=store, backends={BackendKind.VERTEX: backend}).handle(Message(id="m1", topic="train-requests", data=launch_message(job.id, OP_SUBMIT, env)))
+        Launcher(store=store, backends={BackendKind.VERTEX: backend}).handle(
+            Message(id="m1", topic="train-requests", data=launch_message(job.id, OP_SUBMIT, env))
+        )
         stored = store.get(job.id)
         assert stored.status is JobStatus.SUBMITTED and not stored.dry_run
         created = fake.jobs[stored.external_id]

@@ -62,8 +62,17 @@ def old_jobs() -> list[Job]:
     log_lines = (LogLine(timestamp=T0, stream="stdout", message="a", seq=1), LogLine(timestamp=T0, stream="stderr", message="b", seq=2))
     return [
         make_job(1, backend=Backend.VERTEX, status=JobStatus.RUNNING, external_id=VERTEX_ID, started_at=T0, version=4),
-        make_job(2, backend=Backend.KUBERNETES, status=JobStatus.SUCCEEDED, external_id=K8S_ID, finished_at=T0 + timedelta(hours=1),
-                 log_count=len(log_lines), log_tail="a\nb\n", version=7, progress={"step": 10, "loss": 0.25}),
+        make_job(
+            2,
+            backend=Backend.KUBERNETES,
+            status=JobStatus.SUCCEEDED,
+            external_id=K8S_ID,
+            finished_at=T0 + timedelta(hours=1),
+            log_count=len(log_lines),
+            log_tail="a\nb\n",
+            version=7,
+            progress={"step": 10, "loss": 0.25},
+        ),
         make_job(3, backend=Backend.VERTEX, status=JobStatus.QUEUED, version=1),  # not launched: no external id
     ]
 
@@ -122,11 +131,13 @@ def test_migration_swaps_the_expression_index_for_a_column(old_db: Path) -> None
             assert [r[2] for r in conn.execute("PRAGMA index_info(jobs_backend_external_key)")] == ["backend", "external_key"]
             # The column is filled from the documents (the backend's own short id; NULL when there is none).
             assert conn.execute("SELECT id, external_key FROM jobs ORDER BY id").fetchall() == [
-                ("job-00001", "4242"), ("job-00002", "aml-qlora-abc12"), ("job-00003", None),
+                ("job-00001", "4242"),
+                ("job-00002", "aml-qlora-abc12"),
+                ("job-00003", None),
             ]
-            plan = " ".join(r[3] for r in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT doc FROM jobs WHERE backend = ? AND external_key = ? LIMIT 1", ("vertex", "4242")
-            ))
+            plan = " ".join(
+                r[3] for r in conn.execute("EXPLAIN QUERY PLAN SELECT doc FROM jobs WHERE backend = ? AND external_key = ? LIMIT 1", ("vertex", "4242"))
+            )
             assert "jobs_backend_external_key" in plan, plan
             # Tables the old file lacked are there now.
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -161,9 +172,7 @@ def test_migrated_store_reads_and_writes_as_before(old_db: Path) -> None:
         assert [l.seq for l in store.get_logs("job-00002")] == [1, 2, 3]
 
         # update: the launch of the queued job records its external id, and the column follows the document.
-        launched = store.update(
-            "job-00003", lambda j: j.replace(status=JobStatus.SUBMITTED, external_id="projects/p/locations/l/customJobs/777")
-        )
+        launched = store.update("job-00003", lambda j: j.replace(status=JobStatus.SUBMITTED, external_id="projects/p/locations/l/customJobs/777"))
         assert launched is not None and launched.version == 2 and launched.status == JobStatus.SUBMITTED
         assert store.find_by_external_key("vertex", "777") == launched == store.get("job-00003")
         # An old row rewritten: its key moves with it (the old key no longer finds it).

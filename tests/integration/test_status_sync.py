@@ -85,7 +85,9 @@ def test_cloud_event_path(store) -> None:
     sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
     data = {"v": 1, "job_id": "j1", "source": "vertex", "observed_at": "2026-11-29T12:00:05Z", "state": "JOB_STATE_RUNNING"}
     envelope = to_push(Message(id="123", topic="training-events", data=data))
-    event = CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub.googleapis.com/projects/p/topics/training-events"}, envelope)
+    event = CloudEvent(
+        {"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub.googleapis.com/projects/p/topics/training-events"}, envelope
+    )
     handle_cloud_event(event, sync.handle)
     job = store.get("j1")
     assert job.status is JobStatus.RUNNING and job.started_at == datetime(2026, 11, 29, 12, 0, 5, tzinfo=UTC)
@@ -100,8 +102,19 @@ def test_unknown_job_and_garbage_are_acked(store) -> None:
 
 
 def test_vertex_log_sink_entries_find_their_job(store) -> None:
-    store.create(Job(id="j1", name="j", backend=Backend.VERTEX, status=JobStatus.SUBMITTED, created_at=T0, updated_at=T0, dataset_file="gs://b/d", output_dir="/o",
-                     external_id="projects/123/locations/us-central1/customJobs/4470142151234567890"))
+    store.create(
+        Job(
+            id="j1",
+            name="j",
+            backend=Backend.VERTEX,
+            status=JobStatus.SUBMITTED,
+            created_at=T0,
+            updated_at=T0,
+            dataset_file="gs://b/d",
+            output_dir="/o",
+            external_id="projects/123/locations/us-central1/customJobs/4470142151234567890",
+        )
+    )
     sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
     vertex_dir = FIXTURES.parent / "vertex_logs"
     entries = [json.loads((vertex_dir / f"{n}.json").read_text())["entry"] for n in ("service_running", "replica_stdout", "replica_stderr", "service_failed")]

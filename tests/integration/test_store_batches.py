@@ -128,14 +128,18 @@ def test_create_many_equals_create_one_by_one(store, tmp_path) -> None:
         except Conflict as exc:
             one_by_one.append(shape(exc))
     reference.close()
-    assert batch == one_by_one == [
-        (True, "1", "a"),
-        (False, "1", "a"),
-        ("Conflict",),
-        ("Conflict",),
-        (True, "4", "c"),
-        (True, "5", "d"),
-    ]
+    assert (
+        batch
+        == one_by_one
+        == [
+            (True, "1", "a"),
+            (False, "1", "a"),
+            ("Conflict",),
+            ("Conflict",),
+            (True, "4", "c"),
+            (True, "5", "d"),
+        ]
+    )
 
 
 def test_create_many_matches_create_without_a_request_hash(store) -> None:

@@ -23,7 +23,11 @@ def test_each_transition_is_one_notification_in_the_outbox(store) -> None:
     assert [n.id for n in notes] == ["job-00001.1", "job-00001.2", "job-00001.3"]
     assert notes[2].body["data"]["job"]["statusReason"] == "DryRun"
     events = store.list_events("job-00001")
-    assert [(e.data["from"], e.data["to"], e.data["source"]) for e in events] == [(None, "queued", "api"), ("queued", "submitting", "launcher"), ("submitting", "submitted", "platform")]
+    assert [(e.data["from"], e.data["to"], e.data["source"]) for e in events] == [
+        (None, "queued", "api"),
+        ("queued", "submitting", "launcher"),
+        ("submitting", "submitted", "platform"),
+    ]
     assert [n.id for n in store.unpublished()] == [n.id for n in notes]
     store.mark_published(notes[:2])
     assert [n.id for n in store.unpublished()] == ["job-00001.3"]

@@ -30,21 +30,46 @@ def studio_body(job_id: str = JOB_ID) -> dict[str, Any]:
     """The reference page's example (per-source credentials added), pointed at an allowed callback host."""
     return {
         "job_id": job_id,
-        "base_model": {"provider": "huggingface", "model_name": "meta-llama/Llama-3.2-3B-Instruct", "revision": "main",
-                       "auth_token": HF_TOKEN, "weights_url": None},
-        "customization": {"method": "qlora", "rank": 32, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 32,
-                          "lora_dropout": 0.05, "trainable_layers": ["decoder.layers.0"], "precision": "bf16",
-                          "qlora": {"use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"},
-                          "peft": {"use": True, "config": {"task_type": "CAUSAL_LM"}}},
+        "base_model": {
+            "provider": "huggingface",
+            "model_name": "meta-llama/Llama-3.2-3B-Instruct",
+            "revision": "main",
+            "auth_token": HF_TOKEN,
+            "weights_url": None,
+        },
+        "customization": {
+            "method": "qlora",
+            "rank": 32,
+            "target_modules": ["q_proj", "v_proj"],
+            "lora_alpha": 32,
+            "lora_dropout": 0.05,
+            "trainable_layers": ["decoder.layers.0"],
+            "precision": "bf16",
+            "qlora": {"use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"},
+            "peft": {"use": True, "config": {"task_type": "CAUSAL_LM"}},
+        },
         "resources": {"gpus": 4, "gpu_type": "A100", "cpus": 16, "memory_gb": 128, "max_duration_minutes": 720},
-        "datasets": [{"source": "s3://studio-data/users/u1/projects/p1/ingestion/chat.jsonl", "format": "jsonl",
-                      "auth": {"aws_access_key_id": AWS_ID, "aws_secret_access_key": AWS_SECRET, "aws_session_token": AWS_SESSION,
-                               "aws_region": "us-east-1"}}],
-        "artifacts": {"log_uri": f"s3://studio-data/users/u1/projects/p1/logs/{job_id}/", "status_stream_url": HOOK,
-                      "output_uri": "s3://studio-models/lora-refinement-1796113031796",
-                      "auth": {"role_arn": "arn:aws:iam::123456789012:role/studio-artifacts"}},
-        "tuning_parameters": {"learning_rate": 0.0002, "batch_size": 64, "num_epochs": 3, "warmup_ratio": 0.1,
-                              "gradient_checkpointing": True, "max_sequence_length": 4096},
+        "datasets": [
+            {
+                "source": "s3://studio-data/users/u1/projects/p1/ingestion/chat.jsonl",
+                "format": "jsonl",
+                "auth": {"aws_access_key_id": AWS_ID, "aws_secret_access_key": AWS_SECRET, "aws_session_token": AWS_SESSION, "aws_region": "us-east-1"},
+            }
+        ],
+        "artifacts": {
+            "log_uri": f"s3://studio-data/users/u1/projects/p1/logs/{job_id}/",
+            "status_stream_url": HOOK,
+            "output_uri": "s3://studio-models/lora-refinement-1796113031796",
+            "auth": {"role_arn": "arn:aws:iam::123456789012:role/studio-artifacts"},
+        },
+        "tuning_parameters": {
+            "learning_rate": 0.0002,
+            "batch_size": 64,
+            "num_epochs": 3,
+            "warmup_ratio": 0.1,
+            "gradient_checkpointing": True,
+            "max_sequence_length": 4096,
+        },
         "callbacks": {"webhook_url": HOOK, "auth_header": AUTH_HEADER},
     }
 
@@ -127,8 +152,13 @@ def test_studio_refusals_name_its_paths_without_secrets(api) -> None:
     r = requests.post(f"{url}/train", json=bad)
     assert r.status_code == 400
     fields = {e["field"] for e in r.json()["errors"]}
-    assert fields == {"customization.method", "datasets[0].auth.aws_region", "tuning_parameters.batch_size",
-                      "tuning_parameters.output_dir", "callbacks.auth_header"}
+    assert fields == {
+        "customization.method",
+        "datasets[0].auth.aws_region",
+        "tuning_parameters.batch_size",
+        "tuning_parameters.output_dir",
+        "callbacks.auth_header",
+    }
     assert bus.messages == []
     assert_no_secret(r.text)
 

@@ -50,18 +50,42 @@ class Run:
     """One job driven commit by commit; `pump` hands each new notification to the notifier, as the
     outbox relay and `job-transitions` do in service."""
 
-    def __init__(self, store, studio: StudioReceiver, *, authorization: str | None = f"Bearer {TOKEN}", sealer: Sealer | None = None,
-                 webhooks: tuple[str, ...] = (), schedule: str = "0,0,0,0", deliver: bool = True):
+    def __init__(
+        self,
+        store,
+        studio: StudioReceiver,
+        *,
+        authorization: str | None = f"Bearer {TOKEN}",
+        sealer: Sealer | None = None,
+        webhooks: tuple[str, ...] = (),
+        schedule: str = "0,0,0,0",
+        deliver: bool = True,
+    ):
         self.store, self.deliver, self.seen, self.t = store, deliver, 0, T0
         sealer = sealer or Sealer(KEY)
         url = studio.add_job(STUDIO_ID, TOKEN) + "?via=platform"  # a query string is never shown
         callback = Callback(url, sealer.seal(authorization) if authorization is not None else None)
-        job = Job(id=f"job-{STUDIO_ID[:8]}", name="studio-run", backend=Backend.LOCAL, status=JobStatus.QUEUED, created_at=T0, updated_at=T0,
-                  dataset_file="s3://studio-data/chat.jsonl", output_dir="/tmp/out", upload_output_to=OUTPUT, callback=callback, webhooks=webhooks)
+        job = Job(
+            id=f"job-{STUDIO_ID[:8]}",
+            name="studio-run",
+            backend=Backend.LOCAL,
+            status=JobStatus.QUEUED,
+            created_at=T0,
+            updated_at=T0,
+            dataset_file="s3://studio-data/chat.jsonl",
+            output_dir="/tmp/out",
+            upload_output_to=OUTPUT,
+            callback=callback,
+            webhooks=webhooks,
+        )
         self.id = job.id
         self.notifier = Notifier(
-            store=store, sender=WebhookSender(allowed_hosts=frozenset({"127.0.0.1"}), timeout_seconds=5.0), signing_key=KEY,
-            schedule=Schedule.parse(schedule), unseal=Sealer(KEY).unseal, hold_seconds=0.0,
+            store=store,
+            sender=WebhookSender(allowed_hosts=frozenset({"127.0.0.1"}), timeout_seconds=5.0),
+            signing_key=KEY,
+            schedule=Schedule.parse(schedule),
+            unseal=Sealer(KEY).unseal,
+            hold_seconds=0.0,
         )
         store.create(job)
         self.pump()
@@ -70,8 +94,9 @@ class Run:
         if not self.deliver:
             return
         for n in self.store.get_notifications(self.id, after=self.seen, limit=100):
-            self.notifier.handle(Message(id=n.id, topic="job-transitions", data={"job_id": n.job_id, "seq": n.seq, "id": n.id}, attributes={},
-                                         ordering_key=n.job_id))
+            self.notifier.handle(
+                Message(id=n.id, topic="job-transitions", data={"job_id": n.job_id, "seq": n.seq, "id": n.id}, attributes={}, ordering_key=n.job_id)
+            )
             self.seen = n.seq
 
     def to(self, status: JobStatus, at: float, **changes) -> None:
@@ -97,10 +122,14 @@ def to_running(run: Run) -> None:
 
 FINALS = {
     "succeeded": ([(JobStatus.SUCCEEDED, {})], f"output: {OUTPUT}"),
-    "failed": ([(JobStatus.FAILED, {"status_reason": "OOMKilled", "error": "the container used more than its 64Gi"})],
-               "failed: OOMKilled: the container used more than its 64Gi"),
-    "cancelled": ([(JobStatus.CANCELLING, {"cancel_requested": True}), (JobStatus.CANCELLED, {"status_reason": "CancelledByUser"})],
-                  "cancelled: CancelledByUser"),
+    "failed": (
+        [(JobStatus.FAILED, {"status_reason": "OOMKilled", "error": "the container used more than its 64Gi"})],
+        "failed: OOMKilled: the container used more than its 64Gi",
+    ),
+    "cancelled": (
+        [(JobStatus.CANCELLING, {"cancel_requested": True}), (JobStatus.CANCELLED, {"status_reason": "CancelledByUser"})],
+        "cancelled: CancelledByUser",
+    ),
 }
 
 
@@ -190,7 +219,10 @@ def test_progress_lines_through_status_sync_reach_the_studio_once_a_minute(store
             sync.apply_event(TrainingEvent(job_id=run.id, source="local", observed_at=clock.t, logs=(EventLog(i + 1, clock.t, "stdout", line),)))
             run.pump()
         assert [b["log"] for b in studio.accepted(STUDIO_ID)] == [
-            "queued", "running", "step 1/50 · loss 0.5 · 10 min left", "step 4/50 · loss 0.5 · 10 min left",
+            "queued",
+            "running",
+            "step 1/50 · loss 0.5 · 10 min left",
+            "step 4/50 · loss 0.5 · 10 min left",
         ]
         assert store.get(run.id).progress["step"] == 5  # every line was applied; only the callbacks are spaced
     finally:

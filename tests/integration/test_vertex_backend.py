@@ -163,7 +163,18 @@ def test_concurrent_creates_converge_on_the_oldest(fake, tmp_path):
     backend = make_backend(fake)
     job, env = job_from(README_VERTEX)
     # Another attempt created one first, but our first look-up didn't see it (the race).
-    earlier = backend._get_client().create_custom_job(parent=PARENT, custom_job=aiplatform_v1.CustomJob.from_json(json.dumps({"displayName": "x", "labels": {"job_id": JOB_ID}, "jobSpec": {"workerPoolSpecs": [{"machineSpec": {"machineType": "n1"}, "replicaCount": 1, "containerSpec": {"imageUri": "i"}}]}})))
+    earlier = backend._get_client().create_custom_job(
+        parent=PARENT,
+        custom_job=aiplatform_v1.CustomJob.from_json(
+            json.dumps(
+                {
+                    "displayName": "x",
+                    "labels": {"job_id": JOB_ID},
+                    "jobSpec": {"workerPoolSpecs": [{"machineSpec": {"machineType": "n1"}, "replicaCount": 1, "containerSpec": {"imageUri": "i"}}]},
+                }
+            )
+        ),
+    )
     original_find = backend._find
     calls = {"n": 0}
 

@@ -88,7 +88,9 @@ class Cluster:
                     "namespace": NS,
                     "labels": dict(template["metadata"]["labels"]),
                     "annotations": dict(template["metadata"]["annotations"]),
-                    "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_obj["metadata"]["name"], "uid": job_obj["metadata"]["uid"], "controller": True}],
+                    "ownerReferences": [
+                        {"apiVersion": "batch/v1", "kind": "Job", "name": job_obj["metadata"]["name"], "uid": job_obj["metadata"]["uid"], "controller": True}
+                    ],
                 },
                 "spec": template["spec"],
                 "status": status,
@@ -104,11 +106,20 @@ class Cluster:
 
 
 def unschedulable() -> dict[str, Any]:
-    return {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]}
+    return {
+        "phase": "Pending",
+        "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}
+        ],
+    }
 
 
 def pulling(reason: str = "ImagePullBackOff") -> dict[str, Any]:
-    return {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}], "containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": reason, "message": "Back-off pulling image \"trainer:1\""}}}]}
+    return {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": reason, "message": 'Back-off pulling image "trainer:1"'}}}],
+    }
 
 
 def running() -> dict[str, Any]:
@@ -116,7 +127,10 @@ def running() -> dict[str, Any]:
 
 
 def terminated(reason: str, code: int) -> dict[str, Any]:
-    return {"phase": "Failed" if code else "Succeeded", "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": reason, "exitCode": code}}}]}
+    return {
+        "phase": "Failed" if code else "Succeeded",
+        "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": reason, "exitCode": code}}}],
+    }
 
 
 def job_failed(reason: str = "BackoffLimitExceeded") -> dict[str, Any]:
@@ -251,10 +265,10 @@ def test_image_pull_waits_then_fails_after_the_grace(cluster: Cluster, start_wat
 def test_complete_with_logs(cluster: Cluster, start_watcher: Any, k8s: WatchableFakeKubernetesAPI, sync: Any) -> None:
     job, job_obj = cluster.job("job-ok")
     pod = cluster.pod(job_obj, running())
-    k8s.append_pod_log(NS, pod, "loading model\nPROGRESS {\"step\": 1, \"total\": 2}\n")
+    k8s.append_pod_log(NS, pod, 'loading model\nPROGRESS {"step": 1, "total": 2}\n')
     watcher, published = start_watcher()
     published.wait(lambda: published.seqs("job-ok") == [1, 2], "the first two lines")
-    k8s.append_pod_log(NS, pod, "PROGRESS {\"step\": 2, \"total\": 2}\nsaved\n")
+    k8s.append_pod_log(NS, pod, 'PROGRESS {"step": 2, "total": 2}\nsaved\n')
     cluster.pod_status(pod, terminated("Completed", 0))
     cluster.job_status(job_obj, JOB_COMPLETE)
     published.wait(lambda: published.seqs("job-ok") == [1, 2, 3, 4] and len(published.states("job-ok")) == 2, "all lines and Complete")
@@ -367,7 +381,9 @@ def test_logs_batched_in_order_with_seqs_and_a_dropped_log_stream(k8s: Watchable
     assert all("state" not in m for m in published.all("job-logs") if "logs" in m)
 
 
-def test_restart_republishes_nothing_new_and_resends_logs_with_the_same_seqs(k8s: WatchableFakeKubernetesAPI, cluster: Cluster, start_watcher: Any, sync: Any) -> None:
+def test_restart_republishes_nothing_new_and_resends_logs_with_the_same_seqs(
+    k8s: WatchableFakeKubernetesAPI, cluster: Cluster, start_watcher: Any, sync: Any
+) -> None:
     job, job_obj = cluster.job("job-restart")
     pod = cluster.pod(job_obj, unschedulable())
     first, before = start_watcher()
@@ -389,7 +405,9 @@ def test_restart_republishes_nothing_new_and_resends_logs_with_the_same_seqs(k8s
     after.wait(lambda: after.seqs("job-restart") == [1, 2, 3, 4, 5], "all 5 lines again")
     settle(second)
     # The restarted watcher's only state event is the one already applied, under the same event id.
-    assert [m["event_id"] for m in after.all("job-restart") if "state" in m] == [m["event_id"] for m in before.all("job-restart") if m.get("state") == "Running"]
+    assert [m["event_id"] for m in after.all("job-restart") if "state" in m] == [
+        m["event_id"] for m in before.all("job-restart") if m.get("state") == "Running"
+    ]
     resent = [l for m in after.all("job-restart") for l in m.get("logs", [])]
     assert [(l["seq"], l["message"]) for l in resent] == [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]
 
@@ -405,7 +423,13 @@ def test_restart_republishes_nothing_new_and_resends_logs_with_the_same_seqs(k8s
     assert after.states("job-restart") == [("Running", None, None), ("Failed", "OOMKilled", 137)]
     apply_all(status_sync, [m for m in after.all("job-restart") if m.get("state") == "Failed"])
     final = store.get("job-restart")
-    assert (final.status, final.status_reason, final.failure_class, final.exit_code, final.log_count) == (JobStatus.FAILED, "OOMKilled", FailureClass.USER, 137, 5)
+    assert (final.status, final.status_reason, final.failure_class, final.exit_code, final.log_count) == (
+        JobStatus.FAILED,
+        "OOMKilled",
+        FailureClass.USER,
+        137,
+        5,
+    )
 
 
 def test_observe_job_one_shot(k8s: WatchableFakeKubernetesAPI, cluster: Cluster) -> None:
@@ -486,7 +510,14 @@ def test_entry_point_runs_until_sigterm(k8s: WatchableFakeKubernetesAPI, tmp_pat
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: fake, context: {cluster: fake, user: u}}]\n"
     )
-    env = {**os.environ, "K8S_KUBECONFIG": str(kubeconfig), "K8S_NAMESPACE": NS, "GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": "127.0.0.1:9", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "K8S_KUBECONFIG": str(kubeconfig),
+        "K8S_NAMESPACE": NS,
+        "GOOGLE_CLOUD_PROJECT": "p",
+        "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
+        "PYTHONUNBUFFERED": "1",
+    }
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "functions.watcher"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

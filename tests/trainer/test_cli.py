@@ -20,10 +20,30 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_kebab_case_aliases_and_bool_switches():
-    snake = parse("--output_dir", "o", "--num_train_epochs", "3", "--lora_target_modules", "q_proj",
-                  "--lora_target_modules", "v_proj", "--no_gradient_checkpointing", "--merge_adapter")
-    kebab = parse("--output-dir", "o", "--num-train-epochs", "3", "--lora-target-modules", "q_proj",
-                  "--lora-target-modules", "v_proj", "--no-gradient-checkpointing", "--merge-adapter")
+    snake = parse(
+        "--output_dir",
+        "o",
+        "--num_train_epochs",
+        "3",
+        "--lora_target_modules",
+        "q_proj",
+        "--lora_target_modules",
+        "v_proj",
+        "--no_gradient_checkpointing",
+        "--merge_adapter",
+    )
+    kebab = parse(
+        "--output-dir",
+        "o",
+        "--num-train-epochs",
+        "3",
+        "--lora-target-modules",
+        "q_proj",
+        "--lora-target-modules",
+        "v_proj",
+        "--no-gradient-checkpointing",
+        "--merge-adapter",
+    )
     assert vars(snake) == vars(kebab)
     assert snake.lora_target_modules == ["q_proj", "v_proj"]
     assert snake.gradient_checkpointing is False and snake.merge_adapter is True
@@ -46,9 +66,11 @@ def test_bad_row_exits_2_naming_the_line_before_any_model_loads(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}, {"text": "ok"}])
     data.write_text(data.read_text() + '{"text": 5}\n')
     out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "trainer/train.py"), "--dataset-file", str(data),
-         "--model_id", "no/such-model", "--output_dir", str(tmp_path / "o")],
-        env=trainer_env(), capture_output=True, text=True, timeout=60,
+        [sys.executable, str(REPO_ROOT / "trainer/train.py"), "--dataset-file", str(data), "--model_id", "no/such-model", "--output_dir", str(tmp_path / "o")],
+        env=trainer_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "line 3" in out.stderr and "'text' must be a string" in out.stderr
@@ -101,14 +123,10 @@ def test_check_args_accepts_defaults_and_hub_ids():
 @pytest.mark.parametrize(
     "argv, machine, problem",
     [
-        pytest.param(["--bf16", "--method", "lora"], train.Machine(cuda=False, bf16=False, bitsandbytes=True),
-                     "drop --bf16", id="bf16 on a cpu without it"),
-        pytest.param(["--bf16", "--method", "lora"], train.Machine(cuda=True, bf16=False, bitsandbytes=True),
-                     "this GPU", id="bf16 on an old gpu"),
-        pytest.param(["--method", "qlora"], train.Machine(cuda=True, bf16=True, bitsandbytes=False),
-                     "needs bitsandbytes", id="qlora without bitsandbytes"),
-        pytest.param(["--bf16", "--method", "qlora"], train.Machine(cuda=True, bf16=True, bitsandbytes=True),
-                     None, id="fine"),
+        pytest.param(["--bf16", "--method", "lora"], train.Machine(cuda=False, bf16=False, bitsandbytes=True), "drop --bf16", id="bf16 on a cpu without it"),
+        pytest.param(["--bf16", "--method", "lora"], train.Machine(cuda=True, bf16=False, bitsandbytes=True), "this GPU", id="bf16 on an old gpu"),
+        pytest.param(["--method", "qlora"], train.Machine(cuda=True, bf16=True, bitsandbytes=False), "needs bitsandbytes", id="qlora without bitsandbytes"),
+        pytest.param(["--bf16", "--method", "qlora"], train.Machine(cuda=True, bf16=True, bitsandbytes=True), None, id="fine"),
     ],
 )
 def test_check_machine(argv, machine, problem):
@@ -121,8 +139,7 @@ def test_check_machine(argv, machine, problem):
 
 def test_impossible_choice_fails_fast_with_exit_2(monkeypatch, tmp_path, chat_file, train_inproc):
     monkeypatch.setattr(train, "probe_machine", lambda method: train.Machine(cuda=False, bf16=False, bitsandbytes=True))
-    run = train_inproc("--dataset_file", chat_file, "--model_id", "unused/model", "--method", "lora", "--bf16",
-                       "--output_dir", tmp_path / "o")
+    run = train_inproc("--dataset_file", chat_file, "--model_id", "unused/model", "--method", "lora", "--bf16", "--output_dir", tmp_path / "o")
     assert run.code == 2
     assert "drop --bf16" in run.stderr
     assert run.of("error")[0]["exit_code"] == 2

@@ -16,30 +16,43 @@ from trainer.flags import CREDENTIALS_ENV
 
 pytestmark = pytest.mark.trainer
 
-KEYS = {"aws_access_key_id": "AKIAEXAMPLEKEY01", "aws_secret_access_key": "s3cr3t-value-xyz",
-        "aws_session_token": "session-token-abc", "aws_region": "eu-west-3"}
+KEYS = {
+    "aws_access_key_id": "AKIAEXAMPLEKEY01",
+    "aws_secret_access_key": "s3cr3t-value-xyz",
+    "aws_session_token": "session-token-abc",
+    "aws_region": "eu-west-3",
+}
 
 
 # ---- the contract --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,text,n,message", [
-    ("not json", "{datasets: [", 1, "is not valid JSON"),
-    ("not an object", "[1]", 1, "must be a JSON object"),
-    ("unknown top-level key", '{"dataset": []}', 1, "unknown key 'dataset'"),
-    ("datasets not a list", '{"datasets": {}}', 1, "datasets must be a list"),
-    ("more entries than sources", '{"datasets": [null, null]}', 1, "2 dataset entries for 1"),
-    ("entry not an object", '{"datasets": ["AKIA-SECRETISH"]}', 1, "datasets[0] must be an object"),
-    ("unknown key in entry", '{"artifacts": {"aws_access_key_id": "a1b2", "aws_secret_access_key": "c3d4", '
-     '"password": "p4ss"}}', 1, "artifacts: unknown key 'password'"),
-    ("key without secret", '{"datasets": [{"aws_access_key_id": "a1b2c3"}]}', 1,
-     "datasets[0].aws_secret_access_key is required"),
-    ("keys and role", '{"datasets": [{"role_arn": "arn:aws:iam::1:role/r", "aws_access_key_id": "a1b2"}]}', 1,
-     "either role_arn or AWS keys"),
-    ("role not an arn", '{"datasets": [{"role_arn": "my-role"}]}', 1, "datasets[0].role_arn must be an IAM role ARN"),
-    ("empty secret", '{"datasets": [{"aws_access_key_id": "a1b2", "aws_secret_access_key": ""}]}', 1,
-     "datasets[0].aws_secret_access_key must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "name,text,n,message",
+    [
+        ("not json", "{datasets: [", 1, "is not valid JSON"),
+        ("not an object", "[1]", 1, "must be a JSON object"),
+        ("unknown top-level key", '{"dataset": []}', 1, "unknown key 'dataset'"),
+        ("datasets not a list", '{"datasets": {}}', 1, "datasets must be a list"),
+        ("more entries than sources", '{"datasets": [null, null]}', 1, "2 dataset entries for 1"),
+        ("entry not an object", '{"datasets": ["AKIA-SECRETISH"]}', 1, "datasets[0] must be an object"),
+        (
+            "unknown key in entry",
+            '{"artifacts": {"aws_access_key_id": "a1b2", "aws_secret_access_key": "c3d4", "password": "p4ss"}}',
+            1,
+            "artifacts: unknown key 'password'",
+        ),
+        ("key without secret", '{"datasets": [{"aws_access_key_id": "a1b2c3"}]}', 1, "datasets[0].aws_secret_access_key is required"),
+        ("keys and role", '{"datasets": [{"role_arn": "arn:aws:iam::1:role/r", "aws_access_key_id": "a1b2"}]}', 1, "either role_arn or AWS keys"),
+        ("role not an arn", '{"datasets": [{"role_arn": "my-role"}]}', 1, "datasets[0].role_arn must be an IAM role ARN"),
+        (
+            "empty secret",
+            '{"datasets": [{"aws_access_key_id": "a1b2", "aws_secret_access_key": ""}]}',
+            1,
+            "datasets[0].aws_secret_access_key must be a non-empty string",
+        ),
+    ],
+)
 def test_malformed_variable_names_the_problem_never_the_value(name, text, n, message):
     with pytest.raises(credentials.CredentialsError) as err:
         credentials.parse(text, n)
@@ -56,14 +69,16 @@ def test_missing_variable_means_ambient_identity_and_entries_map_to_options():
     text = json.dumps({"datasets": [None, KEYS], "artifacts": {k: v for k, v in KEYS.items() if k != "aws_session_token"}})
     resolved = credentials.resolve(credentials.parse(text, 3), 3)
     assert resolved.datasets[0] is None and resolved.datasets[2] is None  # a short list: the rest ambient
-    assert resolved.datasets[1] == {"key": "AKIAEXAMPLEKEY01", "secret": "s3cr3t-value-xyz",
-                                    "token": "session-token-abc", "client_kwargs": {"region_name": "eu-west-3"}}
-    assert resolved.artifacts == {"key": "AKIAEXAMPLEKEY01", "secret": "s3cr3t-value-xyz",
-                                  "client_kwargs": {"region_name": "eu-west-3"}}
+    assert resolved.datasets[1] == {
+        "key": "AKIAEXAMPLEKEY01",
+        "secret": "s3cr3t-value-xyz",
+        "token": "session-token-abc",
+        "client_kwargs": {"region_name": "eu-west-3"},
+    }
+    assert resolved.artifacts == {"key": "AKIAEXAMPLEKEY01", "secret": "s3cr3t-value-xyz", "client_kwargs": {"region_name": "eu-west-3"}}
 
 
-def test_credentials_for_a_source_that_is_not_s3_are_refused(tiny_model, chat_file, tmp_path, train_inproc,
-                                                              monkeypatch):
+def test_credentials_for_a_source_that_is_not_s3_are_refused(tiny_model, chat_file, tmp_path, train_inproc, monkeypatch):
     monkeypatch.setenv(CREDENTIALS_ENV, json.dumps({"datasets": [KEYS]}))
     run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path, "--dry_run")
     assert run.code == 2
@@ -78,8 +93,7 @@ def test_credentials_for_a_source_that_is_not_s3_are_refused(tiny_model, chat_fi
 
 def test_every_credential_string_is_redacted_but_not_the_region():
     env = {CREDENTIALS_ENV: json.dumps({"datasets": [KEYS, {"role_arn": "arn:aws:iam::123456789012:role/r"}]})}
-    text = ("InvalidAccessKeyId: AKIAEXAMPLEKEY01 / s3cr3t-value-xyz / session-token-abc in eu-west-3 "
-            "as arn:aws:iam::123456789012:role/r")
+    text = "InvalidAccessKeyId: AKIAEXAMPLEKEY01 / s3cr3t-value-xyz / session-token-abc in eu-west-3 as arn:aws:iam::123456789012:role/r"
     assert progress.redact(text, env) == "InvalidAccessKeyId: *** / *** / *** in eu-west-3 as ***"
     # An unparseable variable is a secret as a whole.
     assert progress.redact("value {oops AKIA", {CREDENTIALS_ENV: "{oops AKIA"}) == "value ***"
@@ -153,8 +167,7 @@ def test_moto_enforces_each_users_bucket(s3_iam_server, monkeypatch):
         list(storage.read_lines("s3://iam-data/probe.jsonl"))  # the ambient identity: no bucket at all
 
 
-def test_dataset_and_artifacts_each_with_their_own_keys(s3_iam_server, tiny_model, tmp_path, train_inproc,
-                                                        monkeypatch):
+def test_dataset_and_artifacts_each_with_their_own_keys(s3_iam_server, tiny_model, tmp_path, train_inproc, monkeypatch):
     import fsspec
 
     _ambient(monkeypatch, s3_iam_server)
@@ -162,16 +175,25 @@ def test_dataset_and_artifacts_each_with_their_own_keys(s3_iam_server, tiny_mode
     _put("s3://iam-data/u1/chat.jsonl", CHAT_JSONL, users["data-reader"])
     good = {"datasets": [_keys(users["data-reader"])], "artifacts": _keys(users["artifact-writer"])}
     monkeypatch.setenv(CREDENTIALS_ENV, json.dumps(good))
-    argv = ["--model_id", tiny_model, "--dataset_file", "s3://iam-data/u1/chat.jsonl", *FAST, "--max_steps", "2",
-            "--upload_output_to", "s3://iam-artifacts/run-1", "--log_uri", "s3://iam-artifacts/logs/run-1/"]
+    argv = [
+        "--model_id",
+        tiny_model,
+        "--dataset_file",
+        "s3://iam-data/u1/chat.jsonl",
+        *FAST,
+        "--max_steps",
+        "2",
+        "--upload_output_to",
+        "s3://iam-artifacts/run-1",
+        "--log_uri",
+        "s3://iam-artifacts/logs/run-1/",
+    ]
     run = train_inproc(*argv, "--output_dir", tmp_path / "a")
     assert run.code == 0, run.stderr
 
-    writer = fsspec.filesystem("s3", key=users["artifact-writer"]["key"], secret=users["artifact-writer"]["secret"],
-                               skip_instance_cache=True)
+    writer = fsspec.filesystem("s3", key=users["artifact-writer"]["key"], secret=users["artifact-writer"]["secret"], skip_instance_cache=True)
     names = {p.split("/", 1)[1] for p in writer.find("iam-artifacts")}
-    assert {"run-1/adapter_model.safetensors", "run-1/run_summary.json", "logs/run-1/train.log",
-            "logs/run-1/run_summary.json"} <= names
+    assert {"run-1/adapter_model.safetensors", "run-1/run_summary.json", "logs/run-1/train.log", "logs/run-1/run_summary.json"} <= names
     assert json.loads(writer.cat("iam-artifacts/logs/run-1/run_summary.json"))["status"] == "succeeded"
 
     # The same run with the two entries swapped cannot read its data: each key reached only its own bucket.
@@ -183,8 +205,7 @@ def test_dataset_and_artifacts_each_with_their_own_keys(s3_iam_server, tiny_mode
         assert user["key"] not in run.stdout + run.stderr and user["secret"] not in run.stdout + run.stderr
 
 
-def test_role_arn_is_assumed_with_the_ambient_identity(s3_iam_server, tiny_model, tmp_path, train_inproc,
-                                                       monkeypatch):
+def test_role_arn_is_assumed_with_the_ambient_identity(s3_iam_server, tiny_model, tmp_path, train_inproc, monkeypatch):
     _ambient(monkeypatch, s3_iam_server)
     users = s3_iam_server["users"]
     role_creds = {"datasets": [{"role_arn": s3_iam_server["role_arn"]}]}

@@ -70,18 +70,37 @@ def test_extra_message_keys_are_dropped_and_blank_lines_skipped():
         pytest.param([{"messages": []}], 1, "non-empty list", id="empty messages"),
         pytest.param([{"messages": [{"role": "bot", "content": "x"}]}], 1, "messages[0].role", id="bad role"),
         pytest.param([{"messages": [{"role": "user", "content": "x"}]}], 1, "must end with an assistant", id="no answer"),
-        pytest.param([{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " "}]}], 1,
-                     "messages[1].content is empty", id="empty content"),
+        pytest.param(
+            [{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " "}]}], 1, "messages[1].content is empty", id="empty content"
+        ),
         pytest.param([{"messages": [{"role": "assistant", "content": "x"}]}], 1, "expected 'user'", id="starts with the answer"),
-        pytest.param([{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
-                                    {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}], 1,
-                     "messages[2].role is 'user', expected 'assistant'", id="two user turns"),
-        pytest.param([{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"},
-                                    {"role": "assistant", "content": "c"}]}], 1, "messages[1].role is 'system'",
-                     id="system not first"),
-        pytest.param([{"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "t"},
-                                    {"role": "assistant", "content": "c"}]}], 1, "no assistant turn before it",
-                     id="tool without a call"),
+        pytest.param(
+            [
+                {
+                    "messages": [
+                        {"role": "system", "content": "s"},
+                        {"role": "user", "content": "a"},
+                        {"role": "user", "content": "b"},
+                        {"role": "assistant", "content": "c"},
+                    ]
+                }
+            ],
+            1,
+            "messages[2].role is 'user', expected 'assistant'",
+            id="two user turns",
+        ),
+        pytest.param(
+            [{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "c"}]}],
+            1,
+            "messages[1].role is 'system'",
+            id="system not first",
+        ),
+        pytest.param(
+            [{"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "t"}, {"role": "assistant", "content": "c"}]}],
+            1,
+            "no assistant turn before it",
+            id="tool without a call",
+        ),
         pytest.param([{"messages": [{"role": "user", "content": 3}]}], 1, "content must be a string", id="content"),
         pytest.param([PC, {"prompt": "a", "completion": ""}], 2, "'completion' is empty", id="empty completion"),
         pytest.param([{"prompt": 1, "completion": "a"}], 1, "'prompt' must be a string", id="prompt type"),

@@ -31,8 +31,7 @@ STEPS = 6
 
 def launch_env(**extra: str) -> dict[str, str]:
     env = trainer_env(**extra)
-    for key in [k for k in env if k.startswith("PET_") or k in ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                                                                  "TORCHELASTIC_RUN_ID")]:
+    for key in [k for k in env if k.startswith("PET_") or k in ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")]:
         if key not in extra:
             env.pop(key)
     env["OMP_NUM_THREADS"] = "1"
@@ -40,9 +39,15 @@ def launch_env(**extra: str) -> dict[str, str]:
 
 
 def start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trainer.launch", *map(str, argv)], cwd=REPO_ROOT,
-                            env=env or launch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            process_group=0)
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer.launch", *map(str, argv)],
+        cwd=REPO_ROOT,
+        env=env or launch_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> Run:
@@ -56,8 +61,19 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> Run:
 
 
 def common(tiny_model, chat_file, per_device: int) -> list[str]:
-    return ["--model_id", str(tiny_model), "--dataset_file", str(chat_file), *FAST, "--lora_dropout", "0",
-            "--per_device_train_batch_size", str(per_device), "--max_steps", str(STEPS)]
+    return [
+        "--model_id",
+        str(tiny_model),
+        "--dataset_file",
+        str(chat_file),
+        *FAST,
+        "--lora_dropout",
+        "0",
+        "--per_device_train_batch_size",
+        str(per_device),
+        "--max_steps",
+        str(STEPS),
+    ]
 
 
 def summary(out: Path) -> dict:
@@ -87,8 +103,7 @@ def one_process(tiny_model, chat_file, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_ranks_train_like_one_process_and_rank_zero_alone_reports_and_saves(tiny_model, chat_file, tmp_path,
-                                                                                one_process):
+def test_two_ranks_train_like_one_process_and_rank_zero_alone_reports_and_saves(tiny_model, chat_file, tmp_path, one_process):
     from safetensors.torch import load_file
 
     ref_out, ref = one_process
@@ -124,8 +139,7 @@ def test_two_nodes_of_one_process_meet_through_the_pet_environment(tiny_model, c
     for node in (0, 1):
         out = tmp_path / f"node{node}"  # each "node" has a disk of its own
         outs.append(out)
-        env = launch_env(PET_NNODES="2", PET_NPROC_PER_NODE="1", PET_NODE_RANK=str(node),
-                         PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=port)
+        env = launch_env(PET_NNODES="2", PET_NPROC_PER_NODE="1", PET_NODE_RANK=str(node), PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=port)
         procs.append(start([*common(tiny_model, chat_file, 2), "--output_dir", out], env=env))
     runs = [finish(p) for p in procs]
     for run in runs:
@@ -141,8 +155,7 @@ def test_two_nodes_of_one_process_meet_through_the_pet_environment(tiny_model, c
 
 
 @pytest.mark.slow
-def test_sigterm_stops_every_rank_at_one_step_and_lora_resumes_on_one_process(tiny_model, chat_file, tmp_path,
-                                                                               train_inproc):
+def test_sigterm_stops_every_rank_at_one_step_and_lora_resumes_on_one_process(tiny_model, chat_file, tmp_path, train_inproc):
     steps = 40
     args = [*common(tiny_model, chat_file, 2), "--max_steps", str(steps), "--save_steps", "1000"]
     out = tmp_path / "out"
@@ -167,14 +180,12 @@ def test_sigterm_stops_every_rank_at_one_step_and_lora_resumes_on_one_process(ti
     assert 3 <= stopped < steps
     ckpt = out / f"checkpoint-{stopped}"
     # Complete: every rank's part and the state the resume reads; no other checkpoint.
-    assert {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json", "optimizer.pt",
-            "adapter_model.safetensors"} <= {p.name for p in ckpt.iterdir()}
+    assert {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json", "optimizer.pt", "adapter_model.safetensors"} <= {p.name for p in ckpt.iterdir()}
     assert [p.name for p in out.glob("checkpoint-*")] == [ckpt.name]
     assert not (out / "run_summary.json").exists() and not killed.of("done")
 
     # Resume the two-rank checkpoint on one process: per-device batch 4 keeps the global batch.
-    resumed = train_inproc(*args, "--per_device_train_batch_size", "4", "--output_dir", out,
-                           "--resume_from_checkpoint", "auto")
+    resumed = train_inproc(*args, "--per_device_train_batch_size", "4", "--output_dir", out, "--resume_from_checkpoint", "auto")
     assert resumed.code == 0, resumed.stderr[-3000:]
     assert resumed.of("started")[0]["step"] == stopped
     s = summary(out)
@@ -205,8 +216,11 @@ def ranks_of(marker: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace") \
-                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if (
+                entry.name.isdigit()
+                and marker in (entry / "cmdline").read_bytes().decode(errors="replace")
+                and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ):
                 found.append(int(entry.name))
         except OSError:
             continue
@@ -220,8 +234,7 @@ def test_the_ranks_die_with_a_launcher_killed_outright(tiny_model, chat_file, tm
     import time
 
     out = tmp_path / "out-kill"
-    proc = start(["--nproc_per_node", "2", "--", *common(tiny_model, chat_file, 2), "--max_steps", "100000",
-                  "--save_steps", "100000", "--output_dir", out])
+    proc = start(["--nproc_per_node", "2", "--", *common(tiny_model, chat_file, 2), "--max_steps", "100000", "--save_steps", "100000", "--output_dir", out])
     try:
         for line in proc.stdout:
             if line.startswith("PROGRESS ") and json.loads(line[9:]).get("event") == "step":
@@ -275,22 +288,32 @@ def opts(**values) -> Namespace:
     return Namespace(**{**base, **values})
 
 
-@pytest.mark.parametrize("name, flags, env, cuda, expected", [
-    ("alone on CPU", {}, {}, 0, (1, 1, 0, None, None, "local")),
-    ("one per CUDA device", {}, {}, 4, (1, 4, 0, None, None, "local")),
-    ("flags", {"nproc_per_node": "2"}, {"PET_NPROC_PER_NODE": "8"}, 0, (1, 2, 0, None, None, "flags")),
-    ("PET_NPROC_PER_NODE alone", {}, {"PET_NPROC_PER_NODE": "8"}, 0, (1, 8, 0, None, None, "pet")),
-    ("kubernetes PET_*", {}, {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "8", "PET_NODE_RANK": "1",
-                              "PET_MASTER_ADDR": "job-0.job", "PET_MASTER_PORT": "29400"}, 8,
-     (2, 8, 1, "job-0.job", 29400, "pet")),
-    ("vertex node-level", {}, {"WORLD_SIZE": "3", "RANK": "2", "MASTER_ADDR": "workerpool0-0",
-                               "MASTER_PORT": "3333"}, 4, (3, 4, 2, "workerpool0-0", 3333, "vertex")),
-    ("PET_* over vertex", {}, {"WORLD_SIZE": "3", "RANK": "2", "PET_NNODES": "1", "MASTER_ADDR": "m",
-                               "MASTER_PORT": "1"}, 0, (1, 1, 0, None, None, "pet")),
-    ("inside a worker: WORLD_SIZE is per process", {}, {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, 0,
-     (1, 1, 0, None, None, "local")),
-    ("a master address alone: torchrun's port", {"master_addr": "h"}, {}, 0, (1, 1, 0, "h", 29500, "flags")),
-])
+@pytest.mark.parametrize(
+    "name, flags, env, cuda, expected",
+    [
+        ("alone on CPU", {}, {}, 0, (1, 1, 0, None, None, "local")),
+        ("one per CUDA device", {}, {}, 4, (1, 4, 0, None, None, "local")),
+        ("flags", {"nproc_per_node": "2"}, {"PET_NPROC_PER_NODE": "8"}, 0, (1, 2, 0, None, None, "flags")),
+        ("PET_NPROC_PER_NODE alone", {}, {"PET_NPROC_PER_NODE": "8"}, 0, (1, 8, 0, None, None, "pet")),
+        (
+            "kubernetes PET_*",
+            {},
+            {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "8", "PET_NODE_RANK": "1", "PET_MASTER_ADDR": "job-0.job", "PET_MASTER_PORT": "29400"},
+            8,
+            (2, 8, 1, "job-0.job", 29400, "pet"),
+        ),
+        (
+            "vertex node-level",
+            {},
+            {"WORLD_SIZE": "3", "RANK": "2", "MASTER_ADDR": "workerpool0-0", "MASTER_PORT": "3333"},
+            4,
+            (3, 4, 2, "workerpool0-0", 3333, "vertex"),
+        ),
+        ("PET_* over vertex", {}, {"WORLD_SIZE": "3", "RANK": "2", "PET_NNODES": "1", "MASTER_ADDR": "m", "MASTER_PORT": "1"}, 0, (1, 1, 0, None, None, "pet")),
+        ("inside a worker: WORLD_SIZE is per process", {}, {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, 0, (1, 1, 0, None, None, "local")),
+        ("a master address alone: torchrun's port", {"master_addr": "h"}, {}, 0, (1, 1, 0, "h", 29500, "flags")),
+    ],
+)
 def test_launcher_topology(name, flags, env, cuda, expected):
     from trainer.launch import resolve
 
@@ -298,13 +321,16 @@ def test_launcher_topology(name, flags, env, cuda, expected):
     assert (t.nnodes, t.nproc_per_node, t.node_rank, t.master_addr, t.master_port, t.source) == expected, name
 
 
-@pytest.mark.parametrize("flags, env, message", [
-    ({"nnodes": "2"}, {}, "need a master address"),
-    ({}, {"PET_NNODES": "2", "PET_NODE_RANK": "2", "PET_MASTER_ADDR": "a", "PET_MASTER_PORT": "1"}, "outside"),
-    ({"nproc_per_node": "0"}, {}, "at least 1"),
-    ({}, {"PET_NPROC_PER_NODE": "two"}, "must be an integer"),
-    ({"nproc_per_node": "4"}, {}, "has 2 CUDA device"),
-])
+@pytest.mark.parametrize(
+    "flags, env, message",
+    [
+        ({"nnodes": "2"}, {}, "need a master address"),
+        ({}, {"PET_NNODES": "2", "PET_NODE_RANK": "2", "PET_MASTER_ADDR": "a", "PET_MASTER_PORT": "1"}, "outside"),
+        ({"nproc_per_node": "0"}, {}, "at least 1"),
+        ({}, {"PET_NPROC_PER_NODE": "two"}, "must be an integer"),
+        ({"nproc_per_node": "4"}, {}, "has 2 CUDA device"),
+    ],
+)
 def test_launcher_refuses_a_topology_it_cannot_run(flags, env, message):
     from trainer.launch import LaunchError, resolve
 
@@ -322,10 +348,8 @@ def test_torchrun_arguments_standalone_and_static():
     assert "--standalone" not in static
     assert static[:8] == ["--nnodes", "2", "--node_rank", "1", "--master_addr", "job-0.job", "--master_port", "29400"]
     # Launcher flags are picked out with or without `--`; everything else is the trainer's.
-    assert split_argv(["--nproc_per_node", "2", "--", "--method", "lora"]) == (["--nproc_per_node", "2"],
-                                                                               ["--method", "lora"])
-    assert split_argv(["--method", "lora", "--nproc-per-node=2", "--max_steps", "3"]) == (
-        ["--nproc-per-node=2"], ["--method", "lora", "--max_steps", "3"])
+    assert split_argv(["--nproc_per_node", "2", "--", "--method", "lora"]) == (["--nproc_per_node", "2"], ["--method", "lora"])
+    assert split_argv(["--method", "lora", "--nproc-per-node=2", "--max_steps", "3"]) == (["--nproc-per-node=2"], ["--method", "lora", "--max_steps", "3"])
 
 
 def test_world_comes_from_the_elastic_agent_only():

@@ -45,21 +45,22 @@ def test_fp16_needs_cuda_and_excludes_bf16():
 def test_fp16_reaches_the_trainer_config_and_is_refused_on_this_cpu(tiny_model, chat_file, tmp_path, train_inproc):
     config = train.sft_config(parse("--fp16", "--output_dir", str(tmp_path)), CPU, has_eval=False)
     assert config.fp16 is True and config.bf16 is False
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path, *FAST,
-                       "--max_steps", "1", "--fp16")
+    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path, *FAST, "--max_steps", "1", "--fp16")
     assert run.code == 2 and "--fp16 needs a CUDA GPU" in run.stderr
 
 
 # ---- QLoRA ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv,machine,expected", [
-    ((), CPU, ("nf4", True, torch.float32)),  # today's behaviour
-    ((), AMPERE, ("nf4", True, torch.bfloat16)),
-    (("--bnb_4bit_quant_type", "fp4", "--no_bnb_4bit_use_double_quant", "--bnb_4bit_compute_dtype", "float16"),
-     AMPERE, ("fp4", False, torch.float16)),
-    (("--bnb_4bit_compute_dtype", "bfloat16"), CPU, ("nf4", True, torch.bfloat16)),
-])
+@pytest.mark.parametrize(
+    "argv,machine,expected",
+    [
+        ((), CPU, ("nf4", True, torch.float32)),  # today's behaviour
+        ((), AMPERE, ("nf4", True, torch.bfloat16)),
+        (("--bnb_4bit_quant_type", "fp4", "--no_bnb_4bit_use_double_quant", "--bnb_4bit_compute_dtype", "float16"), AMPERE, ("fp4", False, torch.float16)),
+        (("--bnb_4bit_compute_dtype", "bfloat16"), CPU, ("nf4", True, torch.bfloat16)),
+    ],
+)
 def test_bnb_options_reach_the_quantization_config(argv, machine, expected):
     config = train.quantization_config(parse(*argv), machine)
     assert config.load_in_4bit
@@ -70,8 +71,9 @@ def test_bnb_options_reach_the_quantization_config(argv, machine, expected):
 
 
 def test_lora_bias_and_rslora_reach_the_adapter(tiny_model, chat_file, tmp_path, train_inproc):
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path, *FAST,
-                       "--max_steps", "1", "--lora_bias", "all", "--use_rslora")
+    run = train_inproc(
+        "--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path, *FAST, "--max_steps", "1", "--lora_bias", "all", "--use_rslora"
+    )
     assert run.code == 0, run.stderr
     config = adapter_config(tmp_path)
     assert config["bias"] == "all" and config["use_rslora"] is True
@@ -82,18 +84,31 @@ def test_lora_bias_and_rslora_reach_the_adapter(tiny_model, chat_file, tmp_path,
 # ---- trainable_layers ----------------------------------------------------------------------------------
 
 
-NAMES = ["model", "model.embed_tokens", "model.layers", "model.layers.0", "model.layers.0.self_attn",
-         "model.layers.0.self_attn.q_proj", "model.layers.1", "model.layers.1.mlp", "model.layers.10", "lm_head"]
+NAMES = [
+    "model",
+    "model.embed_tokens",
+    "model.layers",
+    "model.layers.0",
+    "model.layers.0.self_attn",
+    "model.layers.0.self_attn.q_proj",
+    "model.layers.1",
+    "model.layers.1.mlp",
+    "model.layers.10",
+    "lm_head",
+]
 
 
-@pytest.mark.parametrize("prefixes,resolved,problem", [
-    (["model.layers.1"], ["model.layers.1"], None),
-    (["decoder.layers.0"], ["model.layers.0"], None),  # the studio's generic name, mapped onto Llama's
-    (["model.layers.0.self_attn"], ["model.layers.0.self_attn"], None),
-    (["model.layers.2"], [], "--trainable_layers model.layers.2: no module of this model is named so"),
-    (["model.layer"], [], "its modules are named like model.layers.0, model.layers.1, model.layers.10"),
-    (["decoder.self_attn"], [], "ambiguous"),  # no such name here, but see below
-])
+@pytest.mark.parametrize(
+    "prefixes,resolved,problem",
+    [
+        (["model.layers.1"], ["model.layers.1"], None),
+        (["decoder.layers.0"], ["model.layers.0"], None),  # the studio's generic name, mapped onto Llama's
+        (["model.layers.0.self_attn"], ["model.layers.0.self_attn"], None),
+        (["model.layers.2"], [], "--trainable_layers model.layers.2: no module of this model is named so"),
+        (["model.layer"], [], "its modules are named like model.layers.0, model.layers.1, model.layers.10"),
+        (["decoder.self_attn"], [], "ambiguous"),  # no such name here, but see below
+    ],
+)
 def test_resolve_layers(prefixes, resolved, problem):
     names = NAMES + (["model.layers.1.self_attn"] if prefixes == ["decoder.self_attn"] else [])
     got, problems = train.resolve_layers(prefixes, names)
@@ -105,8 +120,19 @@ def test_resolve_layers(prefixes, resolved, problem):
 
 
 def test_lora_adapts_only_modules_under_trainable_layers(tiny_model, chat_file, tmp_path, train_inproc):
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path / "a",
-                       *FAST, "--max_steps", "1", "--trainable_layers", "decoder.layers.0")
+    run = train_inproc(
+        "--model_id",
+        tiny_model,
+        "--dataset_file",
+        chat_file,
+        "--output_dir",
+        tmp_path / "a",
+        *FAST,
+        "--max_steps",
+        "1",
+        "--trainable_layers",
+        "decoder.layers.0",
+    )
     assert run.code == 0, run.stderr
     assert "--trainable_layers decoder.layers.0: this model's model.layers.0" in run.stderr
     targets = adapter_config(tmp_path / "a")["target_modules"]
@@ -115,20 +141,46 @@ def test_lora_adapts_only_modules_under_trainable_layers(tiny_model, chat_file, 
     assert keys and all(".layers.0." in k for k in keys)
     assert any("mlp" in k for k in keys) and any("self_attn" in k for k in keys)  # every linear layer of it
 
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path / "b",
-                       *FAST, "--max_steps", "1", "--trainable_layers", "model.layers.1",
-                       "--lora_target_modules", "q_proj", "--lora_target_modules", "v_proj")
+    run = train_inproc(
+        "--model_id",
+        tiny_model,
+        "--dataset_file",
+        chat_file,
+        "--output_dir",
+        tmp_path / "b",
+        *FAST,
+        "--max_steps",
+        "1",
+        "--trainable_layers",
+        "model.layers.1",
+        "--lora_target_modules",
+        "q_proj",
+        "--lora_target_modules",
+        "v_proj",
+    )
     assert run.code == 0, run.stderr
-    assert sorted(adapter_config(tmp_path / "b")["target_modules"]) == [
-        "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+    assert sorted(adapter_config(tmp_path / "b")["target_modules"]) == ["model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
 
 
 def test_full_fine_tuning_changes_only_the_trainable_layers(tiny_model, chat_file, tmp_path, train_inproc):
     from safetensors.torch import load_file
 
     out = tmp_path / "full"
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST,
-                       "--method", "full", "--max_steps", "2", "--trainable_layers", "model.layers.1")
+    run = train_inproc(
+        "--model_id",
+        tiny_model,
+        "--dataset_file",
+        chat_file,
+        "--output_dir",
+        out,
+        *FAST,
+        "--method",
+        "full",
+        "--max_steps",
+        "2",
+        "--trainable_layers",
+        "model.layers.1",
+    )
     assert run.code == 0, run.stderr
     before = load_file(str(Path(tiny_model) / "model.safetensors"))
     after = load_file(str(out / "model.safetensors"))
@@ -136,19 +188,43 @@ def test_full_fine_tuning_changes_only_the_trainable_layers(tiny_model, chat_fil
     assert changed, "nothing trained"
     assert all(k.startswith("model.layers.1.") for k in changed), sorted(changed)
     # every weight matrix of the layer moved (norm weights may too); nothing outside it did
-    assert {k for k in changed if k.endswith("proj.weight")} == {
-        k for k in before if k.startswith("model.layers.1.") and k.endswith("proj.weight")}
+    assert {k for k in changed if k.endswith("proj.weight")} == {k for k in before if k.startswith("model.layers.1.") and k.endswith("proj.weight")}
 
 
 def test_a_prefix_matching_nothing_fails_before_training(tiny_model, chat_file, tmp_path, train_inproc):
     for method in ("lora", "full"):
-        run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path / method,
-                           *FAST, "--method", method, "--max_steps", "1", "--trainable_layers", "encoder.block.0")
+        run = train_inproc(
+            "--model_id",
+            tiny_model,
+            "--dataset_file",
+            chat_file,
+            "--output_dir",
+            tmp_path / method,
+            *FAST,
+            "--method",
+            method,
+            "--max_steps",
+            "1",
+            "--trainable_layers",
+            "encoder.block.0",
+        )
         assert run.code == 2
         assert "--trainable_layers encoder.block.0: no module of this model" in run.stderr
         assert "model.layers.0" in run.stderr
         assert not run.of("started")
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path / "none",
-                       *FAST, "--max_steps", "1", "--trainable_layers", "model.layers.0",
-                       "--lora_target_modules", "no_such_proj")
+    run = train_inproc(
+        "--model_id",
+        tiny_model,
+        "--dataset_file",
+        chat_file,
+        "--output_dir",
+        tmp_path / "none",
+        *FAST,
+        "--max_steps",
+        "1",
+        "--trainable_layers",
+        "model.layers.0",
+        "--lora_target_modules",
+        "no_such_proj",
+    )
     assert run.code == 2 and "no --lora_target_modules no_such_proj lies under them" in run.stderr

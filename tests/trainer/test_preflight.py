@@ -19,10 +19,11 @@ LABELS = ("CLEAR", "REVIEW", "SAR", "BLOCK")
 def aml_rows() -> list[dict]:
     """Rows as the old trainer wrote them: decision objects next to facts and fired_rules."""
     return [
-        {"facts": {"country": country, "amount": 1500 * (i + 1), "pep": i % 3 == 0},
-         "decision": {"aml_decision": LABELS[i % 4], "reasons": [f"rule R{i % 4} on {country}"],
-                      "escalation_level": i % 4},
-         "fired_rules": [f"R{i % 4}"] if i % 4 else []}
+        {
+            "facts": {"country": country, "amount": 1500 * (i + 1), "pep": i % 3 == 0},
+            "decision": {"aml_decision": LABELS[i % 4], "reasons": [f"rule R{i % 4} on {country}"], "escalation_level": i % 4},
+            "fired_rules": [f"R{i % 4}"] if i % 4 else [],
+        }
         for i, (country, _) in enumerate(CAPITALS)
     ]
 
@@ -61,8 +62,7 @@ def test_other_labels_and_the_string_form_still_work():
 def test_old_trainer_aml_rows_train_and_the_loss_falls(tiny_model, tmp_path, train_inproc):
     dataset = write_jsonl(tmp_path / "aml.jsonl", aml_rows())
     out = tmp_path / "out"
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", dataset, "--output_dir", out, *FAST,
-                       "--max_steps", "30")
+    run = train_inproc("--model_id", tiny_model, "--dataset_file", dataset, "--output_dir", out, *FAST, "--max_steps", "30")
     assert run.code == 0, run.stderr
     assert run.losses[-1] <= run.losses[0] / 2, run.losses
     (report,) = run.of("dataset")
@@ -76,15 +76,13 @@ def test_old_trainer_aml_rows_train_and_the_loss_falls(tiny_model, tmp_path, tra
     assert summary["preflight"]["first_example"] == report["first_example"]
 
 
-def test_dry_run_reports_and_exits_0_without_loading_weights(tiny_model, chat_file, tmp_path, train_inproc,
-                                                            monkeypatch):
+def test_dry_run_reports_and_exits_0_without_loading_weights(tiny_model, chat_file, tmp_path, train_inproc, monkeypatch):
     def no_weights(*a, **kw):
         raise AssertionError("a dry run loaded the model")
 
     monkeypatch.setattr(train, "load_model", no_weights)
     out = tmp_path / "out"
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST,
-                       "--val_split_size", "0.15", "--dry_run")
+    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST, "--val_split_size", "0.15", "--dry_run")
     assert run.code == 0, run.stderr
     assert [e["event"] for e in run.events] == ["dataset"]
     (report,) = run.of("dataset")
@@ -103,8 +101,7 @@ def test_dry_run_reports_and_exits_0_without_loading_weights(tiny_model, chat_fi
 def test_long_rows_are_truncated_and_reported_or_dropped(tiny_model, tmp_path, train_inproc):
     rows = chat_rows()
     long_answer = " ".join(["the capital is far away"] * 40)
-    rows += [{"messages": [{"role": "user", "content": "Tell me everything."},
-                           {"role": "assistant", "content": long_answer}]}] * 2
+    rows += [{"messages": [{"role": "user", "content": "Tell me everything."}, {"role": "assistant", "content": long_answer}]}] * 2
     dataset = write_jsonl(tmp_path / "d.jsonl", rows)
     common = ["--model_id", tiny_model, "--dataset_file", dataset, *FAST, "--max_length", "64", "--dry_run"]
 
@@ -125,8 +122,7 @@ def test_long_rows_are_truncated_and_reported_or_dropped(tiny_model, tmp_path, t
 
 def test_fewer_than_ten_training_rows_is_bad_input(tiny_model, tmp_path, train_inproc):
     dataset = write_jsonl(tmp_path / "d.jsonl", chat_rows()[:9])
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", dataset, "--output_dir", tmp_path / "o", *FAST,
-                       "--dry_run")
+    run = train_inproc("--model_id", tiny_model, "--dataset_file", dataset, "--output_dir", tmp_path / "o", *FAST, "--dry_run")
     assert run.code == 2 and "at least 10" in run.stderr
 
 
@@ -136,17 +132,14 @@ def test_bad_csv_header_and_wrong_parquet_type_exit_2_naming_the_column(tmp_path
 
     (tmp_path / "bad.csv").write_text("prompt,answer\nq,a\n")
     pq.write_table(pa.Table.from_pylist([{"prompt": "q", "completion": 7}]), tmp_path / "bad.parquet")
-    for name, fragments in (("bad.csv", ["header", "missing column 'completion'"]),
-                            ("bad.parquet", ["row 1", "'completion' must be a string, got int"])):
-        run = train_inproc("--model_id", "unused/model", "--dataset_file", tmp_path / name,
-                           "--output_dir", tmp_path / "o")
+    for name, fragments in (("bad.csv", ["header", "missing column 'completion'"]), ("bad.parquet", ["row 1", "'completion' must be a string, got int"])):
+        run = train_inproc("--model_id", "unused/model", "--dataset_file", tmp_path / name, "--output_dir", tmp_path / "o")
         assert run.code == 2, run.stderr
         (err,) = run.of("error")
         assert str(tmp_path / name) in err["message"] and all(f in err["message"] for f in fragments), err
 
 
-def test_model_from_a_bucket_is_downloaded_once_and_a_dry_run_fetches_no_weights(
-        tiny_model, chat_file, tmp_path, train_inproc, s3_server, monkeypatch):
+def test_model_from_a_bucket_is_downloaded_once_and_a_dry_run_fetches_no_weights(tiny_model, chat_file, tmp_path, train_inproc, s3_server, monkeypatch):
     import fsspec
 
     from trainer import storage
@@ -160,16 +153,14 @@ def test_model_from_a_bucket_is_downloaded_once_and_a_dry_run_fetches_no_weights
     model_uri = f"s3://{bucket}/tiny"
     storage.upload_dir(tiny_model, model_uri)
 
-    dry = train_inproc("--model_id", model_uri, "--dataset_file", chat_file, "--output_dir", tmp_path / "a", *FAST,
-                       "--dry_run")
+    dry = train_inproc("--model_id", model_uri, "--dataset_file", chat_file, "--output_dir", tmp_path / "a", *FAST, "--dry_run")
     assert dry.code == 0, dry.stderr
     assert dry.of("dataset") and not dry.of("started")
     fetched = [p.name for p in cache.rglob("*") if p.is_file()]
     assert "tokenizer.json" in fetched and not any(n.endswith(".safetensors") for n in fetched), fetched
 
     for out in ("b", "c"):
-        run = train_inproc("--model_id", model_uri, "--dataset_file", chat_file, "--output_dir", tmp_path / out,
-                           *FAST, "--max_steps", "2")
+        run = train_inproc("--model_id", model_uri, "--dataset_file", chat_file, "--output_dir", tmp_path / out, *FAST, "--max_steps", "2")
         assert run.code == 0, run.stderr
     full = [p for p in cache.iterdir() if not p.name.endswith(".noweights")]
     assert len(full) == 1 and (full[0] / "model.safetensors").is_file()  # the second run reused it

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.trainer
 def test_line_is_prefix_plus_strict_json():
     line = progress.format_line("step", step=3, total_steps=10, loss=1.5, learning_rate=None)
     assert line.startswith("PROGRESS ") and "\n" not in line
-    payload = json.loads(line[len("PROGRESS "):])
+    payload = json.loads(line[len("PROGRESS ") :])
     assert payload == {"event": "step", "step": 3, "total_steps": 10, "loss": 1.5}  # None fields are left out
     assert progress.parse_line(line) == payload
     assert progress.parse_line("{'loss': 1.0}") is None
@@ -25,7 +25,7 @@ def test_line_is_prefix_plus_strict_json():
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_numbers_become_null(bad):
     line = progress.format_line("eval", step=1, eval_loss=bad, extra={"x": [bad, 1.0]})
-    payload = json.loads(line[len("PROGRESS "):])  # json.loads would accept NaN; the text must not hold it
+    payload = json.loads(line[len("PROGRESS ") :])  # json.loads would accept NaN; the text must not hold it
     assert "NaN" not in line and "Infinity" not in line
     assert payload["eval_loss"] is None and payload["extra"] == {"x": [None, 1.0]}
 

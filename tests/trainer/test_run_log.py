@@ -104,14 +104,14 @@ def s3_bucket(s3_server, monkeypatch):
 def test_log_and_summary_land_on_s3_at_the_end(s3_bucket, tiny_model, chat_file, tmp_path, train_inproc):
     fs, bucket = s3_bucket
     out = tmp_path / "out"
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST,
-                       "--max_steps", "3", "--log_uri", f"s3://{bucket}/logs/job-1/")
+    run = train_inproc(
+        "--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST, "--max_steps", "3", "--log_uri", f"s3://{bucket}/logs/job-1/"
+    )
     assert run.code == 0, run.stderr
     log = fs.cat(f"{bucket}/logs/job-1/train.log").decode()
     assert '"event":"done"' in log
     assert run.stderr.strip().splitlines()[-1] in log  # stderr too (the preflight report, the warnings)
-    assert [line for line in log.splitlines() if line.startswith("PROGRESS ")] == \
-        [line for line in run.stdout.splitlines() if line.startswith("PROGRESS ")]
+    assert [line for line in log.splitlines() if line.startswith("PROGRESS ")] == [line for line in run.stdout.splitlines() if line.startswith("PROGRESS ")]
     summary = json.loads(fs.cat(f"{bucket}/logs/job-1/run_summary.json"))
     assert summary == json.loads((out / "run_summary.json").read_text())
     assert summary["status"] == "succeeded" and summary["steps"] == 3
@@ -120,8 +120,9 @@ def test_log_and_summary_land_on_s3_at_the_end(s3_bucket, tiny_model, chat_file,
 def test_failed_runs_still_leave_a_log_and_a_failed_summary(s3_bucket, tiny_model, tmp_path, train_inproc):
     fs, bucket = s3_bucket
     # Bad input: the dataset is not there (exit 2).
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", tmp_path / "missing.jsonl", "--output_dir",
-                       tmp_path / "a", "--log_uri", f"s3://{bucket}/bad/")
+    run = train_inproc(
+        "--model_id", tiny_model, "--dataset_file", tmp_path / "missing.jsonl", "--output_dir", tmp_path / "a", "--log_uri", f"s3://{bucket}/bad/"
+    )
     assert run.code == 2
     summary = json.loads(fs.cat(f"{bucket}/bad/run_summary.json"))
     assert summary["status"] == "failed" and summary["exit_code"] == 2 and "missing.jsonl" in summary["error"]
@@ -133,8 +134,7 @@ def test_failed_runs_still_leave_a_log_and_a_failed_summary(s3_bucket, tiny_mode
     (broken / "config.json").write_text("{}")
     data = tmp_path / "chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in chat_rows()))
-    run = train_inproc("--model_id", broken, "--dataset_file", data, "--output_dir", tmp_path / "b",
-                       "--dry_run", "--log_uri", f"s3://{bucket}/crash/")
+    run = train_inproc("--model_id", broken, "--dataset_file", data, "--output_dir", tmp_path / "b", "--dry_run", "--log_uri", f"s3://{bucket}/crash/")
     assert run.code == 1, run.stderr
     summary = json.loads(fs.cat(f"{bucket}/crash/run_summary.json"))
     assert summary["status"] == "failed" and summary["exit_code"] == 1 and summary["error"]
@@ -168,9 +168,23 @@ def test_a_mid_run_upload_is_seen_while_training(s3_bucket, tiny_model, chat_fil
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", tmp_path / "out",
-                       *FAST, "--max_steps", "100000", "--save_steps", "100000", "--log_uri", f"s3://{bucket}/live",
-                       "--log_upload_interval_seconds", "5")
+    run = train_inproc(
+        "--model_id",
+        tiny_model,
+        "--dataset_file",
+        chat_file,
+        "--output_dir",
+        tmp_path / "out",
+        *FAST,
+        "--max_steps",
+        "100000",
+        "--save_steps",
+        "100000",
+        "--log_uri",
+        f"s3://{bucket}/live",
+        "--log_upload_interval_seconds",
+        "5",
+    )
     finished.set()
     watcher.join(timeout=30)
     assert "summary" in seen, "no mid-run upload seen"

@@ -180,8 +180,9 @@ def test_empty_folder_and_unknown_files(tmp_path):
 def test_resolve_finds_the_train_split_of_a_saved_dataset_dict(tmp_path):
     import datasets
 
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(chat_rows()),
-                          "test": datasets.Dataset.from_list(chat_rows()[:2])}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(chat_rows()), "test": datasets.Dataset.from_list(chat_rows()[:2])}).save_to_disk(
+        str(tmp_path / "dd")
+    )
     shards = sources.resolve(str(tmp_path / "dd"))
     assert shards and all("/train/" in s.uri and s.file_format == "arrow" for s in shards)
     assert data.load_sources([str(tmp_path / "dd")]).sources[0].rows == len(chat_rows())

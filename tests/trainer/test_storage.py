@@ -52,29 +52,32 @@ def test_read_lines_and_checkpoint_listing(bucket, tmp_path):
     assert storage.complete_checkpoints(f"{bucket}/nothing-here") == []
 
 
-def test_train_from_bucket_uploads_output_and_resumes_from_uploaded_checkpoint(
-        bucket, tiny_model, tmp_path, train_inproc):
+def test_train_from_bucket_uploads_output_and_resumes_from_uploaded_checkpoint(bucket, tiny_model, tmp_path, train_inproc):
     import fsspec
 
     data_uri, dest = f"{bucket}/data/chat.jsonl", f"{bucket}/runs/job-1"
     put_text(data_uri, "".join(json.dumps(r) + "\n" for r in chat_rows()))
-    common = ["--model_id", tiny_model, "--dataset_file", data_uri, *FAST, "--upload_output_to", dest,
-              "--save_steps", "3"]
+    common = ["--model_id", tiny_model, "--dataset_file", data_uri, *FAST, "--upload_output_to", dest, "--save_steps", "3"]
 
     first = train_inproc(*common, "--output_dir", tmp_path / "a", "--max_steps", "6")
     assert first.code == 0, first.stderr
     uploads = first.of("upload")
     assert [u["uri"] for u in uploads] == [f"{dest}/checkpoint-3", f"{dest}/checkpoint-6", dest]
     fs, root = fsspec.core.url_to_fs(dest)
-    names = {p[len(root):].lstrip("/") for p in fs.find(root)}
-    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "run_summary.json",
-            "checkpoint-3/trainer_state.json", "checkpoint-6/adapter_model.safetensors"} <= names
+    names = {p[len(root) :].lstrip("/") for p in fs.find(root)}
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "run_summary.json",
+        "checkpoint-3/trainer_state.json",
+        "checkpoint-6/adapter_model.safetensors",
+    } <= names
     with fs.open(f"{root}/run_summary.json") as fh:
         assert json.load(fh)["steps"] == 6
 
     # A new pod: empty local disk, same upload_output_to. `auto` finds checkpoint-6 in the bucket.
-    second = train_inproc(*common, "--output_dir", tmp_path / "b", "--max_steps", "8",
-                          "--resume_from_checkpoint", "auto")
+    second = train_inproc(*common, "--output_dir", tmp_path / "b", "--max_steps", "8", "--resume_from_checkpoint", "auto")
     assert second.code == 0, second.stderr
     summary = json.loads((tmp_path / "b" / "run_summary.json").read_text())
     assert summary["resumed_from"] == str(tmp_path / "b" / "checkpoint-6")

@@ -41,8 +41,7 @@ def test_lora_overfits_chat_adapter_reloads_and_merge_matches(tiny_model, chat_f
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "out"
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out,
-                       *FAST, "--max_steps", "30", "--merge_adapter")
+    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST, "--max_steps", "30", "--merge_adapter")
     assert run.code == 0, run.stderr
     assert_lifecycle(run)
     losses = run.losses
@@ -78,14 +77,15 @@ def test_prompt_completion_formats_overfit(dataset, tiny_model, tmp_path, train_
     from trainer_testlib import CAPITALS, prompt_completion_rows
 
     if dataset == "aml":
-        rows = [{"facts": {"country": c, "amount": 1000 * i}, "decision": "review" if i % 2 else "approve",
-                 "fired_rules": [f"R{i}"] if i % 2 else []} for i, (c, _) in enumerate(CAPITALS)]
+        rows = [
+            {"facts": {"country": c, "amount": 1000 * i}, "decision": "review" if i % 2 else "approve", "fired_rules": [f"R{i}"] if i % 2 else []}
+            for i, (c, _) in enumerate(CAPITALS)
+        ]
     else:
         rows = prompt_completion_rows()
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", data, "--output_dir", out, *FAST,
-                       "--max_steps", "30")
+    run = train_inproc("--model_id", tiny_model, "--dataset_file", data, "--output_dir", out, *FAST, "--max_steps", "30")
     assert run.code == 0, run.stderr
     assert_lifecycle(run)
     assert run.losses[-1] <= run.losses[0] / 2, run.losses
@@ -94,8 +94,22 @@ def test_prompt_completion_formats_overfit(dataset, tiny_model, tmp_path, train_
 
 def test_qlora_runs_on_cpu_and_merges_into_an_unquantised_base(tiny_model, chat_file, tmp_path, train_inproc):
     out = tmp_path / "out"
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST,
-                       "--method", "qlora", "--max_steps", "6", "--merge_adapter", "--val_split_size", "0.15")
+    run = train_inproc(
+        "--model_id",
+        tiny_model,
+        "--dataset_file",
+        chat_file,
+        "--output_dir",
+        out,
+        *FAST,
+        "--method",
+        "qlora",
+        "--max_steps",
+        "6",
+        "--merge_adapter",
+        "--val_split_size",
+        "0.15",
+    )
     assert run.code == 0, run.stderr
     assert_lifecycle(run)
     assert all(isinstance(x, float) for x in run.losses) and len(run.losses) == 6
@@ -112,8 +126,9 @@ def test_full_fine_tuning_saves_the_model(tiny_model, chat_file, tmp_path, train
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "out"
-    run = train_inproc("--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST,
-                       "--method", "full", "--learning_rate", "1e-3", "--max_steps", "4")
+    run = train_inproc(
+        "--model_id", tiny_model, "--dataset_file", chat_file, "--output_dir", out, *FAST, "--method", "full", "--learning_rate", "1e-3", "--max_steps", "4"
+    )
     assert run.code == 0, run.stderr
     assert summary(out)["loaded_in_4bit"] is False
     assert not (out / "adapter_config.json").exists()
@@ -123,25 +138,28 @@ def test_full_fine_tuning_saves_the_model(tiny_model, chat_file, tmp_path, train
     assert len(changed) > 10
 
 
-def test_sigterm_checkpoints_exits_143_and_resume_reaches_the_same_result(tiny_model, chat_file, tmp_path,
-                                                                           train_inproc):
+def test_sigterm_checkpoints_exits_143_and_resume_reaches_the_same_result(tiny_model, chat_file, tmp_path, train_inproc):
     from safetensors.torch import load_file
 
-    common = ["--model_id", str(tiny_model), "--dataset_file", str(chat_file), *FAST, "--max_steps", "40",
-              "--save_steps", "1000"]
+    common = ["--model_id", str(tiny_model), "--dataset_file", str(chat_file), *FAST, "--max_steps", "40", "--save_steps", "1000"]
     ref_out, out = tmp_path / "ref", tmp_path / "out"
     ref = train_inproc(*common, "--output_dir", ref_out)
     assert ref.code == 0, ref.stderr
 
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.train", *common, "--output_dir", str(out)],
-                            cwd=REPO_ROOT, env=trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer.train", *common, "--output_dir", str(out)],
+        cwd=REPO_ROOT,
+        env=trainer_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     lines = []
     try:
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("PROGRESS ") and json.loads(line[9:]).get("event") == "step" \
-                    and json.loads(line[9:])["step"] >= 3:
+            if line.startswith("PROGRESS ") and json.loads(line[9:]).get("event") == "step" and json.loads(line[9:])["step"] >= 3:
                 proc.send_signal(signal.SIGTERM)
                 break
         rest, err = proc.communicate(timeout=60)
@@ -180,12 +198,30 @@ def test_acceptance_command_from_a_fresh_tiny_model(tmp_path):
     tiny, out = tmp_path / "TINY", tmp_path / "OUT"
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows() * 2)
     env = trainer_env(HF_TOKEN="hf_do_not_print_me_123")
-    made = subprocess.run([sys.executable, "-m", "trainer.tiny_model", "--out", str(tiny)], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    made = subprocess.run([sys.executable, "-m", "trainer.tiny_model", "--out", str(tiny)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
-    proc = subprocess.run([sys.executable, "-m", "trainer.train", "--model_id", str(tiny), "--dataset_file",
-                           str(data), "--output_dir", str(out), "--method", "lora", "--num_train_epochs", "3"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.train",
+            "--model_id",
+            str(tiny),
+            "--dataset_file",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--method",
+            "lora",
+            "--num_train_epochs",
+            "3",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     run = Run(proc.returncode, proc.stdout, proc.stderr)
     assert run.code == 0, run.stderr
     assert_lifecycle(run)

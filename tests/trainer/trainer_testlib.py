@@ -19,25 +19,50 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 CAPITALS = [
-    ("france", "paris"), ("england", "london"), ("germany", "berlin"), ("italy", "rome"),
-    ("japan", "tokyo"), ("spain", "madrid"), ("egypt", "cairo"), ("peru", "lima"),
-    ("greece", "athens"), ("norway", "oslo"), ("cuba", "havana"), ("kenya", "nairobi"),
+    ("france", "paris"),
+    ("england", "london"),
+    ("germany", "berlin"),
+    ("italy", "rome"),
+    ("japan", "tokyo"),
+    ("spain", "madrid"),
+    ("egypt", "cairo"),
+    ("peru", "lima"),
+    ("greece", "athens"),
+    ("norway", "oslo"),
+    ("cuba", "havana"),
+    ("kenya", "nairobi"),
 ]
 
 # Settings under which the tiny model overfits 12 rows in a few dozen steps (see trainer/tiny_model.py).
 FAST = [
-    "--method", "lora", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-    "--learning_rate", "1e-2", "--lr_scheduler_type", "constant", "--warmup_ratio", "0",
-    "--logging_steps", "1", "--val_split_size", "0", "--no_gradient_checkpointing",
+    "--method",
+    "lora",
+    "--per_device_train_batch_size",
+    "4",
+    "--gradient_accumulation_steps",
+    "1",
+    "--learning_rate",
+    "1e-2",
+    "--lr_scheduler_type",
+    "constant",
+    "--warmup_ratio",
+    "0",
+    "--logging_steps",
+    "1",
+    "--val_split_size",
+    "0",
+    "--no_gradient_checkpointing",
 ]
 
 
 def chat_rows() -> list[dict]:
     return [
-        {"messages": [
-            {"role": "user", "content": f"What is the capital of {country}?"},
-            {"role": "assistant", "content": f"The capital of {country} is {city}."},
-        ]}
+        {
+            "messages": [
+                {"role": "user", "content": f"What is the capital of {country}?"},
+                {"role": "assistant", "content": f"The capital of {country} is {city}."},
+            ]
+        }
         for country, city in CAPITALS
     ]
 
@@ -62,7 +87,7 @@ class Run:
         """Every PROGRESS line, parsed strictly (a line that is not JSON fails the test here)."""
         from trainer.progress import PREFIX
 
-        return [json.loads(line[len(PREFIX):]) for line in self.stdout.splitlines() if line.startswith(PREFIX)]
+        return [json.loads(line[len(PREFIX) :]) for line in self.stdout.splitlines() if line.startswith(PREFIX)]
 
     def of(self, event: str) -> list[dict]:
         return [e for e in self.events if e["event"] == event]
@@ -109,5 +134,3 @@ def stop_group(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-

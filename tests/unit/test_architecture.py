@@ -48,8 +48,6 @@ def test_no_test_module_imports_another_test_module() -> None:
 def test_no_module_in_shared_or_functions_is_over_the_limit() -> None:
     # Fails until every split of issue 13 has landed (see the module docstring); not xfailed on purpose.
     too_long = {
-        str(path.relative_to(ROOT)): n
-        for path in python_files("shared", "functions")
-        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+        str(path.relative_to(ROOT)): n for path in python_files("shared", "functions") if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert too_long == {}, f"modules over {MAX_LINES} lines: {too_long}"

@@ -14,10 +14,32 @@ from functions.client.api_client import parse_sse
 from functions.client.errors import BadRequest
 
 JOB = {
-    "id": "j1", "name": "n", "backend": "local", "externalId": None, "status": "queued", "statusReason": None, "failureClass": None,
-    "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z", "startedAt": None, "finishedAt": None,
-    "exitCode": None, "command": None, "args": [], "modelId": None, "outputDir": "/tmp/o", "datasetFile": "/tmp/d", "uploadOutputTo": None,
-    "env": {}, "labels": {}, "error": None, "logTail": "", "logCount": 0, "progress": None, "dryRun": False, "cancelRequested": False,
+    "id": "j1",
+    "name": "n",
+    "backend": "local",
+    "externalId": None,
+    "status": "queued",
+    "statusReason": None,
+    "failureClass": None,
+    "createdAt": "2026-12-01T10:00:00.000Z",
+    "updatedAt": "2026-12-01T10:00:00.000Z",
+    "startedAt": None,
+    "finishedAt": None,
+    "exitCode": None,
+    "command": None,
+    "args": [],
+    "modelId": None,
+    "outputDir": "/tmp/o",
+    "datasetFile": "/tmp/d",
+    "uploadOutputTo": None,
+    "env": {},
+    "labels": {},
+    "error": None,
+    "logTail": "",
+    "logCount": 0,
+    "progress": None,
+    "dryRun": False,
+    "cancelRequested": False,
 }
 
 

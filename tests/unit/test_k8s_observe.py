@@ -17,7 +17,17 @@ NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 JOB_UID = "0b7d6d1e-1111-4c1e-9d7a-5e0f0a0a0a0a"
 
 
-def pod(phase: str = "Pending", *, name: str = "p-1", created: str = "2026-11-29T11:00:00Z", conditions: list | None = None, state: dict | None = None, last: dict | None = None, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
+def pod(
+    phase: str = "Pending",
+    *,
+    name: str = "p-1",
+    created: str = "2026-11-29T11:00:00Z",
+    conditions: list | None = None,
+    state: dict | None = None,
+    last: dict | None = None,
+    reason: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase}
     if conditions:
         status["conditions"] = conditions
@@ -31,7 +41,13 @@ def pod(phase: str = "Pending", *, name: str = "p-1", created: str = "2026-11-29
     if message:
         status["message"] = message
     return {
-        "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created, "annotations": {"training-platform/job-id": "job-1"}, "ownerReferences": [{"kind": "Job", "uid": JOB_UID, "name": "j"}]},
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "creationTimestamp": created,
+            "annotations": {"training-platform/job-id": "job-1"},
+            "ownerReferences": [{"kind": "Job", "uid": JOB_UID, "name": "j"}],
+        },
         "spec": {"containers": [{"name": "sidecar"}, {"name": "trainer"}]},
         "status": status,
     }
@@ -76,23 +92,62 @@ S = ko.ObservedState
 POD_ROWS = [
     ("pending, nothing known", pod(), None, S("Pending")),
     ("unschedulable", pod(conditions=[UNSCHEDULABLE]), None, S("Pending", "Unschedulable", UNSCHEDULABLE["message"])),
-    ("container creating", pod(conditions=[cond("PodScheduled")], state=waiting("ContainerCreating", "")), None, S("Pending", "ContainerCreating", "ContainerCreating")),
+    (
+        "container creating",
+        pod(conditions=[cond("PodScheduled")], state=waiting("ContainerCreating", "")),
+        None,
+        S("Pending", "ContainerCreating", "ContainerCreating"),
+    ),
     ("image pull, just seen", pod(state=waiting("ImagePullBackOff", "Back-off pulling image")), 0, S("Waiting", "ImagePullBackOff", "Back-off pulling image")),
     ("image pull, never seen counts as now", pod(state=waiting("ErrImagePull", "not found")), None, S("Waiting", "ErrImagePull", "not found")),
     ("image pull within the grace", pod(state=waiting("ImagePullBackOff", "x")), 299, S("Waiting", "ImagePullBackOff", "x")),
     ("image pull past the grace", pod(state=waiting("ImagePullBackOff", "x")), 300, S("Failed", "ImagePullBackOff", "x (still failing after 300s)")),
-    ("invalid image name past the grace", pod(state=waiting("InvalidImageName", "bad")), 900, S("Failed", "InvalidImageName", "bad (still failing after 900s)")),
-    ("missing secret past the grace", pod(state=waiting("CreateContainerConfigError", "secret not found")), 301, S("Failed", "CreateContainerConfigError", "secret not found (still failing after 301s)")),
+    (
+        "invalid image name past the grace",
+        pod(state=waiting("InvalidImageName", "bad")),
+        900,
+        S("Failed", "InvalidImageName", "bad (still failing after 900s)"),
+    ),
+    (
+        "missing secret past the grace",
+        pod(state=waiting("CreateContainerConfigError", "secret not found")),
+        301,
+        S("Failed", "CreateContainerConfigError", "secret not found (still failing after 301s)"),
+    ),
     ("running", pod("Running", state=RUNNING), None, S("Running")),
     ("succeeded", pod("Succeeded", state=DONE), None, S("Complete", "Completed", None, 0)),
     ("oom killed", pod("Failed", state=OOM), None, S("Failed", "OOMKilled", "the trainer ran out of memory", 137)),
     ("oom killed without a code", pod("Failed", state=OOM_NO_CODE), None, S("Failed", "OOMKilled", "the trainer ran out of memory", 137)),
     ("oom in lastState", pod("Failed", state={}, last=OOM), None, S("Failed", "OOMKilled", "the trainer ran out of memory", 137)),
     ("error exit 2", pod("Failed", state=ERROR_2), None, S("Failed", "Error", "bad flag", 2)),
-    ("evicted", pod("Failed", reason="Evicted", message="The node was low on resource: memory."), None, S("Failed", "Evicted", "The node was low on resource: memory.")),
-    ("preempted", pod("Failed", conditions=[cond("DisruptionTarget", "PreemptionByScheduler", message="preempted by a higher priority pod")], state={"terminated": {"reason": "Error", "exitCode": 143}}), None, S("Failed", "Preempted", "preempted by a higher priority pod", 143)),
-    ("evicted through the eviction API", pod("Failed", conditions=[cond("DisruptionTarget", "EvictionByEvictionAPI")]), None, S("Failed", "Evicted", "EvictionByEvictionAPI")),
-    ("disruption condition not true", pod("Failed", conditions=[cond("DisruptionTarget", "PreemptionByScheduler", "False")], state=OOM), None, S("Failed", "OOMKilled", "the trainer ran out of memory", 137)),
+    (
+        "evicted",
+        pod("Failed", reason="Evicted", message="The node was low on resource: memory."),
+        None,
+        S("Failed", "Evicted", "The node was low on resource: memory."),
+    ),
+    (
+        "preempted",
+        pod(
+            "Failed",
+            conditions=[cond("DisruptionTarget", "PreemptionByScheduler", message="preempted by a higher priority pod")],
+            state={"terminated": {"reason": "Error", "exitCode": 143}},
+        ),
+        None,
+        S("Failed", "Preempted", "preempted by a higher priority pod", 143),
+    ),
+    (
+        "evicted through the eviction API",
+        pod("Failed", conditions=[cond("DisruptionTarget", "EvictionByEvictionAPI")]),
+        None,
+        S("Failed", "Evicted", "EvictionByEvictionAPI"),
+    ),
+    (
+        "disruption condition not true",
+        pod("Failed", conditions=[cond("DisruptionTarget", "PreemptionByScheduler", "False")], state=OOM),
+        None,
+        S("Failed", "OOMKilled", "the trainer ran out of memory", 137),
+    ),
     ("failed without details", pod("Failed"), None, S("Failed", "Failed")),
     ("unknown phase: no opinion", pod("Unknown"), None, S(None)),
 ]
@@ -114,19 +169,74 @@ JOB_ROWS = [
     ("pod before its Job: success waits for the Job", None, [pod("Succeeded", state=DONE)], S(None)),
     ("complete", job(cond("Complete")), [pod("Succeeded", state=DONE)], S("Complete", "Completed", None, 0)),
     ("complete, pods gone", job(cond("Complete")), [], S("Complete", "Completed", None, 0)),
-    ("complete condition not true yet, pod succeeded", job(cond("Complete", status="False")), [pod("Succeeded", state=DONE)], S("Complete", "Completed", None, 0)),
-    ("failed: the pod's OOMKilled wins over BackoffLimitExceeded", job(cond("Failed", "BackoffLimitExceeded", message="Job has reached the specified backoff limit"), failed=1), [OOM_POD], S("Failed", "OOMKilled", "the trainer ran out of memory", 137)),
-    ("failed: generic pod error keeps the Job's reason, adds the exit code", job(cond("Failed", "BackoffLimitExceeded", message="limit")), [pod("Failed", state=ERROR_2)], S("Failed", "BackoffLimitExceeded", "limit", 2)),
+    (
+        "complete condition not true yet, pod succeeded",
+        job(cond("Complete", status="False")),
+        [pod("Succeeded", state=DONE)],
+        S("Complete", "Completed", None, 0),
+    ),
+    (
+        "failed: the pod's OOMKilled wins over BackoffLimitExceeded",
+        job(cond("Failed", "BackoffLimitExceeded", message="Job has reached the specified backoff limit"), failed=1),
+        [OOM_POD],
+        S("Failed", "OOMKilled", "the trainer ran out of memory", 137),
+    ),
+    (
+        "failed: generic pod error keeps the Job's reason, adds the exit code",
+        job(cond("Failed", "BackoffLimitExceeded", message="limit")),
+        [pod("Failed", state=ERROR_2)],
+        S("Failed", "BackoffLimitExceeded", "limit", 2),
+    ),
     ("failed: no pods left", job(cond("Failed", "BackoffLimitExceeded", message="limit")), [], S("Failed", "BackoffLimitExceeded", "limit")),
-    ("failed: deadline exceeded ignores the SIGTERM exit", job(cond("Failed", "DeadlineExceeded", message="Job was active longer than specified deadline")), [pod("Failed", state={"terminated": {"reason": "Error", "exitCode": 143}})], S("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")),
-    ("failure target counts as failed", job(cond("FailureTarget", "BackoffLimitExceeded", message="limit")), [OOM_POD], S("Failed", "OOMKilled", "the trainer ran out of memory", 137)),
-    ("failed: the newest failed pod speaks", job(cond("Failed", "BackoffLimitExceeded"), backoff=1), [pod("Failed", name="p-1", state=ERROR_2), pod("Failed", name="p-2", created="2026-11-29T11:30:00Z", state=OOM)], S("Failed", "OOMKilled", "the trainer ran out of memory", 137)),
-    ("evicted pod, backoff 0: failed before the Job says so", job(), [pod("Failed", reason="Evicted", message="low memory")], S("Failed", "Evicted", "low memory")),
-    ("oom with retries left: back-off", job(backoff=2), [OOM_POD], S("Pending", "BackOff", "pod p-1 failed (OOMKilled, exit 137); the Job retries (1 of 3 attempts used)")),
-    ("default backoff limit is 6", job(backoff=None), [OOM_POD], S("Pending", "BackOff", "pod p-1 failed (OOMKilled, exit 137); the Job retries (1 of 7 attempts used)")),
-    ("retry pod running after a failure", job(backoff=2, failed=1), [OOM_POD, pod("Running", name="p-2", created="2026-11-29T11:30:00Z", state=RUNNING)], S("Running")),
+    (
+        "failed: deadline exceeded ignores the SIGTERM exit",
+        job(cond("Failed", "DeadlineExceeded", message="Job was active longer than specified deadline")),
+        [pod("Failed", state={"terminated": {"reason": "Error", "exitCode": 143}})],
+        S("Failed", "DeadlineExceeded", "Job was active longer than specified deadline"),
+    ),
+    (
+        "failure target counts as failed",
+        job(cond("FailureTarget", "BackoffLimitExceeded", message="limit")),
+        [OOM_POD],
+        S("Failed", "OOMKilled", "the trainer ran out of memory", 137),
+    ),
+    (
+        "failed: the newest failed pod speaks",
+        job(cond("Failed", "BackoffLimitExceeded"), backoff=1),
+        [pod("Failed", name="p-1", state=ERROR_2), pod("Failed", name="p-2", created="2026-11-29T11:30:00Z", state=OOM)],
+        S("Failed", "OOMKilled", "the trainer ran out of memory", 137),
+    ),
+    (
+        "evicted pod, backoff 0: failed before the Job says so",
+        job(),
+        [pod("Failed", reason="Evicted", message="low memory")],
+        S("Failed", "Evicted", "low memory"),
+    ),
+    (
+        "oom with retries left: back-off",
+        job(backoff=2),
+        [OOM_POD],
+        S("Pending", "BackOff", "pod p-1 failed (OOMKilled, exit 137); the Job retries (1 of 3 attempts used)"),
+    ),
+    (
+        "default backoff limit is 6",
+        job(backoff=None),
+        [OOM_POD],
+        S("Pending", "BackOff", "pod p-1 failed (OOMKilled, exit 137); the Job retries (1 of 7 attempts used)"),
+    ),
+    (
+        "retry pod running after a failure",
+        job(backoff=2, failed=1),
+        [OOM_POD, pod("Running", name="p-2", created="2026-11-29T11:30:00Z", state=RUNNING)],
+        S("Running"),
+    ),
     ("suspended", job(cond("Suspended", "JobSuspended", message="suspended")), [], S("Pending", "Suspended", "suspended")),
-    ("newest pod speaks while pending", job(backoff=3, failed=1), [OOM_POD, pod(name="p-2", created="2026-11-29T11:30:00Z", conditions=[UNSCHEDULABLE])], S("Pending", "Unschedulable", UNSCHEDULABLE["message"])),
+    (
+        "newest pod speaks while pending",
+        job(backoff=3, failed=1),
+        [OOM_POD, pod(name="p-2", created="2026-11-29T11:30:00Z", conditions=[UNSCHEDULABLE])],
+        S("Pending", "Unschedulable", UNSCHEDULABLE["message"]),
+    ),
 ]
 
 
@@ -201,7 +311,9 @@ TRANSLATE_ROWS = [
 
 @pytest.mark.parametrize("observed,status,reason,failure_class", TRANSLATE_ROWS, ids=[f"{r[0].state}-{r[0].reason}" for r in TRANSLATE_ROWS])
 def test_states_translate(observed: ko.ObservedState, status: JobStatus, reason: str | None, failure_class: FailureClass | None) -> None:
-    current = Job(id="job-1", name="j", backend=Backend.KUBERNETES, status=JobStatus.SUBMITTED, created_at=NOW, updated_at=NOW, dataset_file="gs://b/d", output_dir="/o")
+    current = Job(
+        id="job-1", name="j", backend=Backend.KUBERNETES, status=JobStatus.SUBMITTED, created_at=NOW, updated_at=NOW, dataset_file="gs://b/d", output_dir="/o"
+    )
     ev = TrainingEvent(job_id="job-1", source="kubernetes", observed_at=NOW, state=observed.state, reason=observed.reason, exit_code=observed.exit_code)
     outcome = interpret_kubernetes(current, ev)
     assert (outcome.status, outcome.reason, outcome.failure_class) == (status, reason, failure_class)

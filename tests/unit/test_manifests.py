@@ -120,9 +120,19 @@ K8S_ROWS = [
     ("K8S_NAMESPACE", "ml-jobs", "metadata.namespace", "ml-jobs"),
     ("K8S_SERVICE_ACCOUNT", "trainer-sa", f"{POD}.serviceAccountName", "trainer-sa"),
     ("K8S_SERVICE_ACCOUNT", "", f"{POD}.serviceAccountName", None),
-    ("K8S_NODE_SELECTOR", '{"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}', f"{POD}.nodeSelector", {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}),
+    (
+        "K8S_NODE_SELECTOR",
+        '{"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}',
+        f"{POD}.nodeSelector",
+        {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+    ),
     ("K8S_NODE_SELECTOR", "", f"{POD}.nodeSelector", None),
-    ("K8S_TOLERATIONS", '[{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]', f"{POD}.tolerations", [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]),
+    (
+        "K8S_TOLERATIONS",
+        '[{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]',
+        f"{POD}.tolerations",
+        [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
+    ),
     ("K8S_TOLERATIONS", "[]", f"{POD}.tolerations", None),
     ("K8S_IMAGE_PULL_SECRETS", '["regcred", {"name": "other"}]', f"{POD}.imagePullSecrets", [{"name": "regcred"}, {"name": "other"}]),
     ("K8S_IMAGE_PULL_SECRETS", "", f"{POD}.imagePullSecrets", None),
@@ -130,7 +140,12 @@ K8S_ROWS = [
     ("K8S_BACKOFF_LIMIT", "", "spec.backoffLimit", 0),
     ("K8S_TTL_SECONDS_AFTER_FINISHED", "3600", "spec.ttlSecondsAfterFinished", 3600),
     ("K8S_TTL_SECONDS_AFTER_FINISHED", "", "spec.ttlSecondsAfterFinished", None),
-    ("K8S_RESOURCE_LIMITS", '{"nvidia.com/gpu": 2, "memory": "64Gi", "cpu": 8}', f"{POD}.containers.0.resources", {"limits": {"nvidia.com/gpu": "2", "memory": "64Gi", "cpu": "8"}, "requests": {"nvidia.com/gpu": "2", "memory": "64Gi", "cpu": "8"}}),
+    (
+        "K8S_RESOURCE_LIMITS",
+        '{"nvidia.com/gpu": 2, "memory": "64Gi", "cpu": 8}',
+        f"{POD}.containers.0.resources",
+        {"limits": {"nvidia.com/gpu": "2", "memory": "64Gi", "cpu": "8"}, "requests": {"nvidia.com/gpu": "2", "memory": "64Gi", "cpu": "8"}},
+    ),
     ("K8S_RESOURCE_LIMITS", "{}", f"{POD}.containers.0.resources", None),
     ("K8S_APPLY", "1", None, None),  # changes what is sent, not what is rendered
     ("K8S_KUBECONFIG", "/kube/config", None, None),
@@ -262,7 +277,12 @@ VERTEX_ROWS = [
     ("VERTEX_NETWORK", "projects/123/global/networks/vpc", "jobSpec.network", "projects/123/global/networks/vpc"),
     ("VERTEX_NETWORK", "", "jobSpec.network", None),
     ("VERTEX_SUBMIT", "1", "submit", True),
-    ("VERTEX_HF_TOKEN_SECRET", "projects/acme-ml/secrets/hf/versions/3", "jobSpec.workerPoolSpecs.0.containerSpec.env", [{"name": "HF_TOKEN_SECRET", "value": "projects/acme-ml/secrets/hf/versions/3"}]),
+    (
+        "VERTEX_HF_TOKEN_SECRET",
+        "projects/acme-ml/secrets/hf/versions/3",
+        "jobSpec.workerPoolSpecs.0.containerSpec.env",
+        [{"name": "HF_TOKEN_SECRET", "value": "projects/acme-ml/secrets/hf/versions/3"}],
+    ),
 ]
 
 

@@ -12,13 +12,27 @@ from shared.domain.metrics import MetricPoint, metric_points, point_of
 T = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 CASES = [
-    ("a step", 'PROGRESS {"event":"step","step":3,"total_steps":9,"loss":1.5,"tokens_per_second":10}',
-     {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "step", "step": 3, "totalSteps": 9, "loss": 1.5, "tokensPerSecond": 10.0}),
-    ("eval loss", 'PROGRESS {"event":"eval","step":4,"eval_loss":0.25}', {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "eval", "step": 4, "evalLoss": 0.25}),
-    ("the trainer's time wins", 'PROGRESS {"event":"step","time":1764583200.5,"step":1}', {"seq": 5, "at": "2025-12-01T10:00:00.500Z", "event": "step", "step": 1}),
+    (
+        "a step",
+        'PROGRESS {"event":"step","step":3,"total_steps":9,"loss":1.5,"tokens_per_second":10}',
+        {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "step", "step": 3, "totalSteps": 9, "loss": 1.5, "tokensPerSecond": 10.0},
+    ),
+    (
+        "eval loss",
+        'PROGRESS {"event":"eval","step":4,"eval_loss":0.25}',
+        {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "eval", "step": 4, "evalLoss": 0.25},
+    ),
+    (
+        "the trainer's time wins",
+        'PROGRESS {"event":"step","time":1764583200.5,"step":1}',
+        {"seq": 5, "at": "2025-12-01T10:00:00.500Z", "event": "step", "step": 1},
+    ),
     ("an absurd time is ignored", 'PROGRESS {"event":"step","time":1e300,"step":1}', {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "step", "step": 1}),
-    ("bad values are left out", 'PROGRESS {"event":"step","step":1.5,"loss":"x","grad_norm":true,"learning_rate":null,"epoch":1e999}',
-     {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "step"}),
+    (
+        "bad values are left out",
+        'PROGRESS {"event":"step","step":1.5,"loss":"x","grad_norm":true,"learning_rate":null,"epoch":1e999}',
+        {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "step"},
+    ),
     ("a huge step is left out", 'PROGRESS {"event":"step","step":100000000000000000000}', {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "step"}),
     ("no event name", 'PROGRESS {"step":2}', {"seq": 5, "at": "2026-12-01T10:00:00.000Z", "event": "progress", "step": 2}),
 ]

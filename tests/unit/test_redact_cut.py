@@ -100,8 +100,14 @@ def test_local_backend_redacts_before_it_cuts(tmp_path: Path, secret: str):
     script.write_text(PRINTER)
     events = Events()
     backend = LocalBackend(
-        python_bin=sys.executable, script=script, cwd=REPO_ROOT, events=events,
-        base_env={"PATH": os.environ.get("PATH", "")}, grace_seconds=5, batch_lines=50, batch_seconds=0.2,
+        python_bin=sys.executable,
+        script=script,
+        cwd=REPO_ROOT,
+        events=events,
+        base_env={"PATH": os.environ.get("PATH", "")},
+        grace_seconds=5,
+        batch_lines=50,
+        batch_seconds=0.2,
     )
     body = {"backend": "local", "dataset_file": "/tmp/data.jsonl", "output_dir": "/tmp/out", "hf_token": "hf_placeholder"}
     job, _ = job_from(body, policy=RequestPolicy(local_roots=("/tmp",), local_base=str(REPO_ROOT)))

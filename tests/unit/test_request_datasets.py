@@ -39,8 +39,7 @@ def test_one_source_renders_one_flag_and_keeps_the_summary_shape() -> None:
 def test_several_sources_render_repeated_flags_in_order_and_parse_back() -> None:
     body = {"dataset_file": ["s3://b/aml/v1/", "gs://b/extra.parquet"], "dataset_file_format": "auto", **OUT}
     req = normalise_request(body, POLICY)
-    assert [a for a in req.args if a.startswith("--dataset_file=")] == [
-        "--dataset_file=s3://b/aml/v1/", "--dataset_file=gs://b/extra.parquet"]
+    assert [a for a in req.args if a.startswith("--dataset_file=")] == ["--dataset_file=s3://b/aml/v1/", "--dataset_file=gs://b/extra.parquet"]
     assert trainer_flags.parse_args(list(req.args)).dataset_file == ["s3://b/aml/v1/", "gs://b/extra.parquet"]
     summary = build_job(req, job_id="j2", now=datetime.now(UTC), idempotency_key=None).to_summary()
     assert summary["datasetFile"] == "s3://b/aml/v1/"
@@ -73,8 +72,15 @@ def test_bad_sources_are_named_by_index(body: dict, field: str, fragment: str) -
 
 
 def test_new_flags_render_like_every_other_flag() -> None:
-    body = {"dataset_file": "gs://b/d.csv", "dataset_file_format": "csv", "dry_run": True, "drop_long_examples": True,
-            "model_revision": "v2", "trust_remote_code": False, **OUT}
+    body = {
+        "dataset_file": "gs://b/d.csv",
+        "dataset_file_format": "csv",
+        "dry_run": True,
+        "drop_long_examples": True,
+        "model_revision": "v2",
+        "trust_remote_code": False,
+        **OUT,
+    }
     args = normalise_request(body, POLICY).args
     assert {"--dataset_file_format=csv", "--dry_run", "--drop_long_examples", "--model_revision=v2"} <= set(args)
     assert not any("trust_remote_code" in a for a in args)  # off is the default: omitted

@@ -54,8 +54,9 @@ def flag_values():
             inside = st.integers(max(low, -(10**9)), min(high, 10**9))
             return st.sampled_from(flag.also) | inside if flag.also else inside
         if flag.type == "float":
-            floats = st.floats(low, high, exclude_min=flag.minimum_exclusive, exclude_max=flag.maximum_exclusive,
-                               allow_nan=False, allow_infinity=False, width=64)
+            floats = st.floats(
+                low, high, exclude_min=flag.minimum_exclusive, exclude_max=flag.maximum_exclusive, allow_nan=False, allow_infinity=False, width=64
+            )
             ints = [v for v in range(-1000, 1001) if flag.range_problem(v) is None]
             return floats | st.sampled_from(ints)
         if flag.type == "bool":

@@ -59,7 +59,11 @@ RENDER_CASES = [
     ("false of a default-on flag renders --no_", {**K8S, "gradient_checkpointing": False}, [*BASE_ARGS, "--no_gradient_checkpointing"]),
     ("true of a default-on flag renders it", {**K8S, "trainer_args": {"gradient_checkpointing": True}}, [*BASE_ARGS, "--gradient_checkpointing"]),
     ("null is omitted", {**K8S, "lora_rank": None, "trainer_args": {"seed": None}}, BASE_ARGS),
-    ("list repeats the flag", {**K8S, "lora_target_modules": ["q_proj", "v_proj"]}, [*BASE_ARGS, "--lora_target_modules=q_proj", "--lora_target_modules=v_proj"]),
+    (
+        "list repeats the flag",
+        {**K8S, "lora_target_modules": ["q_proj", "v_proj"]},
+        [*BASE_ARGS, "--lora_target_modules=q_proj", "--lora_target_modules=v_proj"],
+    ),
     ("top level overrides trainer_args", {**K8S, "num_train_epochs": 5, "trainer_args": {"num_train_epochs": 1}}, [*BASE_ARGS, "--num_train_epochs=5"]),
     ("small float round-trips", {**K8S, "learning_rate": 1e-05}, [*BASE_ARGS, "--learning_rate=1e-05"]),
     ("float keeps its digits", {**K8S, "learning_rate": 0.0002}, [*BASE_ARGS, "--learning_rate=0.0002"]),
@@ -78,7 +82,11 @@ RENDER_CASES = [
         {"backend": "local", "dataset_file": "data/d.jsonl", "output_dir": "out/run1"},
         ["--dataset_file=/repo/data/d.jsonl", "--output_dir=/repo/out/run1"],
     ),
-    ("local may read gs://", {"backend": "local", "dataset_file": "gs://b/d.jsonl", "output_dir": "/tmp/o"}, ["--dataset_file=gs://b/d.jsonl", "--output_dir=/tmp/o"]),
+    (
+        "local may read gs://",
+        {"backend": "local", "dataset_file": "gs://b/d.jsonl", "output_dir": "/tmp/o"},
+        ["--dataset_file=gs://b/d.jsonl", "--output_dir=/tmp/o"],
+    ),
     ("zero is a value, not null", {**K8S, "val_split_size": 0}, ["--dataset_file=gs://b/d.jsonl", "--val_split_size=0", "--output_dir=/tmp/model"]),
 ]
 
@@ -148,7 +156,12 @@ ERROR_CASES = [
     ("newline in a value", {**K8S, "model_id": "a\nb"}, "model_id", "control characters"),
     ("NUL in a value", {**K8S, "model_id": "a\x00b"}, "model_id", "control characters"),
     ("conflicting model aliases", {**K8S, "model": "a", "model_id": "b"}, "model_id", "conflicting"),
-    ("hf_token differs from env.HF_TOKEN", {**K8S, "hf_token": "hf_a", "env": {"HF_TOKEN": "hf_b"}}, "hf_token", "conflicting values in hf_token, env.HF_TOKEN"),
+    (
+        "hf_token differs from env.HF_TOKEN",
+        {**K8S, "hf_token": "hf_a", "env": {"HF_TOKEN": "hf_b"}},
+        "hf_token",
+        "conflicting values in hf_token, env.HF_TOKEN",
+    ),
     ("trainer_args.hf_token differs", {**K8S, "trainer_args": {"hf_token": "hf_a"}, "env": {"HF_TOKEN": "hf_b"}}, "hf_token", "trainer_args.hf_token"),
     ("trainer_args not an object", {**K8S, "trainer_args": [1]}, "trainer_args", "dictionary"),
     ("env value not a string", {**K8S, "env": {"A": 1}}, "env.A", "string"),

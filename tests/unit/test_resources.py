@@ -103,7 +103,9 @@ def test_resources_is_not_a_trainer_flag_and_is_stored_and_shown():
     job, _ = job_from({**README_KUBERNETES, "resources": {"gpus": 4, "gpu_type": "h100"}}, policy=s.request_policy())
     assert not any("resources" in a or "gpu" in a for a in job.args)
     assert job.to_summary()["resources"] == {"gpus": 4, "gpu_type": "H100"}
-    assert from_record(json.loads(json.dumps(to_record(job), default=str)) | {"createdAt": job.created_at, "updatedAt": job.updated_at}).resources == job.resources
+    assert (
+        from_record(json.loads(json.dumps(to_record(job), default=str)) | {"createdAt": job.created_at, "updatedAt": job.updated_at}).resources == job.resources
+    )
     plain, _ = job_from(README_KUBERNETES)
     assert plain.to_summary()["resources"] == {}
 
@@ -168,8 +170,18 @@ def test_a_broken_gpu_table_makes_its_backend_unavailable(env, needle):
 def test_vertex_submitting_refuses_a_secret_without_a_reference_up_front():
     # Per-job secrets off (VERTEX_JOB_SECRETS=0): only configured references pass.
     found = errors_of({**README_KUBERNETES, "backend": "vertex", "dataset_file": "gs://b/d.jsonl"}, VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0")
-    assert found == [("env.HF_TOKEN", "the vertex backend passes secrets only as Secret Manager references and none is configured for HF_TOKEN (set VERTEX_HF_TOKEN_SECRET or set VERTEX_JOB_SECRETS=1)")]
-    found = errors_of({**REQUEST, "backend": "vertex", "env": {"WANDB_API_KEY": "k"}}, VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0", VERTEX_HF_TOKEN_SECRET="projects/p/secrets/hf/versions/1")
+    assert found == [
+        (
+            "env.HF_TOKEN",
+            "the vertex backend passes secrets only as Secret Manager references and none is configured for HF_TOKEN (set VERTEX_HF_TOKEN_SECRET or set VERTEX_JOB_SECRETS=1)",
+        )
+    ]
+    found = errors_of(
+        {**REQUEST, "backend": "vertex", "env": {"WANDB_API_KEY": "k"}},
+        VERTEX_SUBMIT="1",
+        VERTEX_JOB_SECRETS="0",
+        VERTEX_HF_TOKEN_SECRET="projects/p/secrets/hf/versions/1",
+    )
     assert found[0][0] == "env.WANDB_API_KEY" and "set VERTEX_JOB_SECRETS=1" in found[0][1]
     # With per-job secrets (the default) any secret passes.
     normalise_request({**REQUEST, "backend": "vertex", "env": {"WANDB_API_KEY": "k"}}, settings(VERTEX_SUBMIT="1").request_policy())
@@ -314,7 +326,11 @@ def test_the_vertex_table_has_the_documented_machines():
     "resources, env, machine",
     [
         ({}, {}, {"machineType": "a2-highgpu-1g", "acceleratorType": "NVIDIA_TESLA_A100", "acceleratorCount": 1}),
-        ({}, {"VERTEX_MACHINE_TYPE": "a2-highgpu-2g", "VERTEX_ACCELERATOR_COUNT": "2"}, {"machineType": "a2-highgpu-2g", "acceleratorType": "NVIDIA_TESLA_A100", "acceleratorCount": 2}),
+        (
+            {},
+            {"VERTEX_MACHINE_TYPE": "a2-highgpu-2g", "VERTEX_ACCELERATOR_COUNT": "2"},
+            {"machineType": "a2-highgpu-2g", "acceleratorType": "NVIDIA_TESLA_A100", "acceleratorCount": 2},
+        ),
         ({"gpus": 4}, {}, {"machineType": "a2-highgpu-4g", "acceleratorType": "NVIDIA_TESLA_A100", "acceleratorCount": 4}),
         ({"gpus": 2}, {"VERTEX_ACCELERATOR_TYPE": "NVIDIA_L4"}, {"machineType": "g2-standard-24", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 2}),
         ({"gpu_type": "H200"}, {}, {"machineType": "a3-ultragpu-8g", "acceleratorType": "NVIDIA_H200_141GB", "acceleratorCount": 8}),
@@ -379,7 +395,15 @@ def ipod(index: int, phase: str, **status) -> dict:
     if phase in states:
         body["containerStatuses"] = [{"name": "trainer", "state": states[phase]}]
     name = f"j-{index}-abcde"
-    return {"metadata": {"name": name, "uid": name, "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}, "creationTimestamp": "2026-11-29T12:00:00Z"}, "status": body}
+    return {
+        "metadata": {
+            "name": name,
+            "uid": name,
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+            "creationTimestamp": "2026-11-29T12:00:00Z",
+        },
+        "status": body,
+    }
 
 
 UNSCHEDULABLE = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}]}

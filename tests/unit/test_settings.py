@@ -34,7 +34,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
     for name in list(os.environ):
         if name.startswith(("K8S_", "VERTEX_", "KUBECONFIG")) or name in (
-            "PORT", "MAX_LOG_CHARS", "DEFAULT_TRAINING_BACKEND", "PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "STORE_KIND", "BUS_KIND", "API_TOKENS", "CORS_ORIGINS",
+            "PORT",
+            "MAX_LOG_CHARS",
+            "DEFAULT_TRAINING_BACKEND",
+            "PROJECT_ID",
+            "GOOGLE_CLOUD_PROJECT",
+            "STORE_KIND",
+            "BUS_KIND",
+            "API_TOKENS",
+            "CORS_ORIGINS",
         ):
             monkeypatch.delenv(name, raising=False)
     return monkeypatch

@@ -24,36 +24,55 @@ AUTH = "Bearer 1f745be8e2f285f8e8c0435486e6beafe27b73693c0b03cab23bcdc5500887e8"
 
 def job(status: JobStatus = JobStatus.RUNNING, callback: bool = True, **kw) -> Job:
     cb = Callback("https://studio.example/api/training/webhooks/s1", Sealer(KEY).seal(AUTH)) if callback else None
-    return Job(id="job-1", name="n", backend=Backend.LOCAL, status=status, created_at=T0, updated_at=T0, dataset_file="/d", output_dir="/o",
-               callback=cb, **kw)
+    return Job(id="job-1", name="n", backend=Backend.LOCAL, status=status, created_at=T0, updated_at=T0, dataset_file="/d", output_dir="/o", callback=cb, **kw)
 
 
 def note(status: str, previous: str | None, summary: dict | None = None, kind: str = STATUS, at: datetime = T0) -> Notification:
-    return Notification(id="job-1.1", job_id="job-1", seq=1, status=status, previous=previous, at=at,
-                        body={"type": f"job.{status}", "data": {"job": summary or {}, "previousStatus": previous}}, kind=kind)
+    return Notification(
+        id="job-1.1",
+        job_id="job-1",
+        seq=1,
+        status=status,
+        previous=previous,
+        at=at,
+        body={"type": f"job.{status}", "data": {"job": summary or {}, "previousStatus": previous}},
+        kind=kind,
+    )
 
 
 # ---- the status map and what is skipped -----------------------------------------------------------
-@pytest.mark.parametrize("ours,theirs", [
-    ("queued", "queued"), ("submitting", "queued"), ("submitted", "queued"), ("running", "running"),
-    ("cancelling", "running"), ("succeeded", "succeeded"), ("failed", "failed"), ("cancelled", "cancelled"),
-])
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        ("queued", "queued"),
+        ("submitting", "queued"),
+        ("submitted", "queued"),
+        ("running", "running"),
+        ("cancelling", "running"),
+        ("succeeded", "succeeded"),
+        ("failed", "failed"),
+        ("cancelled", "cancelled"),
+    ],
+)
 def test_status_map(ours: str, theirs: str) -> None:
     assert studio_status(ours) == theirs
     assert {s.value for s in STUDIO_STATUS} == {s.value for s in JobStatus}  # every status of ours is mapped
 
 
-@pytest.mark.parametrize("name,status,previous,sent", [
-    ("first", "queued", None, "queued"),
-    ("submitting after queued", "submitting", "queued", None),
-    ("submitted after submitting", "submitted", "submitting", None),
-    ("running after submitted", "running", "submitted", "running"),
-    ("cancelling after running", "cancelling", "running", None),
-    ("cancelled after cancelling", "cancelled", "cancelling", "cancelled"),
-    ("cancelled straight from queued", "cancelled", "queued", "cancelled"),
-    ("failed at submit", "failed", "submitting", "failed"),
-    ("cancelling before it ran", "cancelling", "submitted", "running"),
-])
+@pytest.mark.parametrize(
+    "name,status,previous,sent",
+    [
+        ("first", "queued", None, "queued"),
+        ("submitting after queued", "submitting", "queued", None),
+        ("submitted after submitting", "submitted", "submitting", None),
+        ("running after submitted", "running", "submitted", "running"),
+        ("cancelling after running", "cancelling", "running", None),
+        ("cancelled after cancelling", "cancelled", "cancelling", "cancelled"),
+        ("cancelled straight from queued", "cancelled", "queued", "cancelled"),
+        ("failed at submit", "failed", "submitting", "failed"),
+        ("cancelling before it ran", "cancelling", "submitted", "running"),
+    ],
+)
 def test_a_callback_goes_out_when_the_mapped_status_changes(name: str, status: str, previous: str | None, sent: str | None) -> None:
     body = callback_body(note(status, previous), superseded=False)
     assert (body and body["status"]) == sent, name
@@ -70,21 +89,29 @@ def test_the_final_log_carries_the_reason_and_error_or_the_output() -> None:
 
 
 # ---- progress ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,progress,text", [
-    ("everything", {"step": 120, "total_steps": 900, "loss": 1.2345, "eta_seconds": 13 * 60 + 10}, "step 120/900 · loss 1.23 · 14 min left"),
-    ("no total, no eta", {"step": 7, "loss": 0.5}, "step 7 · loss 0.5"),
-    ("no loss", {"step": 10, "total_steps": 20, "eta_seconds": 30}, "step 10/20 · 1 min left"),
-    ("eta from the pace", {"step": 100, "total_steps": 400}, "step 100/400 · 30 min left"),  # 10 min for 100 steps
-    ("nothing known", {"event": "started"}, ""),
-    ("non-finite loss", {"step": 3, "loss": float("nan")}, "step 3"),
-])
+@pytest.mark.parametrize(
+    "name,progress,text",
+    [
+        ("everything", {"step": 120, "total_steps": 900, "loss": 1.2345, "eta_seconds": 13 * 60 + 10}, "step 120/900 · loss 1.23 · 14 min left"),
+        ("no total, no eta", {"step": 7, "loss": 0.5}, "step 7 · loss 0.5"),
+        ("no loss", {"step": 10, "total_steps": 20, "eta_seconds": 30}, "step 10/20 · 1 min left"),
+        ("eta from the pace", {"step": 100, "total_steps": 400}, "step 100/400 · 30 min left"),  # 10 min for 100 steps
+        ("nothing known", {"event": "started"}, ""),
+        ("non-finite loss", {"step": 3, "loss": float("nan")}, "step 3"),
+    ],
+)
 def test_progress_text(name: str, progress: dict, text: str) -> None:
     assert progress_text(progress, T0, T0 + timedelta(minutes=10)) == text, name
 
 
 def test_a_progress_notification_is_running_with_text_unless_superseded() -> None:
-    n = note("running", "running", {"progress": {"step": 5, "total_steps": 10, "loss": 2.0}, "startedAt": "2026-12-01T10:00:00.000Z"},
-             kind=PROGRESS, at=T0 + timedelta(minutes=5))
+    n = note(
+        "running",
+        "running",
+        {"progress": {"step": 5, "total_steps": 10, "loss": 2.0}, "startedAt": "2026-12-01T10:00:00.000Z"},
+        kind=PROGRESS,
+        at=T0 + timedelta(minutes=5),
+    )
     assert callback_body(n, superseded=False) == {"status": "running", "log": "step 5/10 · loss 2 · 5 min left"}
     assert callback_body(n, superseded=True) is None  # a later notification exists: never a stale running
 

@@ -26,22 +26,47 @@ AUTH_HEADER = "Bearer 1f745be8e2f285f8e8c0435486e6beafe27b73693c0b03cab23bcdc550
 # The reference page's example, as the studio's back end produced it (pasted: CI doesn't carry ../shared).
 EXAMPLE: dict[str, Any] = {
     "job_id": JOB_ID,
-    "base_model": {"provider": "huggingface", "model_name": "meta-llama/Llama-3.2-3B-Instruct", "revision": "main",
-                   "auth_token": HF_TOKEN, "weights_url": None},
-    "customization": {"method": "qlora", "rank": 32, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 32,
-                      "lora_dropout": 0.05, "trainable_layers": ["decoder.layers.0"], "precision": "bf16",
-                      "qlora": {"use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"},
-                      "peft": {"use": True, "config": {"task_type": "CAUSAL_LM"}}},
+    "base_model": {
+        "provider": "huggingface",
+        "model_name": "meta-llama/Llama-3.2-3B-Instruct",
+        "revision": "main",
+        "auth_token": HF_TOKEN,
+        "weights_url": None,
+    },
+    "customization": {
+        "method": "qlora",
+        "rank": 32,
+        "target_modules": ["q_proj", "v_proj"],
+        "lora_alpha": 32,
+        "lora_dropout": 0.05,
+        "trainable_layers": ["decoder.layers.0"],
+        "precision": "bf16",
+        "qlora": {"use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"},
+        "peft": {"use": True, "config": {"task_type": "CAUSAL_LM"}},
+    },
     "resources": {"gpus": 4, "gpu_type": "A100", "cpus": 16, "memory_gb": 128, "max_duration_minutes": 720},
     "datasets": [{"source": "s3://studio-data/users/u1/projects/p1/ingestion/chat.jsonl", "format": "jsonl"}],
-    "artifacts": {"log_uri": f"s3://studio-data/users/u1/projects/p1/logs/{JOB_ID}/",
-                  "status_stream_url": f"https://studio.example/api/training/webhooks/{JOB_ID}",
-                  "output_uri": "s3://studio-models/lora-refinement-1796113031796"},
-    "tuning_parameters": {"learning_rate": 0.0002, "batch_size": 64, "num_epochs": 3, "warmup_ratio": 0.1,
-                          "gradient_checkpointing": True, "max_sequence_length": 4096},
+    "artifacts": {
+        "log_uri": f"s3://studio-data/users/u1/projects/p1/logs/{JOB_ID}/",
+        "status_stream_url": f"https://studio.example/api/training/webhooks/{JOB_ID}",
+        "output_uri": "s3://studio-models/lora-refinement-1796113031796",
+    },
+    "tuning_parameters": {
+        "learning_rate": 0.0002,
+        "batch_size": 64,
+        "num_epochs": 3,
+        "warmup_ratio": 0.1,
+        "gradient_checkpointing": True,
+        "max_sequence_length": 4096,
+    },
     "callbacks": {"webhook_url": f"https://studio.example/api/training/webhooks/{JOB_ID}", "auth_header": AUTH_HEADER},
 }
-KEYS = {"aws_access_key_id": "AKIAEXAMPLEKEYID0001", "aws_secret_access_key": "sEcReT/access+key+value+0001", "aws_session_token": "SeSsIoN-token-0001", "aws_region": "eu-west-1"}
+KEYS = {
+    "aws_access_key_id": "AKIAEXAMPLEKEYID0001",
+    "aws_secret_access_key": "sEcReT/access+key+value+0001",
+    "aws_session_token": "SeSsIoN-token-0001",
+    "aws_region": "eu-west-1",
+}
 ROLE = {"role_arn": "arn:aws:iam::123456789012:role/studio-artifacts"}
 SECRETS = (HF_TOKEN, AUTH_HEADER, KEYS["aws_access_key_id"], KEYS["aws_secret_access_key"], KEYS["aws_session_token"])
 
@@ -90,8 +115,19 @@ def flags(req) -> dict[str, Any]:
 
 
 def assert_no_secrets(req) -> None:
-    shown = json.dumps([req.args, req.flag_values, req.labels, req.dataset_files, req.output_dir, req.upload_output_to,
-                        req.model_id, req.callback.to_dict() if req.callback else None, req.log_uri])
+    shown = json.dumps(
+        [
+            req.args,
+            req.flag_values,
+            req.labels,
+            req.dataset_files,
+            req.output_dir,
+            req.upload_output_to,
+            req.model_id,
+            req.callback.to_dict() if req.callback else None,
+            req.log_uri,
+        ]
+    )
     for secret in SECRETS:
         assert secret not in shown
 
@@ -178,17 +214,25 @@ MAPPING_CASES = [
     ("weights_url is the folder loaded", body(base_model__weights_url="gs://w/llama/"), {"model_id": "gs://w/llama/"}),
     ("meta provider", body(base_model__provider="meta"), {"model_id": "meta-llama/Llama-3.2-3B-Instruct"}),
     ("lora", body(customization__method="lora", customization__qlora=...), {"method": "lora", "lora_rank": 32}),
-    ("full", body(customization__method="full", customization__rank=..., customization__qlora=..., customization__peft={"use": False}),
-     {"method": "full"}),
+    ("full", body(customization__method="full", customization__rank=..., customization__qlora=..., customization__peft={"use": False}), {"method": "full"}),
     ("fp16", body(customization__precision="fp16"), {"fp16": True}),
-    ("qlora options", body(customization__qlora={"use_double_quant": False, "bnb_4bit_quant_type": "fp4"}),
-     {"bnb_4bit_use_double_quant": False, "bnb_4bit_quant_type": "fp4"}),
-    ("peft.config keys", body(customization__peft={"use": True, "config": {"task_type": "CAUSAL_LM", "r": 32, "bias": "lora_only", "use_rslora": True}}),
-     {"lora_rank": 32, "lora_bias": "lora_only", "use_rslora": True}),
+    (
+        "qlora options",
+        body(customization__qlora={"use_double_quant": False, "bnb_4bit_quant_type": "fp4"}),
+        {"bnb_4bit_use_double_quant": False, "bnb_4bit_quant_type": "fp4"},
+    ),
+    (
+        "peft.config keys",
+        body(customization__peft={"use": True, "config": {"task_type": "CAUSAL_LM", "r": 32, "bias": "lora_only", "use_rslora": True}}),
+        {"lora_rank": 32, "lora_bias": "lora_only", "use_rslora": True},
+    ),
     ("peft.config r alone", body(customization__rank=..., customization__peft={"config": {"r": 16, "lora_alpha": 32}}), {"lora_rank": 16}),
     ("num_train_epochs by name", body(tuning_parameters={"num_train_epochs": 2}), {"num_train_epochs": 2}),
-    ("other flags by name", body(tuning_parameters={"seed": 7, "lr_scheduler_type": "linear", "max_steps": 30}),
-     {"seed": 7, "lr_scheduler_type": "linear", "max_steps": 30}),
+    (
+        "other flags by name",
+        body(tuning_parameters={"seed": 7, "lr_scheduler_type": "linear", "max_steps": 30}),
+        {"seed": 7, "lr_scheduler_type": "linear", "max_steps": 30},
+    ),
     ("gradient_checkpointing false", body(tuning_parameters__gradient_checkpointing=False), {"gradient_checkpointing": False}),
 ]
 
@@ -225,10 +269,8 @@ def test_the_local_backend_writes_under_an_allowed_root() -> None:
     policy = RequestPolicy(default_backend=Backend.LOCAL, local_roots=("/srv/runs", "/tmp"), local_base="/srv", seal=fake_seal)
     req = norm(EXAMPLE | {"resources": {"gpus": 1}}, policy)
     assert req.backend is Backend.LOCAL and req.output_dir == f"/srv/runs/studio/{JOB_ID}"
-    policy = RequestPolicy(default_backend=Backend.LOCAL, local_roots=("/srv/runs",), seal=fake_seal,
-                           studio_output_roots={Backend.LOCAL: "/elsewhere"})
-    assert errors_of(EXAMPLE | {"resources": {"gpus": 1}}, policy) == {
-        "output_dir": "must resolve inside the local backend's allowed roots: /srv/runs"}
+    policy = RequestPolicy(default_backend=Backend.LOCAL, local_roots=("/srv/runs",), seal=fake_seal, studio_output_roots={Backend.LOCAL: "/elsewhere"})
+    assert errors_of(EXAMPLE | {"resources": {"gpus": 1}}, policy) == {"output_dir": "must resolve inside the local backend's allowed roots: /srv/runs"}
 
 
 # ---- datasets and their formats -----------------------------------------------------------------
@@ -239,8 +281,15 @@ def test_several_datasets_are_several_sources_in_order() -> None:
 
 
 def test_different_formats_that_each_match_their_extension_render_auto() -> None:
-    req = norm(body(datasets=[{"source": "s3://b/a.jsonl", "format": "jsonl"}, {"source": "s3://b/b.csv", "format": "csv"},
-                              {"source": "s3://b/c.parquet", "format": "auto"}]))
+    req = norm(
+        body(
+            datasets=[
+                {"source": "s3://b/a.jsonl", "format": "jsonl"},
+                {"source": "s3://b/b.csv", "format": "csv"},
+                {"source": "s3://b/c.parquet", "format": "auto"},
+            ]
+        )
+    )
     assert "dataset_file_format" not in req.flag_values  # auto: the trainer goes by each extension
     assert req.dataset_files == ("s3://b/a.jsonl", "s3://b/b.csv", "s3://b/c.parquet")
 
@@ -279,20 +328,33 @@ def test_unset_gpus_take_the_backends_default_ranks() -> None:
     req = norm(body(resources=..., tuning_parameters={"batch_size": 8}), policy)
     assert (req.flag_values["per_device_train_batch_size"], req.flag_values["gradient_accumulation_steps"]) == (4, 1)
     # Vertex: a type alone gets its machine's count (the default count when the type comes in it, else its smallest).
-    vertex = RequestPolicy(default_backend=Backend.VERTEX, seal=fake_seal, default_parallel={Backend.VERTEX: (1, 1)},
-                           placements={Backend.VERTEX: vertex_placement(DEFAULT_VERTEX_MACHINE_TYPES, "NVIDIA_TESLA_A100", 1),
-                                       Backend.LOCAL: LOCAL_PLACEMENT})
-    assert studio.data_parallel_ranks(norm(body(resources={"gpu_type": "H200"}, datasets=[{"source": "gs://b/d.jsonl"}]), vertex).resources,
-                                      Backend.VERTEX, vertex) == (8, 1)
+    vertex = RequestPolicy(
+        default_backend=Backend.VERTEX,
+        seal=fake_seal,
+        default_parallel={Backend.VERTEX: (1, 1)},
+        placements={Backend.VERTEX: vertex_placement(DEFAULT_VERTEX_MACHINE_TYPES, "NVIDIA_TESLA_A100", 1), Backend.LOCAL: LOCAL_PLACEMENT},
+    )
+    assert studio.data_parallel_ranks(
+        norm(body(resources={"gpu_type": "H200"}, datasets=[{"source": "gs://b/d.jsonl"}]), vertex).resources, Backend.VERTEX, vertex
+    ) == (8, 1)
     errors = errors_of(body(resources={"gpu_type": "H200"}, datasets=[{"source": "gs://b/d.jsonl"}], tuning_parameters={"batch_size": 12}), vertex)
-    assert errors == {"tuning_parameters.batch_size": "must be a multiple of the 8 data-parallel ranks (8 per node x 1 node): the global batch is split evenly over them, and 12 isn't"}
+    assert errors == {
+        "tuning_parameters.batch_size": "must be a multiple of the 8 data-parallel ranks (8 per node x 1 node): the global batch is split evenly over them, and 12 isn't"
+    }
 
 
 BATCH_REFUSALS = [
     ("not divisible by the ranks", {"batch_size": 62}, "must be a multiple of the 4 data-parallel ranks (4 per node x 1 node)"),
-    ("disagrees with both", {"batch_size": 64, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
-     "must equal per_device_train_batch_size x gradient_accumulation_steps x 4 data-parallel ranks (4 per node x 1 node) = 32, got 64"),
-    ("per-device doesn't divide", {"batch_size": 64, "per_device_train_batch_size": 3}, "must be a multiple of per_device_train_batch_size x 4 data-parallel ranks"),
+    (
+        "disagrees with both",
+        {"batch_size": 64, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
+        "must equal per_device_train_batch_size x gradient_accumulation_steps x 4 data-parallel ranks (4 per node x 1 node) = 32, got 64",
+    ),
+    (
+        "per-device doesn't divide",
+        {"batch_size": 64, "per_device_train_batch_size": 3},
+        "must be a multiple of per_device_train_batch_size x 4 data-parallel ranks",
+    ),
     ("not an integer", {"batch_size": "64"}, "must be an integer, got string"),
     ("zero", {"batch_size": 0}, "must be between 1 and"),
 ]
@@ -321,7 +383,12 @@ REFUSALS = [
     ("auth_token not a string", body(base_model__auth_token=12), "base_model.auth_token", "must be a string, got number"),
     ("new-transformer", body(customization__method="new-transformer"), "customization.method", "new-transformer isn't supported"),
     ("unknown method", body(customization__method="qlor"), "customization.method", "did you mean 'qlora'?"),
-    ("rank with full", body(customization__method="full", customization__qlora=..., customization__peft=...), "customization.rank", "full fine-tuning has no LoRA rank"),
+    (
+        "rank with full",
+        body(customization__method="full", customization__qlora=..., customization__peft=...),
+        "customization.rank",
+        "full fine-tuning has no LoRA rank",
+    ),
     ("rank not an integer", body(customization__rank="32"), "customization.rank", "must be an integer, got string"),
     ("rank zero", body(customization__rank=0), "customization.rank", "must be at least 1"),
     ("lora_dropout out of range", body(customization__lora_dropout=1.5), "customization.lora_dropout", "less than 1"),
@@ -329,17 +396,40 @@ REFUSALS = [
     ("trainable_layers not strings", body(customization__trainable_layers=[{"x": 1}]), "customization.trainable_layers[0]", "must be a string"),
     ("precision", body(customization__precision="int8"), "customization.precision", "must be one of bf16, fp16, fp32"),
     ("qlora with lora", body(customization__method="lora"), "customization.qlora", "applies only to method qlora (method is lora)"),
-    ("qlora key typo", body(customization__qlora={"use_double_quantization": True}), "customization.qlora.use_double_quantization", "did you mean 'use_double_quant'?"),
-    ("qlora dtype", body(customization__qlora={"bnb_4bit_compute_dtype": "bf16"}), "customization.qlora.bnb_4bit_compute_dtype", "must be one of auto, bfloat16, float16, float32"),
+    (
+        "qlora key typo",
+        body(customization__qlora={"use_double_quantization": True}),
+        "customization.qlora.use_double_quantization",
+        "did you mean 'use_double_quant'?",
+    ),
+    (
+        "qlora dtype",
+        body(customization__qlora={"bnb_4bit_compute_dtype": "bf16"}),
+        "customization.qlora.bnb_4bit_compute_dtype",
+        "must be one of auto, bfloat16, float16, float32",
+    ),
     ("peft off with qlora", body(customization__peft={"use": False}), "customization.peft.use", "false contradicts customization.method qlora"),
-    ("peft on with full", body(customization__method="full", customization__rank=..., customization__qlora=...), "customization.peft.use", "true contradicts customization.method full"),
-    ("peft config unknown", body(customization__peft={"use": True, "config": {"modules_to_save": ["lm_head"]}}),
-     "customization.peft.config.modules_to_save", "is not a field of our LoRA config (customization.peft.config); our LoRA config (customization.peft.config) has task_type, r, lora_alpha"),
+    (
+        "peft on with full",
+        body(customization__method="full", customization__rank=..., customization__qlora=...),
+        "customization.peft.use",
+        "true contradicts customization.method full",
+    ),
+    (
+        "peft config unknown",
+        body(customization__peft={"use": True, "config": {"modules_to_save": ["lm_head"]}}),
+        "customization.peft.config.modules_to_save",
+        "is not a field of our LoRA config (customization.peft.config); our LoRA config (customization.peft.config) has task_type, r, lora_alpha",
+    ),
     ("peft task_type", body(customization__peft={"config": {"task_type": "SEQ_CLS"}}), "customization.peft.config.task_type", "must be CAUSAL_LM"),
     ("peft r disagrees", body(customization__peft={"config": {"r": 16}}), "customization.peft.config.r", "must agree with customization.rank (32), got 16"),
     ("peft bias", body(customization__peft={"config": {"bias": "some"}}), "customization.peft.config.bias", "must be one of none, all, lora_only"),
-    ("peft lora key with full", body(customization__method="full", customization__rank=..., customization__qlora=..., customization__peft={"use": False, "config": {"r": 8}}),
-     "customization.peft.config.r", "customization.method is full"),
+    (
+        "peft lora key with full",
+        body(customization__method="full", customization__rank=..., customization__qlora=..., customization__peft={"use": False, "config": {"r": 8}}),
+        "customization.peft.config.r",
+        "customization.method is full",
+    ),
     ("customization typo", body(customization__lora_aplha=16), "customization.lora_aplha", "did you mean 'lora_alpha'?"),
     ("resources gpu type", body(resources={"gpus": 4, "gpu_type": "L40"}), "resources.gpu_type", "must be one of L4, A100"),
     ("resources key", body(resources={"gpu": 4}), "resources.gpu", "is not a resource"),
@@ -348,8 +438,12 @@ REFUSALS = [
     ("too many datasets", body(datasets=[{"source": "s3://b/d.jsonl"}] * 65), "datasets", "at most 64 items"),
     ("dataset not an object", body(datasets=["s3://b/d.jsonl"]), "datasets[0]", "must be an object, got string"),
     ("dataset source missing", body(datasets=[{"format": "jsonl"}]), "datasets[0].source", "is required"),
-    ("dataset source location", body(datasets=[{"source": "s3://b/a.jsonl"}, {"source": "/data/b.jsonl"}]), "datasets[1].source",
-     "must be a gs:// or s3:// URI for the kubernetes backend"),
+    (
+        "dataset source location",
+        body(datasets=[{"source": "s3://b/a.jsonl"}, {"source": "/data/b.jsonl"}]),
+        "datasets[1].source",
+        "must be a gs:// or s3:// URI for the kubernetes backend",
+    ),
     ("dataset format", body(datasets=[{"source": "s3://b/a.jsonl", "format": "json"}]), "datasets[0].format", "must be one of jsonl, csv, parquet, auto"),
     ("dataset key typo", body(datasets=[{"source": "s3://b/a.jsonl", "fromat": "jsonl"}]), "datasets[0].fromat", "did you mean 'format'?"),
     ("output_uri missing", body(artifacts={"log_uri": "s3://b/logs/"}), "artifacts.output_uri", "is required"),
@@ -357,33 +451,88 @@ REFUSALS = [
     ("output_uri not a bucket", body(artifacts__output_uri="/models/x"), "artifacts.output_uri", "must be a gs:// or s3:// URI"),
     ("log_uri not a bucket", body(artifacts__log_uri="https://logs"), "artifacts.log_uri", "must be a gs:// or s3:// URI"),
     ("artifacts key typo", body(artifacts__ouput_uri="s3://x"), "artifacts.ouput_uri", "did you mean 'output_uri'?"),
-    ("stream url differs", body(artifacts__status_stream_url="https://studio.example/other"), "artifacts.status_stream_url", "must be the same URL as callbacks.webhook_url"),
-    ("tuning unknown", body(tuning_parameters={"learning_rat": 0.1}), "tuning_parameters.learning_rat", "unknown trainer flag 'learning_rat'; did you mean 'learning_rate'?"),
+    (
+        "stream url differs",
+        body(artifacts__status_stream_url="https://studio.example/other"),
+        "artifacts.status_stream_url",
+        "must be the same URL as callbacks.webhook_url",
+    ),
+    (
+        "tuning unknown",
+        body(tuning_parameters={"learning_rat": 0.1}),
+        "tuning_parameters.learning_rat",
+        "unknown trainer flag 'learning_rat'; did you mean 'learning_rate'?",
+    ),
     ("tuning reserved", body(tuning_parameters={"output_dir": "/x"}), "tuning_parameters.output_dir", "the platform picks the output folder"),
     ("tuning elsewhere", body(tuning_parameters={"lora_rank": 8}), "tuning_parameters.lora_rank", "set customization.rank"),
     ("tuning dataset", body(tuning_parameters={"dataset_file": "s3://x"}), "tuning_parameters.dataset_file", "set datasets[].source"),
     ("tuning log_uri", body(tuning_parameters={"log_uri": "s3://x"}), "tuning_parameters.log_uri", "set artifacts.log_uri"),
     ("tuning model", body(tuning_parameters={"model_id": "m"}), "tuning_parameters.model_id", "set base_model.model_name"),
-    ("tuning bad key", body(tuning_parameters={"Learning-Rate": 0.1}), "tuning_parameters.Learning-Rate", "names are snake_case; did you mean 'learning_rate'?"),
+    (
+        "tuning bad key",
+        body(tuning_parameters={"Learning-Rate": 0.1}),
+        "tuning_parameters.Learning-Rate",
+        "names are snake_case; did you mean 'learning_rate'?",
+    ),
     ("tuning type", body(tuning_parameters={"learning_rate": "fast"}), "tuning_parameters.learning_rate", "must be a number, got string"),
     ("tuning range", body(tuning_parameters={"warmup_ratio": 2}), "tuning_parameters.warmup_ratio", "less than 1"),
     ("num_epochs range", body(tuning_parameters={"num_epochs": -1}), "tuning_parameters.num_epochs", "must be at least 0"),
     ("max_sequence_length type", body(tuning_parameters={"max_sequence_length": 1.5}), "tuning_parameters.max_sequence_length", "must be an integer"),
-    ("alias and name disagree", body(tuning_parameters={"num_epochs": 3, "num_train_epochs": 2}), "tuning_parameters.num_epochs", "must agree with tuning_parameters.num_train_epochs"),
+    (
+        "alias and name disagree",
+        body(tuning_parameters={"num_epochs": 3, "num_train_epochs": 2}),
+        "tuning_parameters.num_epochs",
+        "must agree with tuning_parameters.num_train_epochs",
+    ),
     ("tuning not an object", body(tuning_parameters=[1]), "tuning_parameters", "must be an object, got array"),
     ("callback key unknown", body(callbacks__auth="x"), "callbacks.auth", "is not a field of callbacks; callbacks has webhook_url, auth_header"),
     ("callback not https", body(callbacks__webhook_url="http://studio.example/h", artifacts__status_stream_url=...), "callbacks.webhook_url", "https"),
     ("auth_header control characters", body(callbacks__auth_header="Bearer x\r\nX-Evil: 1"), "callbacks.auth_header", "must not contain control characters"),
     ("auth_header not a string", body(callbacks__auth_header=["Bearer"]), "callbacks.auth_header", "must be a string, got array"),
-    ("auth_header without a url", body(callbacks={"auth_header": AUTH_HEADER}, artifacts__status_stream_url=...), "callbacks.webhook_url", "is required with callbacks.auth_header"),
+    (
+        "auth_header without a url",
+        body(callbacks={"auth_header": AUTH_HEADER}, artifacts__status_stream_url=...),
+        "callbacks.webhook_url",
+        "is required with callbacks.auth_header",
+    ),
     # credentials
     ("auth on a gs source", body(datasets=[{"source": "gs://b/a.jsonl", "auth": KEYS}]), "datasets[0].auth", "applies to s3:// locations only"),
-    ("auth key typo", body(datasets=[{"source": "s3://b/a.jsonl", "auth": {**KEYS, "aws_secret_key": "x"}}]), "datasets[0].auth.aws_secret_key", "did you mean 'aws_secret_access_key'?"),
-    ("auth secret missing", body(datasets=[{"source": "s3://b/a.jsonl", "auth": {"aws_access_key_id": "AKIA1"}}]), "datasets[0].auth.aws_secret_access_key", "is required"),
-    ("auth empty value", body(datasets=[{"source": "s3://b/a.jsonl", "auth": {**KEYS, "aws_session_token": ""}}]), "datasets[0].auth.aws_session_token", "must not be empty"),
-    ("auth not strings", body(datasets=[{"source": "s3://b/a.jsonl", "auth": {**KEYS, "aws_region": 1}}]), "datasets[0].auth.aws_region", "must be a string, got number"),
-    ("auth region", body(datasets=[{"source": "s3://b/a.jsonl", "auth": {**KEYS, "aws_region": "Europe"}}]), "datasets[0].auth.aws_region", "must be an AWS region name"),
-    ("role arn malformed", body(datasets=[{"source": "s3://b/a.jsonl", "auth": {"role_arn": "arn:aws:iam::1234:role/x"}}]), "datasets[0].auth.role_arn", "must be an IAM role ARN"),
+    (
+        "auth key typo",
+        body(datasets=[{"source": "s3://b/a.jsonl", "auth": {**KEYS, "aws_secret_key": "x"}}]),
+        "datasets[0].auth.aws_secret_key",
+        "did you mean 'aws_secret_access_key'?",
+    ),
+    (
+        "auth secret missing",
+        body(datasets=[{"source": "s3://b/a.jsonl", "auth": {"aws_access_key_id": "AKIA1"}}]),
+        "datasets[0].auth.aws_secret_access_key",
+        "is required",
+    ),
+    (
+        "auth empty value",
+        body(datasets=[{"source": "s3://b/a.jsonl", "auth": {**KEYS, "aws_session_token": ""}}]),
+        "datasets[0].auth.aws_session_token",
+        "must not be empty",
+    ),
+    (
+        "auth not strings",
+        body(datasets=[{"source": "s3://b/a.jsonl", "auth": {**KEYS, "aws_region": 1}}]),
+        "datasets[0].auth.aws_region",
+        "must be a string, got number",
+    ),
+    (
+        "auth region",
+        body(datasets=[{"source": "s3://b/a.jsonl", "auth": {**KEYS, "aws_region": "Europe"}}]),
+        "datasets[0].auth.aws_region",
+        "must be an AWS region name",
+    ),
+    (
+        "role arn malformed",
+        body(datasets=[{"source": "s3://b/a.jsonl", "auth": {"role_arn": "arn:aws:iam::1234:role/x"}}]),
+        "datasets[0].auth.role_arn",
+        "must be an IAM role ARN",
+    ),
     ("role and keys", body(artifacts__auth={**ROLE, "aws_access_key_id": "AKIA1"}), "artifacts.auth", "not both"),
     ("artifact auth on gs", body(artifacts__auth=ROLE, artifacts__output_uri="gs://m/out"), "artifacts.auth", "applies to s3:// locations only"),
     ("auth empty object", body(artifacts__auth={}), "artifacts.auth.aws_access_key_id", "is required (or give role_arn instead of keys)"),
@@ -422,11 +571,24 @@ def test_callback_url_passes_the_injected_address_check() -> None:
 
 
 def test_every_error_is_collected_at_once() -> None:
-    b = body(base_model__provider="nemo", customization__precision="int8", datasets=[{"source": "s3://b/a.jsonl", "format": "xml"}],
-             tuning_parameters={"learning_rate": -1, "batch_size": 63, "lora_rank": 8, "learning_rat": 1}, resources={"gpus": 4, "gpu_type": "L40"})
+    b = body(
+        base_model__provider="nemo",
+        customization__precision="int8",
+        datasets=[{"source": "s3://b/a.jsonl", "format": "xml"}],
+        tuning_parameters={"learning_rate": -1, "batch_size": 63, "lora_rank": 8, "learning_rat": 1},
+        resources={"gpus": 4, "gpu_type": "L40"},
+    )
     errors = errors_of(b)
-    assert set(errors) == {"base_model.provider", "customization.precision", "datasets[0].format", "tuning_parameters.learning_rate", "tuning_parameters.batch_size",
-                           "tuning_parameters.lora_rank", "tuning_parameters.learning_rat", "resources.gpu_type"}
+    assert set(errors) == {
+        "base_model.provider",
+        "customization.precision",
+        "datasets[0].format",
+        "tuning_parameters.learning_rate",
+        "tuning_parameters.batch_size",
+        "tuning_parameters.lora_rank",
+        "tuning_parameters.learning_rat",
+        "resources.gpu_type",
+    }
 
 
 def test_a_refused_source_is_reported_once() -> None:
@@ -436,13 +598,20 @@ def test_a_refused_source_is_reported_once() -> None:
 
 # ---- credentials -----------------------------------------------------------------------------------
 def test_credentials_travel_only_in_the_secret_env() -> None:
-    b = body(datasets=[{"source": "s3://b/a.jsonl", "format": "jsonl", "auth": KEYS}, {"source": "gs://b/b.jsonl", "format": "jsonl"},
-                       {"source": "s3://c/c.jsonl", "format": "jsonl", "auth": {**ROLE, "aws_region": "us-east-1"}}],
-             artifacts__auth={"aws_access_key_id": "AKIAARTIFACTS", "aws_secret_access_key": "artifact-secret"})
+    b = body(
+        datasets=[
+            {"source": "s3://b/a.jsonl", "format": "jsonl", "auth": KEYS},
+            {"source": "gs://b/b.jsonl", "format": "jsonl"},
+            {"source": "s3://c/c.jsonl", "format": "jsonl", "auth": {**ROLE, "aws_region": "us-east-1"}},
+        ],
+        artifacts__auth={"aws_access_key_id": "AKIAARTIFACTS", "aws_secret_access_key": "artifact-secret"},
+    )
     req = norm(b)
     creds = json.loads(req.env[trainer_flags.CREDENTIALS_ENV])
-    assert creds == {"datasets": [KEYS, None, {**ROLE, "aws_region": "us-east-1"}],
-                     "artifacts": {"aws_access_key_id": "AKIAARTIFACTS", "aws_secret_access_key": "artifact-secret"}}
+    assert creds == {
+        "datasets": [KEYS, None, {**ROLE, "aws_region": "us-east-1"}],
+        "artifacts": {"aws_access_key_id": "AKIAARTIFACTS", "aws_secret_access_key": "artifact-secret"},
+    }
     assert set(req.env) == {"HF_TOKEN", trainer_flags.CREDENTIALS_ENV}
     assert_no_secrets(req)
     assert "artifact-secret" not in json.dumps([req.args, req.flag_values, req.labels])

@@ -41,24 +41,165 @@ def run(j: Job, events: list[TrainingEvent]) -> tuple[Job, list[str]]:
 GOLDEN = [
     ("local success", Backend.LOCAL, [ev("local", "started", 1), ev("local", "exited", 9, exit_code=0)], JobStatus.SUCCEEDED, "Completed", None, 0),
     ("local bad input", Backend.LOCAL, [ev("local", "started", 1), ev("local", "exited", 2, exit_code=2)], JobStatus.FAILED, "BadInput", FailureClass.USER, 2),
-    ("local runtime failure", Backend.LOCAL, [ev("local", "started", 1), ev("local", "exited", 2, exit_code=1)], JobStatus.FAILED, "TrainerError", FailureClass.USER, 1),
-    ("local SIGTERM is preemption", Backend.LOCAL, [ev("local", "started", 1), ev("local", "exited", 5, exit_code=143)], JobStatus.FAILED, "Preempted", FailureClass.PREEMPTED, 143),
-    ("local killed by signal", Backend.LOCAL, [ev("local", "started", 1), ev("local", "exited", 5, exit_code=-11)], JobStatus.FAILED, "Signal11", FailureClass.INFRA, -11),
-    ("k8s complete", Backend.KUBERNETES, [ev("kubernetes", "Pending", 1), ev("kubernetes", "Running", 2), ev("kubernetes", "Complete", 9)], JobStatus.SUCCEEDED, "Completed", None, None),
-    ("k8s unschedulable stays submitted", Backend.KUBERNETES, [ev("kubernetes", "Pending", 1, reason="Unschedulable")], JobStatus.SUBMITTED, "Unschedulable", None, None),
-    ("k8s image pull backoff waits", Backend.KUBERNETES, [ev("kubernetes", "Waiting", 1, reason="ImagePullBackOff")], JobStatus.SUBMITTED, "ImagePullBackOff", None, None),
-    ("k8s image pull gives up", Backend.KUBERNETES, [ev("kubernetes", "Waiting", 1, reason="ErrImagePull"), ev("kubernetes", "Failed", 300, reason="ImagePullBackOff")], JobStatus.FAILED, "ImagePullBackOff", FailureClass.USER, None),
-    ("k8s OOMKilled", Backend.KUBERNETES, [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="OOMKilled", exit_code=137)], JobStatus.FAILED, "OOMKilled", FailureClass.USER, 137),
-    ("k8s backoff limit", Backend.KUBERNETES, [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="BackoffLimitExceeded", exit_code=1)], JobStatus.FAILED, "BackoffLimitExceeded", FailureClass.USER, 1),
-    ("k8s deadline", Backend.KUBERNETES, [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="DeadlineExceeded")], JobStatus.FAILED, "DeadlineExceeded", FailureClass.USER, None),
-    ("k8s eviction is preemption", Backend.KUBERNETES, [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="Evicted")], JobStatus.FAILED, "Evicted", FailureClass.PREEMPTED, None),
-    ("vertex success", Backend.VERTEX, [ev("vertex", "JOB_STATE_QUEUED", 1), ev("vertex", "JOB_STATE_PENDING", 2), ev("vertex", "JOB_STATE_RUNNING", 3), ev("vertex", "JOB_STATE_SUCCEEDED", 9)], JobStatus.SUCCEEDED, "Completed", None, None),
-    ("vertex failure with error", Backend.VERTEX, [ev("vertex", "JOB_STATE_RUNNING", 3), ev("vertex", "JOB_STATE_FAILED", 9, message="The replica workerpool0-0 exited with a non-zero status of 1.")], JobStatus.FAILED, "Failed", FailureClass.USER, None),
-    ("vertex quota", Backend.VERTEX, [ev("vertex", "JOB_STATE_FAILED", 9, message="Quota exceeded for aiplatform.googleapis.com/custom_model_training_nvidia_a100_gpus")], JobStatus.FAILED, "QuotaExceeded", FailureClass.QUOTA, None),
-    ("vertex expired", Backend.VERTEX, [ev("vertex", "JOB_STATE_PENDING", 1), ev("vertex", "JOB_STATE_EXPIRED", 9)], JobStatus.FAILED, "Expired", FailureClass.CAPACITY, None),
-    ("vertex cancelled", Backend.VERTEX, [ev("vertex", "JOB_STATE_RUNNING", 1), ev("vertex", "JOB_STATE_CANCELLING", 2), ev("vertex", "JOB_STATE_CANCELLED", 3)], JobStatus.CANCELLED, "Cancelled", None, None),
+    (
+        "local runtime failure",
+        Backend.LOCAL,
+        [ev("local", "started", 1), ev("local", "exited", 2, exit_code=1)],
+        JobStatus.FAILED,
+        "TrainerError",
+        FailureClass.USER,
+        1,
+    ),
+    (
+        "local SIGTERM is preemption",
+        Backend.LOCAL,
+        [ev("local", "started", 1), ev("local", "exited", 5, exit_code=143)],
+        JobStatus.FAILED,
+        "Preempted",
+        FailureClass.PREEMPTED,
+        143,
+    ),
+    (
+        "local killed by signal",
+        Backend.LOCAL,
+        [ev("local", "started", 1), ev("local", "exited", 5, exit_code=-11)],
+        JobStatus.FAILED,
+        "Signal11",
+        FailureClass.INFRA,
+        -11,
+    ),
+    (
+        "k8s complete",
+        Backend.KUBERNETES,
+        [ev("kubernetes", "Pending", 1), ev("kubernetes", "Running", 2), ev("kubernetes", "Complete", 9)],
+        JobStatus.SUCCEEDED,
+        "Completed",
+        None,
+        None,
+    ),
+    (
+        "k8s unschedulable stays submitted",
+        Backend.KUBERNETES,
+        [ev("kubernetes", "Pending", 1, reason="Unschedulable")],
+        JobStatus.SUBMITTED,
+        "Unschedulable",
+        None,
+        None,
+    ),
+    (
+        "k8s image pull backoff waits",
+        Backend.KUBERNETES,
+        [ev("kubernetes", "Waiting", 1, reason="ImagePullBackOff")],
+        JobStatus.SUBMITTED,
+        "ImagePullBackOff",
+        None,
+        None,
+    ),
+    (
+        "k8s image pull gives up",
+        Backend.KUBERNETES,
+        [ev("kubernetes", "Waiting", 1, reason="ErrImagePull"), ev("kubernetes", "Failed", 300, reason="ImagePullBackOff")],
+        JobStatus.FAILED,
+        "ImagePullBackOff",
+        FailureClass.USER,
+        None,
+    ),
+    (
+        "k8s OOMKilled",
+        Backend.KUBERNETES,
+        [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="OOMKilled", exit_code=137)],
+        JobStatus.FAILED,
+        "OOMKilled",
+        FailureClass.USER,
+        137,
+    ),
+    (
+        "k8s backoff limit",
+        Backend.KUBERNETES,
+        [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="BackoffLimitExceeded", exit_code=1)],
+        JobStatus.FAILED,
+        "BackoffLimitExceeded",
+        FailureClass.USER,
+        1,
+    ),
+    (
+        "k8s deadline",
+        Backend.KUBERNETES,
+        [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="DeadlineExceeded")],
+        JobStatus.FAILED,
+        "DeadlineExceeded",
+        FailureClass.USER,
+        None,
+    ),
+    (
+        "k8s eviction is preemption",
+        Backend.KUBERNETES,
+        [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="Evicted")],
+        JobStatus.FAILED,
+        "Evicted",
+        FailureClass.PREEMPTED,
+        None,
+    ),
+    (
+        "vertex success",
+        Backend.VERTEX,
+        [
+            ev("vertex", "JOB_STATE_QUEUED", 1),
+            ev("vertex", "JOB_STATE_PENDING", 2),
+            ev("vertex", "JOB_STATE_RUNNING", 3),
+            ev("vertex", "JOB_STATE_SUCCEEDED", 9),
+        ],
+        JobStatus.SUCCEEDED,
+        "Completed",
+        None,
+        None,
+    ),
+    (
+        "vertex failure with error",
+        Backend.VERTEX,
+        [ev("vertex", "JOB_STATE_RUNNING", 3), ev("vertex", "JOB_STATE_FAILED", 9, message="The replica workerpool0-0 exited with a non-zero status of 1.")],
+        JobStatus.FAILED,
+        "Failed",
+        FailureClass.USER,
+        None,
+    ),
+    (
+        "vertex quota",
+        Backend.VERTEX,
+        [ev("vertex", "JOB_STATE_FAILED", 9, message="Quota exceeded for aiplatform.googleapis.com/custom_model_training_nvidia_a100_gpus")],
+        JobStatus.FAILED,
+        "QuotaExceeded",
+        FailureClass.QUOTA,
+        None,
+    ),
+    (
+        "vertex expired",
+        Backend.VERTEX,
+        [ev("vertex", "JOB_STATE_PENDING", 1), ev("vertex", "JOB_STATE_EXPIRED", 9)],
+        JobStatus.FAILED,
+        "Expired",
+        FailureClass.CAPACITY,
+        None,
+    ),
+    (
+        "vertex cancelled",
+        Backend.VERTEX,
+        [ev("vertex", "JOB_STATE_RUNNING", 1), ev("vertex", "JOB_STATE_CANCELLING", 2), ev("vertex", "JOB_STATE_CANCELLED", 3)],
+        JobStatus.CANCELLED,
+        "Cancelled",
+        None,
+        None,
+    ),
     ("reconcile speaks the backend's states", Backend.VERTEX, [ev("reconcile", "JOB_STATE_SUCCEEDED", 9)], JobStatus.SUCCEEDED, "Completed", None, None),
-    ("reconcile flags a stale job", Backend.KUBERNETES, [ev("reconcile", "Stale", 9, message="no sign of life for 3600s")], JobStatus.SUBMITTED, "Stale", None, None),
+    (
+        "reconcile flags a stale job",
+        Backend.KUBERNETES,
+        [ev("reconcile", "Stale", 9, message="no sign of life for 3600s")],
+        JobStatus.SUBMITTED,
+        "Stale",
+        None,
+        None,
+    ),
 ]
 
 
@@ -94,7 +235,9 @@ def test_terminal_never_moves_but_late_logs_land() -> None:
 
 
 def test_duplicate_log_batches_are_dropped_and_progress_lifted() -> None:
-    batch1 = ev("local", "running", 1, logs=(EventLog(1, T0, "stdout", "hello"), EventLog(2, T0, "stdout", 'PROGRESS {"event": "step", "step": 5, "loss": 1.5}')))
+    batch1 = ev(
+        "local", "running", 1, logs=(EventLog(1, T0, "stdout", "hello"), EventLog(2, T0, "stdout", 'PROGRESS {"event": "step", "step": 5, "loss": 1.5}'))
+    )
     batch2 = ev("local", "running", 2, logs=(EventLog(3, T0, "stderr", "warn"),))
     final, lines = run(job(), [batch1, batch1, batch2, batch1, batch2])
     assert lines == ["hello", 'PROGRESS {"event": "step", "step": 5, "loss": 1.5}', "warn"]
@@ -111,7 +254,7 @@ def test_older_progress_never_overwrites_newer() -> None:
 
 @pytest.mark.parametrize(
     "line,expected",
-    [('PROGRESS {"step": 1}', {"step": 1}), ("PROGRESS not json", None), ("progress {}", None), ('PROGRESS [1]', None), ("plain", None)],
+    [('PROGRESS {"step": 1}', {"step": 1}), ("PROGRESS not json", None), ("progress {}", None), ("PROGRESS [1]", None), ("plain", None)],
 )
 def test_parse_progress(line, expected) -> None:
     assert parse_progress(line) == expected

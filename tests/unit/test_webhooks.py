@@ -33,13 +33,23 @@ def test_bad_secrets(secret: str) -> None:
         parse_secret(secret)
 
 
-@pytest.mark.parametrize("status,error,refused,verdict", [
-    (200, None, False, Verdict.DELIVERED), (204, None, False, Verdict.DELIVERED),
-    (None, "timeout", False, Verdict.RETRY), (500, None, False, Verdict.RETRY), (503, None, False, Verdict.RETRY),
-    (429, None, False, Verdict.RETRY), (301, None, False, Verdict.RETRY), (308, None, False, Verdict.RETRY),
-    (410, None, False, Verdict.GONE), (400, None, False, Verdict.FAILED), (404, None, False, Verdict.FAILED),
-    (None, "refused by the SSRF guard", True, Verdict.FAILED),
-])
+@pytest.mark.parametrize(
+    "status,error,refused,verdict",
+    [
+        (200, None, False, Verdict.DELIVERED),
+        (204, None, False, Verdict.DELIVERED),
+        (None, "timeout", False, Verdict.RETRY),
+        (500, None, False, Verdict.RETRY),
+        (503, None, False, Verdict.RETRY),
+        (429, None, False, Verdict.RETRY),
+        (301, None, False, Verdict.RETRY),
+        (308, None, False, Verdict.RETRY),
+        (410, None, False, Verdict.GONE),
+        (400, None, False, Verdict.FAILED),
+        (404, None, False, Verdict.FAILED),
+        (None, "refused by the SSRF guard", True, Verdict.FAILED),
+    ],
+)
 def test_judge(status, error, refused, verdict) -> None:
     assert judge(status, error, refused) is verdict
 

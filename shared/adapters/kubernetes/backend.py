@@ -196,7 +196,9 @@ class KubernetesBackend:
         self._check_ours(existing, job, "Service")
         if not any(r.get("uid") == ref["uid"] for r in existing["metadata"].get("ownerReferences") or []):
             try:
-                core.patch_namespaced_service(name, cfg.namespace, {"metadata": {"ownerReferences": [ref]}}, _preload_content=False, _request_timeout=self.request_timeout)
+                core.patch_namespaced_service(
+                    name, cfg.namespace, {"metadata": {"ownerReferences": [ref]}}, _preload_content=False, _request_timeout=self.request_timeout
+                )
             except Exception as exc:  # noqa: BLE001
                 raise api_error(exc, f"patch Service {cfg.namespace}/{name}") from exc
 
@@ -321,4 +323,3 @@ def observe_job(
     if observed.state is None:
         return None
     return Observation(state=observed.state, reason=observed.reason, message=observed.message, exit_code=observed.exit_code)
-

@@ -66,8 +66,6 @@ def api_error(exc: BaseException, what: str, secrets: Any = ()) -> PlatformError
     return PermanentError(f"{what}: {type(exc).__name__}: {redact(str(exc), secrets)[:300]}", reason="KubernetesError", failure_class=FailureClass.INFRA.value)
 
 
-
-
 def is_gone(exc: BaseException) -> bool:
     """An HTTP 410: the resourceVersion asked for is compacted away."""
     from kubernetes.client.exceptions import ApiException

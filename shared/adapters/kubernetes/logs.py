@@ -181,4 +181,3 @@ class LogFollower:
                 del self.buffer[: len(batch)]
                 w.on_batch()
             self.oldest = None
-

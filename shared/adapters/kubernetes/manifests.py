@@ -169,9 +169,7 @@ def render_job(job: Job, env_names: list[str] | tuple[str, ...], cfg: Kubernetes
         "command": list(LAUNCH_COMMAND),
         "args": [f"--nproc_per_node={nproc}", "--", *job.args],
     }
-    env: list[dict[str, Any]] = [
-        {"name": n, "valueFrom": {"secretKeyRef": {"name": secret, "key": n}}} for n in sorted(env_names)
-    ]
+    env: list[dict[str, Any]] = [{"name": n, "valueFrom": {"secretKeyRef": {"name": secret, "key": n}}} for n in sorted(env_names)]
     if nodes > 1:
         env += _rendezvous_env(name, nodes, nproc, cfg)
     if env:

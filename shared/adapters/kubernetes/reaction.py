@@ -62,7 +62,6 @@ def _says_failed(job: dict[str, Any]) -> bool:
     return False
 
 
-
 class JobReaction:
     """Keeps what the watches delivered (Jobs and Pods by uid) and publishes each job's state when it
     changes. Called from both watch threads and the ticker: `_lock` guards all of the state below (a
@@ -272,7 +271,6 @@ class JobReaction:
         self._followers[uid] = follower
         follower.start()
 
-
     def tick(self) -> None:
         """Deadlines (image-pull grace), retries of unpublished states, due log batches, drained followers."""
         with self._lock:
@@ -289,4 +287,3 @@ class JobReaction:
                 elif not f.alive:
                     with self._lock:
                         self._followers.pop(uid, None)
-
