@@ -22,11 +22,11 @@ constraints: venv
 
 ## Serve api + launcher + status_sync in one process on $PORT (default 4000): SQLite under .data/, in-process bus.
 run: venv
-	$(BIN)/python -m functions.embedded
+	$(BIN)/python -m functions.dev.embedded
 
 ## The deployed topology on one machine: both emulators, each function its own process, push subscriptions.
 run-emulators: venv
-	$(BIN)/python -m functions.local_stack
+	$(BIN)/python -m functions.dev.local_stack
 
 ## Lint, types and architecture contracts, then the whole suite (the fixtures start and stop the emulators).
 test: venv lint

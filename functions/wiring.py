@@ -76,7 +76,7 @@ class Container:
     backends: dict[BackendKind, Backend] = field(default_factory=dict)
     # The embedded server delivers webhooks on the notifier's own threads, not on the bus's workers.
     notify_in_background: bool = False
-    # The embedded server's gate on its launcher subscription (functions/embedded.py); None elsewhere.
+    # The embedded server's gate on its launcher subscription (functions/dev/embedded.py); None elsewhere.
     launch_gate: Any = None
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.local_stack import Emulator
+from functions.dev.local_stack import Emulator
 
 PROJECT = "test-project"
 

@@ -2,4 +2,4 @@
 error answers (`api`), the request/response plumbing (`wire`), the response models (`models`) and the
 OpenAPI document built from the table (`openapi`); the embedded server's ASGI adapter (`asgi`) and its
 bounded HTTP/1.1 connections (`protocol`). The deployed entry points (`functions/main.py`) and the
-embedded server (`functions/embedded.py`) serve it."""
+embedded server (`functions/dev/embedded.py`) serve it."""

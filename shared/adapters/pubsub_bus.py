@@ -83,7 +83,7 @@ class PubSubBus:
         maximum_backoff_seconds: int = 60,
     ) -> None:
         """Push subscription with a retry policy and optionally ordering and a dead-letter topic (emulator
-        topology; `functions.local_stack.create_subscriptions` gives each the settings infra/ gives it).
+        topology; `functions.dev.local_stack.create_subscriptions` gives each the settings infra/ gives it).
         The emulator stops pushing an ordered subscription once it dead-letters a message."""
         sub_path = pubsub_v1.SubscriberClient.subscription_path(self.project_id, subscription)
         request: dict[str, Any] = {

@@ -7,11 +7,11 @@ these machines are noisy: the ratios are the result.
 
 1. references: a trivial function, POST with the same body, on functions-framework's two servers:
    gunicorn (how the deployed api is served) and `--asgi` (uvicorn)
-2. embedded default (`python -m functions.embedded`: uvicorn, SQLite + inline bus + launcher in-process):
+2. embedded default (`python -m functions.dev.embedded`: uvicorn, SQLite + inline bus + launcher in-process):
    POST /train; then how long until every accepted job has been launched (`launch_drain_s`: 0 means the
    launcher kept pace with the load); and, as an ablation, the same server with nothing consuming the
    launches (`post_train_api_only`: the api's own cost)
-3. deployed topology on the emulators (`python -m functions.local_stack`): POST /train (Firestore + Pub/Sub)
+3. deployed topology on the emulators (`python -m functions.dev.local_stack`): POST /train (Firestore + Pub/Sub)
 4. GET /jobs first page (limit 50) p50 with 100 and with 10,000 stored jobs, SQLite and Firestore emulator
 """
 
@@ -29,7 +29,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from functions.local_stack import free_port, stop_group, wait_http
+from functions.dev.local_stack import free_port, stop_group, wait_http
 from shared.domain.job import Backend, Job
 from shared.domain.status import JobStatus
 from tests.bench.loadgen import load, sample_latency
@@ -127,7 +127,7 @@ def embedded(seconds: int, tmp: Path) -> dict:
     db = tmp / "embedded.db"
     env = {"PORT": str(port), "SQLITE_PATH": str(db), "K8S_TRAINING_IMAGE": "trainer:bench"}
     results: dict = {}
-    proc = start([PY, "-m", "functions.embedded"], env, port, tmp / "embedded.log")
+    proc = start([PY, "-m", "functions.dev.embedded"], env, port, tmp / "embedded.log")
     url = f"http://127.0.0.1:{port}"
     try:
         results["post_train"] = post_load(f"{url}/train", seconds)
@@ -145,7 +145,7 @@ def embedded(seconds: int, tmp: Path) -> dict:
     db2 = tmp / "list.db"
     fill_sqlite(db2, 100, 0)
     env["SQLITE_PATH"] = str(db2)
-    proc = start([PY, "-m", "functions.embedded"], env, port, tmp / "embedded-list.log")
+    proc = start([PY, "-m", "functions.dev.embedded"], env, port, tmp / "embedded-list.log")
     try:
         small = sample_latency(f"{url}/jobs")
         fill_sqlite(db2, 9_900, 100)
@@ -176,7 +176,7 @@ def emulators(seconds: int, tmp: Path) -> dict:
     port = free_port()
     project = f"bench-{uuid.uuid4().hex[:6]}"
     proc = start(
-        [PY, "-m", "functions.local_stack", f"--port={port}", f"--project={project}"],
+        [PY, "-m", "functions.dev.local_stack", f"--port={port}", f"--project={project}"],
         {"K8S_TRAINING_IMAGE": "trainer:bench"},
         port,
         tmp / "stack.log",

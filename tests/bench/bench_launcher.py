@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from functions.local_stack import Emulator, _wait_port, free_port, stop_group
+from functions.dev.local_stack import Emulator, _wait_port, free_port, stop_group
 from tests.fakes import FakeKubernetesAPI, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]

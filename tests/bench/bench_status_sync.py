@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from functions.local_stack import Emulator
+from functions.dev.local_stack import Emulator
 from shared.adapters.records import to_record
 from shared.domain.events import EventLog, TrainingEvent
 from shared.domain.job import Backend, Job

@@ -39,7 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from functions.local_stack import Emulator, _wait_port, create_subscriptions, free_port, stop_group  # noqa: E402
+from functions.dev.local_stack import Emulator, _wait_port, create_subscriptions, free_port, stop_group  # noqa: E402
 from shared.domain.job import Backend, Job  # noqa: E402
 from shared.domain.lifecycle import Change  # noqa: E402
 from shared.domain.status import JobStatus  # noqa: E402
@@ -141,7 +141,7 @@ def verdict(receiver: Receiver, committed: dict[str, float], n: int, deadline: f
 
 
 def run_embedded(n: int, rate: float) -> dict[str, Any]:
-    from functions.embedded import build_embedded, stop
+    from functions.dev.embedded import build_embedded, stop
     from shared.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-hooks-"))

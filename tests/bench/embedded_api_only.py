@@ -1,4 +1,4 @@
-"""An ablation for bench_api: the embedded server exactly as `python -m functions.embedded` runs it, except
+"""An ablation for bench_api: the embedded server exactly as `python -m functions.dev.embedded` runs it, except
 that nothing consumes the launch topic, so POST /train costs only the api's own work (validate, group
 commit, publish). Not a product mode: it exists to show how the interpreter's time splits between
 accepting jobs and launching them."""
@@ -20,4 +20,4 @@ def _subscribe_all_but_launches(self, topic, handler, dead_letter=None, **option
 
 
 InlineBus.subscribe = _subscribe_all_but_launches  # type: ignore[method-assign]
-runpy.run_module("functions.embedded", run_name="__main__")
+runpy.run_module("functions.dev.embedded", run_name="__main__")

@@ -43,7 +43,7 @@ from typing import Any
 
 import requests
 
-from functions.local_stack import Emulator, _wait_port, free_port, stop_group, wait_http
+from functions.dev.local_stack import Emulator, _wait_port, free_port, stop_group, wait_http
 from tests.fakes import write_kubeconfig
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.embedded import build_embedded
+from functions.dev.embedded import build_embedded
 from functions.wiring import Container
 from shared.settings import Settings
 from tests.integration.conftest import wsgi

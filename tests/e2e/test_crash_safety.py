@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.local_stack import free_port, stop_group, wait_http
+from functions.dev.local_stack import free_port, stop_group, wait_http
 from tests.fakes import FAKE_TRAINER, FakeKubernetesAPI, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def start(tmp: Path, port: int, kube: Path | None = None, **extra: str) -> subpr
     if kube is not None:
         env.update({"K8S_TRAINING_IMAGE": "trainer:crash", "K8S_APPLY": "1", "K8S_KUBECONFIG": str(kube), "K8S_NAMESPACE": "training"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions.embedded"],
+        [sys.executable, "-m", "functions.dev.embedded"],
         cwd=REPO,
         env=env,
         start_new_session=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.local_stack import free_port, stop_group, wait_http
+from functions.dev.local_stack import free_port, stop_group, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ def start(tmp_path: Path, port: int, **env: str) -> subprocess.Popen:
         **env,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions.embedded"],
+        [sys.executable, "-m", "functions.dev.embedded"],
         cwd=REPO,
         env=full,
         start_new_session=True,

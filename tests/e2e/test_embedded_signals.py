@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.local_stack import free_port, stop_group, wait_http
+from functions.dev.local_stack import free_port, stop_group, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_TRAINER = REPO / "tests" / "fakes" / "fake_trainer.py"
@@ -46,7 +46,7 @@ def test_a_signal_stops_the_server_and_its_local_trainers(tmp_path: Path, sig: s
         "FAKE_TRAINER_CHILD_PIDFILE": str(pidfile),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions.embedded"],
+        [sys.executable, "-m", "functions.dev.embedded"],
         cwd=REPO,
         env=env,
         start_new_session=True,

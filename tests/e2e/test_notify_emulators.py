@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.local_stack import _wait_port, create_subscriptions, free_port, load_subscriptions, stop_group
+from functions.dev.local_stack import _wait_port, create_subscriptions, free_port, load_subscriptions, stop_group
 from shared.settings import Settings
 from tests.fakes.webhook_receiver import Receiver
 

@@ -1,6 +1,6 @@
 """A full run with secrets everywhere, then a scan of everything the platform wrote or said.
 
-Two embedded servers as subprocesses (`python -m functions.embedded`), both with `API_TOKENS` and
+Two embedded servers as subprocesses (`python -m functions.dev.embedded`), both with `API_TOKENS` and
 `CORS_ORIGINS`: server A with `K8S_APPLY=1` against the fake Kubernetes API and the local backend
 running `tests/fakes/fake_trainer.py` (which echoes its secret variables, `FAKE_TRAINER_ECHO_ENV`);
 server B with `K8S_APPLY=0` (the dry run, which stores the rendered manifest). Jobs carry secrets in
@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import requests
 
-from functions.local_stack import free_port, stop_group, wait_http
+from functions.dev.local_stack import free_port, stop_group, wait_http
 from shared.adapters.sqlite_store import SqliteJobStore
 from tests.fakes import FAKE_TRAINER, FakeKubernetesAPI, write_kubeconfig
 
@@ -92,7 +92,7 @@ class Server:
         }
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "functions.embedded"], cwd=REPO, env=full, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "functions.dev.embedded"], cwd=REPO, env=full, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
             )
         wait_http(f"{self.url}/health", 60, proc=self.proc)
 

@@ -1,5 +1,5 @@
 """Issue 17's "done when": the studio's own request, end to end, on the embedded server (`make run`'s
-`python -m functions.embedded`, local backend, SQLite).
+`python -m functions.dev.embedded`, local backend, SQLite).
 
 The reference page's example body (../shared/reference/studio-contract.md), pointed at the README's tiny
 local model and at a dataset on the S3 test server, goes to `POST /train` exactly as the studio sends it
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.local_stack import free_port, stop_group, wait_http
+from functions.dev.local_stack import free_port, stop_group, wait_http
 from tests.fakes.s3 import iam_world, moto_server
 from tests.fakes.studio_receiver import StudioReceiver
 from tests.fakes.tiny_job import CHAT
@@ -163,7 +163,7 @@ def test_the_studios_example_runs_to_succeeded_and_every_callback_is_accepted(tm
     }
     server_log = tmp_path / "server.log"
     server = subprocess.Popen(
-        [sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, start_new_session=True, stdout=open(server_log, "ab"), stderr=subprocess.STDOUT
+        [sys.executable, "-m", "functions.dev.embedded"], cwd=REPO, env=env, start_new_session=True, stdout=open(server_log, "ab"), stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{env['PORT']}"
     auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}

@@ -1,4 +1,4 @@
-"""The Python client and `trainctl` against a real embedded server (`python -m functions.embedded`, started
+"""The Python client and `trainctl` against a real embedded server (`python -m functions.dev.embedded`, started
 here on a free port in its own process group): the README's tiny local job submitted, watched and
 followed to `succeeded`; `logs -f` across a server restart gets every line exactly once; `metrics --png`
 draws one point per `PROGRESS` loss line; `watch` in a real terminal (tmux) shows the bar advancing."""
@@ -20,7 +20,7 @@ import pytest
 
 from functions.client import FINAL_STATUSES, Client
 from functions.client.cli import main as trainctl
-from functions.local_stack import free_port, stop_group, wait_http
+from functions.dev.local_stack import free_port, stop_group, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "functions.embedded"],
+            [sys.executable, "-m", "functions.dev.embedded"],
             cwd=REPO,
             env=self.env,
             start_new_session=True,

@@ -1,5 +1,5 @@
 """The README's webhook walk-through, as a newcomer runs it: its receiver snippet (taken from the README
-itself) verifies every signature, the embedded server (`python -m functions.embedded`) announces the
+itself) verifies every signature, the embedded server (`python -m functions.dev.embedded`) announces the
 tiny local job's transitions `job.queued` ... `job.succeeded` in order, and the deliveries are readable.
 Then `kill -9` of the server while deliveries are pending (the receiver is down): after the restart
 they are delivered, in order, and any duplicate has the same webhook-id."""
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.local_stack import free_port, stop_group, wait_http
+from functions.dev.local_stack import free_port, stop_group, wait_http
 from tests.fakes.polling import eventually
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,12 @@ class Receiver:
 
 def start_server(tmp: Path, env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, start_new_session=True, stdout=open(tmp / "server.log", "ab"), stderr=subprocess.STDOUT
+        [sys.executable, "-m", "functions.dev.embedded"],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=open(tmp / "server.log", "ab"),
+        stderr=subprocess.STDOUT,
     )
     wait_http(f"http://127.0.0.1:{env['PORT']}/health", 60, proc=proc)
     return proc

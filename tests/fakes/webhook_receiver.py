@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from functions.local_stack import free_port
+from functions.dev.local_stack import free_port
 
 
 def verify_standard_webhook(secret: str, msg_id: str, timestamp: str, body: bytes, signature_header: str, now: float) -> bool:

@@ -176,7 +176,7 @@ def test_subscriptions_file_matches_the_code_and_the_functions() -> None:
 
 def test_local_stack_creates_what_terraform_creates() -> None:
     """`create_subscriptions` (make run-emulators) against a recording bus: the same names and settings."""
-    from functions.local_stack import create_subscriptions
+    from functions.dev.local_stack import create_subscriptions
     from shared.settings import Settings
 
     class Recorder:

@@ -114,7 +114,7 @@ def _free_port() -> int:
 def test_the_embedded_server_refuses_to_start(tmp_path: Path, value: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "K8S_", "VERTEX_"))}
     env.update(API_TOKENS=value, PORT=str(_free_port()), SQLITE_PATH=str(tmp_path / "e.db"), RECONCILE_INTERVAL_SECONDS="0")
-    proc = subprocess.Popen([sys.executable, "-m", "functions.embedded"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "functions.dev.embedded"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.local_stack import _wait_port, free_port, stop_group
+from functions.dev.local_stack import _wait_port, free_port, stop_group
 from functions.wiring import Container
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.messages import Message, to_push

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from functions.embedded import build_embedded
+from functions.dev.embedded import build_embedded
 from functions.http.api import Api
 from functions.http.asgi import AsgiApi
 from functions.http.wire import Request

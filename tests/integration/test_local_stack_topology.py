@@ -1,4 +1,4 @@
-"""`make run-emulators` (functions/local_stack.py) is the deployed topology on one machine: its Pub/Sub
+"""`make run-emulators` (functions/dev/local_stack.py) is the deployed topology on one machine: its Pub/Sub
 subscriptions are the ones infra/ deploys (same file), so a poison message on `train-submissions` is
 dead-lettered and the next valid request still becomes a job; and stopping it (SIGTERM to its process
 group, twice, as `timeout` on `make` does) stops every emulator JVM and function it started.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.local_stack import _wait_port, create_subscriptions, free_port, load_subscriptions, stop_group
+from functions.dev.local_stack import _wait_port, create_subscriptions, free_port, load_subscriptions, stop_group
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.ports import JobQuery
 from shared.settings import Settings
@@ -143,7 +143,7 @@ def test_sigterm_twice_to_the_stack_stops_everything_and_logs_go_to_the_setting(
     env.pop("FIRESTORE_EMULATOR_HOST", None)
     out = open(tmp_path / "stack.out", "w+b")
     stack = subprocess.Popen(
-        [sys.executable, "-m", "functions.local_stack", f"--port={api_port}", "--project=local-project"],
+        [sys.executable, "-m", "functions.dev.local_stack", f"--port={api_port}", "--project=local-project"],
         cwd=REPO,
         env=env,
         start_new_session=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.embedded import build_embedded, stop
+from functions.dev.embedded import build_embedded, stop
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.adapters.webhook_sender import WebhookSender
 from shared.domain.job import Backend, Job

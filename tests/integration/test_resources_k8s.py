@@ -17,7 +17,7 @@ import kubernetes.client as k8s_client
 import pytest
 import requests
 
-from functions.embedded import build_embedded
+from functions.dev.embedded import build_embedded
 from functions.http.asgi import AsgiApi
 from shared.adapters.kubernetes.backend import KubernetesBackend
 from shared.adapters.kubernetes.config import KubernetesConfig

@@ -16,7 +16,7 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform_v1
 
-from functions.embedded import build_embedded
+from functions.dev.embedded import build_embedded
 from functions.http.asgi import AsgiApi
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.adapters.vertex_backend import VertexBackend

@@ -1,6 +1,6 @@
 """The embedded default: api + launcher + status_sync in one process, SQLite store, in-process bus.
 
-`python -m functions.embedded` (what `make run` starts). Same code paths as the cloud, other adapters.
+`python -m functions.dev.embedded` (what `make run` starts). Same code paths as the cloud, other adapters.
 The api is served over ASGI (uvicorn, `functions/http/asgi.py`) in this same process, next to the bus threads
 and the local trainer processes; the deployed function keeps functions-framework's server.
 

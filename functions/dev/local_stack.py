@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The one description of our subscriptions: infra/terraform/platform/pubsub.tf reads it too.
 PUBSUB_SUBSCRIPTIONS = REPO_ROOT / "infra" / "terraform" / "platform" / "pubsub_subscriptions.json"
 
