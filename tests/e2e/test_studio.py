@@ -19,7 +19,6 @@ credential value is in the store, the server's log, the run folder, any response
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ import requests
 
 from functions.dev.local_stack import free_port, stop_group, wait_http
 from tests.fakes.s3 import iam_world, moto_server
+from tests.fakes.studio_example import EXAMPLE, JOB_TOKEN, example
 from tests.fakes.studio_receiver import StudioReceiver
 from tests.fakes.tiny_job import CHAT
 
@@ -39,46 +39,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.trainer]
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_TOKEN = "studio-cluster-token-0123456789"
-JOB_TOKEN = "1f745be8e2f285f8e8c0435486e6beafe27b73693c0b03cab23bcdc5500887e8"
-
-# The reference page's example, verbatim (tokens are the page's dummies).
-EXAMPLE = {
-    "job_id": "6a248301-0606-494f-8f45-c195e36937fb",
-    "base_model": {
-        "provider": "huggingface",
-        "model_name": "meta-llama/Llama-3.2-3B-Instruct",
-        "revision": "main",
-        "auth_token": "hf_dummy_token",
-        "weights_url": None,
-    },
-    "customization": {
-        "method": "qlora",
-        "rank": 32,
-        "target_modules": ["q_proj", "v_proj"],
-        "lora_alpha": 32,
-        "lora_dropout": 0.05,
-        "trainable_layers": ["decoder.layers.0"],
-        "precision": "bf16",
-        "qlora": {"use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"},
-        "peft": {"use": True, "config": {"task_type": "CAUSAL_LM"}},
-    },
-    "resources": {"gpus": 4, "gpu_type": "A100", "cpus": 16, "memory_gb": 128, "max_duration_minutes": 720},
-    "datasets": [{"source": "s3://studio-data/users/u1/projects/p1/ingestion/chat.jsonl", "format": "jsonl"}],
-    "artifacts": {
-        "log_uri": "s3://studio-data/users/u1/projects/p1/logs/6a248301-0606-494f-8f45-c195e36937fb/",
-        "status_stream_url": "https://studio.example/api/training/webhooks/6a248301-0606-494f-8f45-c195e36937fb",
-        "output_uri": "s3://studio-models/lora-refinement-1796113031796",
-    },
-    "tuning_parameters": {
-        "learning_rate": 0.0002,
-        "batch_size": 64,
-        "num_epochs": 3,
-        "warmup_ratio": 0.1,
-        "gradient_checkpointing": True,
-        "max_sequence_length": 4096,
-    },
-    "callbacks": {"webhook_url": "https://studio.example/api/training/webhooks/6a248301-0606-494f-8f45-c195e36937fb", "auth_header": f"Bearer {JOB_TOKEN}"},
-}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +49,7 @@ def iam():
 
 def studio_body(iam: dict, tiny: Path, callback_url: str) -> dict:
     """The example pointed at the tiny model, the IAM-guarded buckets and the fake studio."""
-    body = copy.deepcopy(EXAMPLE)
+    body = example()
     job_id = body["job_id"]
     data, artifacts = iam["buckets"]["data-reader"], iam["buckets"]["artifact-writer"]
     reader, writer = iam["users"]["data-reader"], iam["users"]["artifact-writer"]

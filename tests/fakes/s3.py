@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from functions.dev.local_stack import free_port, stop_group, wait_http
 
 VENV_BIN = Path(sys.executable).parent
 DUMMY_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -28,31 +26,10 @@ IAM_BUCKETS = {"data-reader": "iam-data", "artifact-writer": "iam-artifacts", "r
 IAM_ROLE_NAME = "studio-dataset-role"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except urllib.error.HTTPError:
-            return  # it answered: ready
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url}: not ready after {timeout}s")
-
-
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """A moto server; yields its endpoint URL (point s3fs/boto3 at it with AWS_ENDPOINT_URL)."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -61,17 +38,10 @@ def moto_server() -> Iterator[str]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{endpoint}/", proc)
+        wait_http(f"{endpoint}/", 30, proc=proc)  # moto answers its root with the bucket list
         yield endpoint
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def s3_env(endpoint: str) -> dict[str, str]:

@@ -14,12 +14,11 @@ from typing import Any
 
 import requests
 
+from tests.fakes.studio_example import AUTH_HEADER, JOB_ID, example
 from trainer import flags as trainer_flags
 
 SIGNING = "whsec_" + base64.b64encode(b"studio-test-signing-key-0123456789").decode()
-JOB_ID = "6a248301-0606-494f-8f45-c195e36937fb"
 HF_TOKEN = "hf_studio_SECRET_token_42"
-AUTH_HEADER = "Bearer 1f745be8e2f285f8e8c0435486e6beafe27b73693c0b03cab23bcdc5500887e8"
 AWS_ID, AWS_SECRET, AWS_SESSION = "AKIASTUDIOSECRETID01", "studio/SECRET+access+key+value", "studio-SECRET-session-token"
 SECRETS = (HF_TOKEN, AUTH_HEADER, AUTH_HEADER.removeprefix("Bearer "), AWS_ID, AWS_SECRET, AWS_SESSION)
 HOOK = f"http://127.0.0.1:9/api/training/webhooks/{JOB_ID}"  # an IP literal: accepted without DNS (allowed host)
@@ -28,50 +27,22 @@ ENV = {"WEBHOOK_SIGNING_SECRET": SIGNING, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
 
 def studio_body(job_id: str = JOB_ID) -> dict[str, Any]:
     """The reference page's example (per-source credentials added), pointed at an allowed callback host."""
-    return {
-        "job_id": job_id,
-        "base_model": {
-            "provider": "huggingface",
-            "model_name": "meta-llama/Llama-3.2-3B-Instruct",
-            "revision": "main",
-            "auth_token": HF_TOKEN,
-            "weights_url": None,
-        },
-        "customization": {
-            "method": "qlora",
-            "rank": 32,
-            "target_modules": ["q_proj", "v_proj"],
-            "lora_alpha": 32,
-            "lora_dropout": 0.05,
-            "trainable_layers": ["decoder.layers.0"],
-            "precision": "bf16",
-            "qlora": {"use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"},
-            "peft": {"use": True, "config": {"task_type": "CAUSAL_LM"}},
-        },
-        "resources": {"gpus": 4, "gpu_type": "A100", "cpus": 16, "memory_gb": 128, "max_duration_minutes": 720},
-        "datasets": [
-            {
-                "source": "s3://studio-data/users/u1/projects/p1/ingestion/chat.jsonl",
-                "format": "jsonl",
-                "auth": {"aws_access_key_id": AWS_ID, "aws_secret_access_key": AWS_SECRET, "aws_session_token": AWS_SESSION, "aws_region": "us-east-1"},
-            }
-        ],
-        "artifacts": {
-            "log_uri": f"s3://studio-data/users/u1/projects/p1/logs/{job_id}/",
-            "status_stream_url": HOOK,
-            "output_uri": "s3://studio-models/lora-refinement-1796113031796",
-            "auth": {"role_arn": "arn:aws:iam::123456789012:role/studio-artifacts"},
-        },
-        "tuning_parameters": {
-            "learning_rate": 0.0002,
-            "batch_size": 64,
-            "num_epochs": 3,
-            "warmup_ratio": 0.1,
-            "gradient_checkpointing": True,
-            "max_sequence_length": 4096,
-        },
-        "callbacks": {"webhook_url": HOOK, "auth_header": AUTH_HEADER},
+    body = example()
+    body["job_id"] = job_id
+    body["base_model"]["auth_token"] = HF_TOKEN
+    body["datasets"][0]["auth"] = {
+        "aws_access_key_id": AWS_ID,
+        "aws_secret_access_key": AWS_SECRET,
+        "aws_session_token": AWS_SESSION,
+        "aws_region": "us-east-1",
     }
+    body["artifacts"].update(
+        log_uri=f"s3://studio-data/users/u1/projects/p1/logs/{job_id}/",
+        status_stream_url=HOOK,
+        auth={"role_arn": "arn:aws:iam::123456789012:role/studio-artifacts"},
+    )
+    body["callbacks"] = {"webhook_url": HOOK, "auth_header": AUTH_HEADER}
+    return body
 
 
 def assert_no_secret(*texts: str) -> None:
