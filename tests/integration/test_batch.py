@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.dev.local_stack import _wait_port, free_port, stop_group
+from functions.dev.local_stack import _wait_port, free_port, start_function, stop_group
 from functions.wiring import Container
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.messages import Message, to_push
@@ -153,23 +152,7 @@ def test_push_delivery_redelivery_and_gcloud_publish(pubsub_emulator, tmp_path: 
         "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
         "K8S_TRAINING_IMAGE": "trainer:test",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            f"--source={REPO / 'functions/main.py'}",
-            "--target=submit",
-            "--signature-type=cloudevent",
-            "--host=127.0.0.1",
-            f"--port={port}",
-        ],
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-        stdout=open(tmp_path / "submit.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_function("submit", port, env, tmp_path)  # its log: tmp_path / "submit.log"
     try:
         _wait_port(port, 60)
         push = f"http://127.0.0.1:{port}/projects/{project}/topics/{topics['TOPIC_TRAIN_SUBMISSIONS']}"

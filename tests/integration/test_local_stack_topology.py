@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.dev.local_stack import _wait_port, create_subscriptions, free_port, load_subscriptions, stop_group
+from functions.dev.local_stack import _wait_port, create_subscriptions, free_port, load_subscriptions, start_function, stop_group
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.ports import JobQuery
 from shared.settings import Settings
@@ -62,23 +62,7 @@ def test_poison_message_is_dead_lettered_and_the_next_request_becomes_a_job(pubs
         "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
         "K8S_TRAINING_IMAGE": "trainer:test",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            f"--source={REPO / 'functions/main.py'}",
-            "--target=submit",
-            "--signature-type=cloudevent",
-            "--host=127.0.0.1",
-            f"--port={port}",
-        ],
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-        stdout=open(tmp_path / "submit.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_function("submit", port, env, tmp_path)  # its log: tmp_path / "submit.log"
     subscriber = pubsub_v1.SubscriberClient()
     try:
         _wait_port(port, 60)
