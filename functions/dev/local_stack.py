@@ -166,8 +166,10 @@ class Emulator:
 FUNCTIONS = ("api", "launcher", "status_sync", "submit", "notify")
 
 
-def start_function(target: str, port: int, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
-    log = open(log_dir / f"{target}.log", "wb")
+def start_function(target: str, port: int, env: dict[str, str], log_dir: Path, *, append: bool = False) -> subprocess.Popen[bytes]:
+    """`target` of functions/main.py as its own functions-framework process (http for the api, CloudEvents
+    otherwise) in its own process group, its output in `log_dir/<target>.log` (`append`: after a restart's)."""
+    log = open(log_dir / f"{target}.log", "ab" if append else "wb")
     proc = subprocess.Popen(
         [
             sys.executable,

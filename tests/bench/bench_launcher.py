@@ -16,15 +16,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from functions.dev.local_stack import Emulator, _wait_port, free_port, stop_group
+from functions.dev.local_stack import Emulator, _wait_port, free_port, start_function, stop_group
 from tests.fakes import FakeKubernetesAPI, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,23 +87,7 @@ def main() -> None:
         bus = PubSubBus(project)
         bus.ensure_topics([settings.topic_train_requests, settings.topic_training_events, f"{settings.topic_train_requests}-dead-letter"])
         port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                f"--source={REPO / 'functions/main.py'}",
-                "--target=launcher",
-                "--signature-type=cloudevent",
-                "--host=127.0.0.1",
-                f"--port={port}",
-            ],
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-            stdout=open(tmp / "launcher.log", "wb"),
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_function("launcher", port, env, tmp)
         try:
             _wait_port(port)
             bus.ensure_push_subscription(

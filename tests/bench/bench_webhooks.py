@@ -26,7 +26,6 @@ import base64
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from functions.dev.local_stack import Emulator, _wait_port, create_subscriptions, free_port, stop_group  # noqa: E402
+from functions.dev.local_stack import Emulator, _wait_port, create_subscriptions, free_port, start_function, stop_group  # noqa: E402
 from shared.domain.job import Backend, Job  # noqa: E402
 from shared.domain.lifecycle import Change  # noqa: E402
 from shared.domain.status import JobStatus  # noqa: E402
@@ -180,23 +179,7 @@ def run_emulators(n: int, rate: float) -> dict[str, Any]:
         settings = Settings(GOOGLE_CLOUD_PROJECT=project, STORE_KIND="firestore", BUS_KIND="pubsub", **hook_env)
         bus = PubSubBus(project)
         port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                f"--source={REPO / 'functions/main.py'}",
-                "--target=notify",
-                "--signature-type=cloudevent",
-                "--host=127.0.0.1",
-                f"--port={port}",
-            ],
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-            stdout=open(tmp / "notify.log", "wb"),
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_function("notify", port, env, tmp)
         try:
             _wait_port(port)
             create_subscriptions(bus, settings, {"notify": f"http://127.0.0.1:{port}"})

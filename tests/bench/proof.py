@@ -43,7 +43,7 @@ from typing import Any
 
 import requests
 
-from functions.dev.local_stack import Emulator, _wait_port, free_port, stop_group, wait_http
+from functions.dev.local_stack import Emulator, _wait_port, free_port, start_function, stop_group, wait_http
 from tests.fakes import write_kubeconfig
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
 
@@ -197,23 +197,7 @@ class Stack:
     def start_function(self, target: str, port: int | None = None) -> None:
         port = port or self.ports.get(target) or free_port()
         self.ports[target] = port
-        self.procs[target] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                f"--source={REPO / 'functions/main.py'}",
-                f"--target={target}",
-                f"--signature-type={'http' if target == 'api' else 'cloudevent'}",
-                "--host=127.0.0.1",
-                f"--port={port}",
-            ],
-            cwd=REPO,
-            env=self.env,
-            start_new_session=True,
-            stdout=open(self.tmp / f"{target}.log", "ab"),
-            stderr=subprocess.STDOUT,
-        )
+        self.procs[target] = start_function(target, port, self.env, self.tmp, append=True)
         _wait_port(port)
 
     def start_watcher(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from functions.dev.local_stack import _wait_port, create_subscriptions, free_port, load_subscriptions, stop_group
+from functions.dev.local_stack import _wait_port, create_subscriptions, free_port, load_subscriptions, start_function, stop_group
 from shared.settings import Settings
 from tests.fakes.webhook_receiver import Receiver
 
@@ -61,23 +60,7 @@ def test_transitions_reach_the_receiver_through_pubsub_and_notify(pubsub_emulato
     try:
         for target in ("api", "launcher", "status_sync", "notify"):
             ports[target] = free_port()
-            procs[target] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "functions_framework",
-                    f"--source={REPO / 'functions/main.py'}",
-                    f"--target={target}",
-                    f"--signature-type={'http' if target == 'api' else 'cloudevent'}",
-                    "--host=127.0.0.1",
-                    f"--port={ports[target]}",
-                ],
-                cwd=REPO,
-                env=env,
-                start_new_session=True,
-                stdout=open(tmp_path / f"{target}.log", "wb"),
-                stderr=subprocess.STDOUT,
-            )
+            procs[target] = start_function(target, ports[target], env, tmp_path)
         for port in ports.values():
             _wait_port(port, 60)
         spec = load_subscriptions()
