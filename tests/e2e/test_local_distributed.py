@@ -91,7 +91,7 @@ def test_cancel_of_a_two_process_local_job_stops_every_rank(platform, tiny: Path
     done = wait_for(url, job_id, lambda j: j["status"] in ("cancelled", "failed", "succeeded"), timeout=90)
     assert done["status"] == "cancelled", done
     assert container.backends[Backend.LOCAL].wait(job_id, 60) == 143  # every rank checkpointed and exited 143
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # generous for a loaded CI box: it only waits while a rank is still there
     while processes_mentioning(str(out)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_mentioning(str(out)) == []

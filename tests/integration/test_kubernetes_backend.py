@@ -61,6 +61,11 @@ class Harness:
         data = launch_message(self.job.id, op, self.env if env is None else env)
         self.launcher.handle(Message(id=f"m{self.deliveries}", topic="train-requests", data=data, delivery_attempt=self.deliveries))
 
+    def restart_with(self, backend: KubernetesBackend) -> None:
+        """The next delivery reaches a fresh launcher instance (as Pub/Sub's redelivery would) over this backend."""
+        self.backend = backend
+        self.launcher = Launcher(store=self.store, backends={BackendKind.KUBERNETES: backend})
+
     def current(self):
         return self.store.get(self.job.id)
 
@@ -188,6 +193,7 @@ def test_timeout_after_the_server_created_the_job_adopts_it(fake, tmp_path):
         h.deliver()
     assert "Timeout" in str(info.value)
     assert len(fake.objects("jobs")) == 1  # it exists; the store doesn't know yet
+    h.restart_with(make_backend(fake))  # the redelivery runs with ordinary timeouts: only the injected stall is short
     h.deliver()
     assert h.current().status is JobStatus.SUBMITTED
     assert len(fake.objects("jobs")) == 1
