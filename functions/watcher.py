@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from shared.adapters.kubernetes.client import build_api_client
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.kubernetes.watcher import ClusterWatcher
 from shared.adapters.pubsub_bus import PubSubBus
 from shared.ports import Bus, SystemClock
@@ -36,9 +37,10 @@ def publisher(bus: Bus, topic: str) -> Any:
 
 def build_watcher(settings: Settings, bus: Bus | None = None, api_client: Any = None) -> ClusterWatcher:
     bus = bus or PubSubBus(settings.project_id)
+    k8s = KubernetesSettings.of(settings)
     return ClusterWatcher(
-        api_client if api_client is not None else build_api_client(settings),
-        settings.k8s_namespace,
+        api_client if api_client is not None else build_api_client(k8s),
+        k8s.namespace,
         publisher(bus, settings.topic_training_events),
         clock=SystemClock(),
     )
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("cluster watcher: namespace %s -> topic %s (project %s)", settings.k8s_namespace, settings.topic_training_events, settings.project_id)
+    log.info(
+        "cluster watcher: namespace %s -> topic %s (project %s)", KubernetesSettings.of(settings).namespace, settings.topic_training_events, settings.project_id
+    )
     watcher.run()
     log.info("cluster watcher stopped")
     return 0

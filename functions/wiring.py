@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from functions.http.api import Api
-from shared.domain.job import Backend as BackendKind
+from shared.domain.backend import BackendKind
 from shared.domain.webhooks import Schedule
 from shared.ports import Backend, Bus, JobStore, SystemClock
 from shared.settings import Settings
@@ -49,12 +49,27 @@ def build_bus(settings: Settings) -> Bus:
     return InlineBus(max_attempts=settings.launch_max_attempts, retry_base_seconds=settings.launch_retry_base_seconds)
 
 
-def build_backends(settings: Settings, events: Callable[..., Any] | None = None) -> dict[BackendKind, Backend]:
-    """The launcher's backends, as `shared.adapters.backends` builds them from the settings (imported
-    here, when first needed, like the other adapters)."""
-    from shared.adapters.backends import build_backends as build
+def build_backends(settings: Settings, events: Callable[[dict[str, Any]], Any] | None = None) -> dict[BackendKind, Backend]:
+    """The launcher's backends: each registered unit's adapter, from its settings group. Only the
+    backends this deployment can use are built; one whose configuration is missing or broken
+    (`Settings.backend_problems()`) is left out, so the launcher fails its jobs with `BackendUnavailable`
+    instead of failing obscurely later (the api refuses such requests up front). Nothing connects here:
+    clients are created on first use, and never for a dry run. `events` receives the envelopes a backend
+    publishes itself (the local supervisor's; the embedded server puts them on its bus)."""
+    from shared.adapters.registry import REGISTRY
+    from shared.adapters.unit import BuildContext
+    from shared.settings import REPO_ROOT
 
-    return dict(build(settings, events))
+    context = BuildContext(events=events, store_file=settings.sqlite_file, repo_root=REPO_ROOT)
+    backends: dict[BackendKind, Backend] = {}
+    for kind, problem in settings.backend_problems().items():
+        if problem:
+            log.info("%s backend not available: %s", kind, problem)
+            continue
+        unit = REGISTRY.get(kind)
+        if unit is not None:
+            backends[kind] = unit.build(settings.backend_settings(kind), context)
+    return backends
 
 
 def event_publisher(bus: Bus, settings: Settings) -> Callable[[dict[str, Any]], None]:
@@ -93,7 +108,9 @@ class Container:
         )
         self.api = Api(settings=self.settings, service=self.service, store=self.store, bus_kind=self.bus.kind)
         self.launcher = Launcher(store=self.store, backends=self.backends, clock=self.clock, bus=self.bus, requests_topic=self.settings.topic_train_requests)
-        self.status_sync = StatusSync(store=self.store, max_log_chars=self.settings.max_log_chars, clock=self.clock, backends=self.backends)
+        self.status_sync = StatusSync(
+            store=self.store, max_log_chars=self.settings.max_log_chars, rules=self.settings.backend_rules(), clock=self.clock, backends=self.backends
+        )
         self.reconciler = Reconciler(
             store=self.store,
             backends=self.backends,

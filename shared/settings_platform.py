@@ -6,41 +6,29 @@ place; `shared.settings.Settings` composes them (their order is the README table
 
 from __future__ import annotations
 
-import sys
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from shared.domain.job import Backend
-from shared.settings_backends import GROUP_CONFIG, env
+from shared.domain.backend import BackendKind
+from shared.settings_group import GROUP_CONFIG, env
 
 # Shorter bearer tokens are refused at start-up: a guessable token is as good as none.
 MIN_TOKEN_CHARS = 16
 
 
 class ServiceSettings(BaseSettings):
-    """The old service's general variables: port, log size, the default backend, the local trainer."""
+    """The old service's general variables: port, log size, the default backend."""
 
     model_config = GROUP_CONFIG
 
     port: int = Field(4000, validation_alias="PORT", description="HTTP port of the embedded server.", ge=1, le=65535)
     max_log_chars: int = Field(1_000_000, validation_alias="MAX_LOG_CHARS", description="Characters kept in each job's rolling `logTail`.", ge=0)
-    default_training_backend: Backend = Field(
-        Backend.KUBERNETES,
+    default_training_backend: BackendKind = Field(
+        BackendKind("kubernetes"),
         validation_alias="DEFAULT_TRAINING_BACKEND",
-        description="Backend used when a request names none: `kubernetes`, `vertex` or `local`.",
-    )
-    python_bin: str = Field(
-        sys.executable,
-        validation_alias="PYTHON_BIN",
-        description="Local backend: the Python that runs the trainer (default: the interpreter running the service, "
-        "so the venv's torch is used; the old service used `python3`).",
-    )
-    train_script_path: str = Field(
-        "trainer/train.py",
-        validation_alias="TRAIN_SCRIPT_PATH",
-        description="Local backend: trainer script, relative paths resolved from the repo root.",
+        description="Backend used when a request names none: one of the registered backends (`kubernetes`, `vertex`, `local` are built in).",
     )
 
 
@@ -142,15 +130,10 @@ class HttpSettings(BaseSettings):
 
 
 class OperationsSettings(BaseSettings):
-    """The local backend's roots, the inline bus's retries, and reconcile's timing."""
+    """The inline bus's retries, and reconcile's timing."""
 
     model_config = GROUP_CONFIG
 
-    local_allowed_roots: str | None = Field(
-        None,
-        validation_alias="LOCAL_ALLOWED_ROOTS",
-        description="Local backend: `:`-separated folders dataset_file/output_dir must be inside (default: the repo and the temp folder).",
-    )
     launch_max_attempts: int = Field(
         5, validation_alias="LAUNCH_MAX_ATTEMPTS", description="Inline bus: deliveries of a message before it is dead-lettered.", ge=1
     )

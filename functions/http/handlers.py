@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from functions.http.wire import MAX_SEQ, Request, Response, bounded_int, error, json_response, read_json, sse
-from shared.domain.job import Backend, Job, iso
+from shared.domain.job import Job, iso
 from shared.domain.manifest import manifest_view
 from shared.domain.request import NormalisedRequest
 from shared.domain.status import JobStatus
@@ -58,7 +58,6 @@ class Handlers:
         return job
 
     def health(self, request: Request) -> Response:
-        problems = self.settings.backend_problems()
         checks: dict[str, str] = {}
         for name, check in {"store": self.store.ping, **self.health_checks}.items():
             try:
@@ -72,26 +71,9 @@ class Handlers:
         reachable = all(v == "ok" for v in checks.values())
         body = {
             "status": "ok" if reachable and not errors else "degraded",
-            "defaultBackend": self.settings.default_training_backend.value,
-            "backends": {
-                Backend.KUBERNETES.value: {
-                    "configured": problems[Backend.KUBERNETES] is None,
-                    "problem": problems[Backend.KUBERNETES],
-                    "apply": self.settings.k8s_apply,
-                    "namespace": self.settings.k8s_namespace,
-                    # What `resources.gpu_type` can name here (K8S_GPU_NODE_SELECTORS), any count each.
-                    "gpuTypes": list(self.settings.gpu_node_selectors),
-                },
-                Backend.VERTEX.value: {
-                    "configured": problems[Backend.VERTEX] is None,
-                    "problem": problems[Backend.VERTEX],
-                    "submit": self.settings.vertex_submit,
-                    "region": self.settings.vertex_region,
-                    # GPU type -> the GPU counts per node its machine types come in (the machine table).
-                    "gpuTypes": {t: sorted(int(n) for n in row["machines"]) for t, row in self.settings.vertex_machine_table.items()},
-                },
-                Backend.LOCAL.value: {"configured": problems[Backend.LOCAL] is None, "problem": problems[Backend.LOCAL]},
-            },
+            "defaultBackend": str(self.settings.default_training_backend),
+            # Each registered backend: configured or why not, and what its unit shows (shared/adapters/registry.py).
+            "backends": self.settings.backend_health(),
             "store": self.store.kind,
             "bus": self.bus_kind,
             "checks": checks,
@@ -130,8 +112,9 @@ class Handlers:
         errors = []
         if status is not None and status not in JobStatus.__members__.values():
             errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in JobStatus)}"))
-        if backend is not None and backend not in Backend.__members__.values():
-            errors.append(FieldError("backend", f"must be one of {', '.join(b.value for b in Backend)}"))
+        kinds = self.settings.backend_problems()
+        if backend is not None and backend not in kinds:
+            errors.append(FieldError("backend", f"must be one of {', '.join(kinds)}"))
         label = None
         raw_label = request.args.get("label")
         if raw_label:
@@ -202,7 +185,8 @@ class Handlers:
 
     def job_manifest(self, request: Request, job_id: str) -> Response:
         """What the launcher created, or would create on a dry run (secret values are never in it)."""
-        return json_response(200, manifest_view(self._job_or_404(job_id)))
+        job = self._job_or_404(job_id)
+        return json_response(200, manifest_view(job, self.settings.backend_rules().get(job.backend)))
 
     def job_logs(self, request: Request, job_id: str) -> Response:
         """Logs by cursor (`after` = last seq seen), the last `tail` lines, or `follow=true` as SSE."""

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from functions.http import models as m
 from functions.http.handlers import DEFAULT_LIMIT, MAX_EVENT_PAGE, MAX_LIMIT, MAX_LOG_PAGE, Handlers
 from functions.http.wire import MAX_SEQ, Response
-from shared.domain.job import Backend
+from shared.domain.backend import NAME_PATTERN
 from shared.domain.request import TrainRequestBody
 from shared.domain.status import JobStatus
 from shared.domain.studio_schema import StudioTrainRequest
@@ -135,7 +135,7 @@ ROUTES: tuple[Route, ...] = (
             query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, f"Default {DEFAULT_LIMIT}."),
             query("cursor", {"type": "string"}),
             query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
-            query("backend", {"type": "string", "enum": [b.value for b in Backend]}),
+            query("backend", {"type": "string", "pattern": NAME_PATTERN}, "A backend `/health` lists."),
             query("name", {"type": "string"}),
             query("label", {"type": "string", "pattern": "^[^=]+=.*$"}, "key=value"),
         ),

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import jsonutil
+from shared.domain.backend import BackendKind
 from shared.domain.callback import Callback
-from shared.domain.job import Backend, Job
+from shared.domain.job import Job
 from shared.domain.resources import Resources
 from shared.domain.status import FailureClass, JobStatus
 from shared.ports import Rejection
@@ -98,7 +99,7 @@ def from_record(rec: dict[str, Any], ts_in: Callable[[Any], datetime] = _identit
     return Job(
         id=rec["id"],
         name=rec["name"],
-        backend=Backend(rec["backend"]),
+        backend=BackendKind(rec["backend"]),
         status=JobStatus(rec["status"]),
         status_reason=rec.get("statusReason"),
         failure_class=FailureClass(rec["failureClass"]) if rec.get("failureClass") else None,

@@ -1,6 +1,6 @@
 """Vertex AI backend: one job becomes one CustomJob (`aiplatform_v1.JobServiceClient`).
 
-The CustomJob is rendered by `vertex_render.py` (pure, from a `VertexConfig`); the job's secret
+The CustomJob is rendered by `vertex_render.py` (pure, from a `VertexSettings`); the job's secret
 variables go in a Secret Manager secret of the job's own (`vertex_secrets.py`), created here at submit
 and deleted by `release` once the job is final (reconcile sweeps what `held` still lists).
 
@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.adapters.vertex_errors import api_error, google_status
-from shared.adapters.vertex_render import VertexConfig, render_custom_job, to_proto
+from shared.adapters.vertex_render import render_custom_job, to_proto
 from shared.adapters.vertex_secrets import JOB_ID_ANNOTATION, JOB_SECRET_ENV, SecretManager, job_secret_id, job_secret_payload
+from shared.adapters.vertex_settings import VertexSettings
 from shared.domain import naming
 from shared.domain.job import Job
 from shared.domain.status import FailureClass
@@ -48,7 +49,7 @@ def _job_secret_of(custom_job: Any) -> str | None:
     return None
 
 
-def make_client(cfg: VertexConfig) -> Any:
+def make_client(cfg: VertexSettings) -> Any:
     from google.cloud import aiplatform_v1
 
     try:
@@ -61,9 +62,9 @@ def make_client(cfg: VertexConfig) -> Any:
 class VertexBackend:
     """`Backend` for Vertex AI. `client` (a JobServiceClient) is built on first use unless given."""
 
-    config: VertexConfig
+    config: VertexSettings
     client: Any = None
-    client_factory: Callable[[VertexConfig], Any] = make_client
+    client_factory: Callable[[VertexSettings], Any] = make_client
     timeout: float = 30.0  # seconds per call
     # Secret Manager (per-job secrets); built from the config on first use unless given.
     secrets: SecretManager | None = None

@@ -1,6 +1,6 @@
-"""The Vertex backend's configuration and its rendering of a job as a CustomJob (pure).
+"""The Vertex backend's rendering of a job as a CustomJob (pure, from its settings group).
 
-`render_custom_job`: the job and a `VertexConfig` give the CustomJob as REST JSON (camelCase, the shape
+`render_custom_job`: the job and a `VertexSettings` give the CustomJob as REST JSON (camelCase, the shape
 stored with the job and the one `CustomJob.from_json` reads). Secrets never enter the spec: the job's
 own secret goes by the one variable naming its version (`vertex_secrets.py`), and a variable the job's
 secret does not carry by the operator's per-name reference (`HF_TOKEN` ->
@@ -21,12 +21,13 @@ node-level `WORLD_SIZE` / `RANK` / `MASTER_ADDR` / `MASTER_PORT` Vertex sets int
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from shared.adapters.vertex_secrets import JOB_SECRET_ENDPOINT_ENV, JOB_SECRET_ENV, JOB_SECRET_PLACEHOLDER, SECRET_MANAGER_ENDPOINT
+from shared.adapters.vertex_settings import VertexSettings
 from shared.domain import naming
 from shared.domain import resources as res
+from shared.domain.backends import vertex as vertex_rules
 from shared.domain.job import Job
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError
@@ -37,65 +38,6 @@ LAUNCH_COMMAND = ["python", "-m", "trainer.launch"]
 UNSET_REFERENCE = "[no Secret Manager reference configured{hint}]"
 
 
-@dataclass(frozen=True)
-class VertexConfig:
-    project: str | None = None
-    region: str = "us-central1"
-    image_uri: str | None = None
-    machine_type: str = "a2-highgpu-1g"
-    accelerator_type: str | None = "NVIDIA_TESLA_A100"
-    accelerator_count: int = 1
-    replica_count: int = 1
-    service_account: str | None = None
-    network: str | None = None
-    submit: bool = False
-    # Secret variable name -> Secret Manager secret version the trainer reads it from.
-    secret_refs: dict[str, str] = field(default_factory=dict)
-    # GPU type -> {"accelerator", "machines": {"<gpus>": machine type}} (VERTEX_MACHINE_TYPES over the defaults).
-    machine_table: dict[str, dict[str, Any]] = field(default_factory=lambda: json.loads(json.dumps(res.DEFAULT_VERTEX_MACHINE_TYPES)))
-    cpu_machine_type: str = "n1-standard-8"
-    # Per-job Secret Manager secrets (see the module docstring); off: per-name references only.
-    job_secrets: bool = True
-    secret_project: str | None = None  # default: `project`
-    secret_endpoint: str = SECRET_MANAGER_ENDPOINT
-    secret_ttl_seconds: int = 8 * 24 * 3600  # 0: none
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> VertexConfig:
-        refs = settings.vertex_secret_refs
-        return cls(
-            project=settings.vertex_project,
-            region=settings.vertex_region,
-            image_uri=settings.vertex_image_uri,
-            machine_type=settings.vertex_machine_type,
-            accelerator_type=settings.vertex_accelerator_type,
-            accelerator_count=settings.vertex_accelerator_count,
-            replica_count=settings.vertex_replica_count,
-            service_account=settings.vertex_service_account,
-            network=settings.vertex_network,
-            submit=settings.vertex_submit,
-            secret_refs=refs,
-            machine_table=settings.vertex_machine_table,
-            cpu_machine_type=settings.vertex_cpu_machine_type,
-            job_secrets=settings.vertex_job_secrets,
-            secret_project=settings.vertex_secret_project,
-            secret_endpoint=settings.vertex_secret_manager_endpoint,
-            secret_ttl_seconds=settings.vertex_secret_ttl_seconds,
-        )
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.region}"
-
-    @property
-    def api_endpoint(self) -> str:
-        return f"{self.region}-aiplatform.googleapis.com"
-
-    @property
-    def secrets_parent(self) -> str:
-        return f"projects/{self.secret_project or self.project}"
-
-
 def _config_error(message: str) -> PermanentError:
     return PermanentError(message, reason="InvalidConfig", failure_class=FailureClass.INFRA.value)
 
@@ -104,7 +46,7 @@ def _hint(names: list[str]) -> str:
     return " (for HF_TOKEN set VERTEX_HF_TOKEN_SECRET)" if "HF_TOKEN" in names else ""
 
 
-def secret_env(env_names: list[str] | tuple[str, ...], cfg: VertexConfig) -> list[dict[str, str]]:
+def secret_env(env_names: list[str] | tuple[str, ...], cfg: VertexSettings) -> list[dict[str, str]]:
     """`NAME_SECRET=<secret version>` for each secret variable. One with no reference: a placeholder on a
     dry run (so the spec can be shown), else a PermanentError."""
     unmapped = [n for n in sorted(env_names) if n not in cfg.secret_refs]
@@ -123,7 +65,7 @@ def secret_env(env_names: list[str] | tuple[str, ...], cfg: VertexConfig) -> lis
     return [{"name": f"{n}{SECRET_REF_SUFFIX}", "value": cfg.secret_refs[n]} for n in sorted(env_names)]
 
 
-def machine_spec(job: Job, cfg: VertexConfig) -> dict[str, Any]:
+def machine_spec(job: Job, cfg: VertexSettings) -> dict[str, Any]:
     """The machine of every replica: from the table when the request names GPUs, else the settings."""
     r = job.resources
     if r.gpus == 0:
@@ -134,7 +76,7 @@ def machine_spec(job: Job, cfg: VertexConfig) -> dict[str, Any]:
             machine["acceleratorType"] = cfg.accelerator_type
             machine["acceleratorCount"] = cfg.accelerator_count
         return machine
-    placement = res.vertex_placement(cfg.machine_table, cfg.accelerator_type, cfg.accelerator_count)
+    placement = vertex_rules.vertex_placement(cfg.machine_table, cfg.accelerator_type, cfg.accelerator_count)
     problems = res.placement_problems(r, placement)
     gpu_type = r.gpu_type or placement.default_gpu_type
     if problems or gpu_type is None:  # the api checks the same table; a changed one lands here
@@ -143,11 +85,11 @@ def machine_spec(job: Job, cfg: VertexConfig) -> dict[str, Any]:
             reason="Unplaceable",
             failure_class=FailureClass.USER.value,
         )
-    machine_type, accelerator, count = res.vertex_machine(cfg.machine_table, gpu_type, r.gpus, cfg.accelerator_count)
+    machine_type, accelerator, count = vertex_rules.vertex_machine(cfg.machine_table, gpu_type, r.gpus, cfg.accelerator_count)
     return {"machineType": machine_type, "acceleratorType": accelerator, "acceleratorCount": count}
 
 
-def job_secret_env(by_value: list[str] | tuple[str, ...], cfg: VertexConfig, version: str | None) -> list[dict[str, str]]:
+def job_secret_env(by_value: list[str] | tuple[str, ...], cfg: VertexSettings, version: str | None) -> list[dict[str, str]]:
     """The variable naming the job's own secret version (a placeholder until one exists) and, when the
     endpoint is not the public one, where the trainer finds it."""
     if not by_value:
@@ -162,7 +104,7 @@ def job_secret_env(by_value: list[str] | tuple[str, ...], cfg: VertexConfig, ver
 def render_custom_job(
     job: Job,
     env_names: list[str] | tuple[str, ...],
-    cfg: VertexConfig,
+    cfg: VertexSettings,
     *,
     by_value: list[str] | tuple[str, ...] | None = None,
     job_secret: str | None = None,

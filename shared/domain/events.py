@@ -4,7 +4,7 @@
 {
   "v": 1,
   "job_id": "…",                      // required
-  "source": "kubernetes" | "vertex" | "local" | "reconcile",
+  "source": "<backend name>" | "reconcile",      // e.g. "kubernetes", "vertex", "local"
   "observed_at": "2026-11-29T05:00:00.000Z",   // when the source saw it (orders events)
   "event_id": "…",                    // optional, unique per event (dedupe of redeliveries)
   "state": "…",                       // optional, the source's own state word (see below)
@@ -19,7 +19,7 @@
 `log_stream` the envelope names (the cluster watcher sends one per pod, so a retried pod counts from 1
 again); lines at or below the highest `seq` already applied for that stream are duplicates and are dropped.
 
-States by source (mapped to our statuses in `shared/domain/translate.py`):
+States by source (each backend's rules map its own to our statuses: `shared/domain/backends/`):
 - local: `started`, `running`, `exited` (with `exit_code`; 143 = SIGTERM: preempted, or cancelled when a
   cancel was requested).
 - kubernetes: Job conditions and pod states as the watcher reports them (`Pending`, `Running`,
@@ -36,7 +36,6 @@ from typing import Any
 from shared.domain.job import iso
 
 ENVELOPE_VERSION = 1
-SOURCES = ("kubernetes", "vertex", "local", "reconcile")
 
 
 @dataclass(frozen=True)

@@ -12,21 +12,14 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.domain.backend_kind import BackendKind
 from shared.domain.callback import Callback
 from shared.domain.resources import Resources
 from shared.domain.status import FailureClass, JobStatus
-
-
-class Backend(StrEnum):
-    KUBERNETES = "kubernetes"
-    VERTEX = "vertex"
-    LOCAL = "local"
-
 
 REDACTED = "[redacted]"
 
@@ -54,7 +47,7 @@ class LogLine:
 class Job:
     id: str
     name: str
-    backend: Backend
+    backend: BackendKind
     status: JobStatus
     created_at: datetime
     updated_at: datetime
@@ -171,7 +164,7 @@ class JobSummary(BaseModel):
     model_config = ConfigDict(title="Job")
     id: Annotated[str, From("id")]
     name: Annotated[str, From("name")]
-    backend: Annotated[Backend, From("backend", convert=_enum_value)]
+    backend: Annotated[BackendKind, From("backend", convert=str)]
     externalId: Annotated[str | None, From("external_id")]
     status: Annotated[JobStatus, From("status", convert=_enum_value)]
     statusReason: Annotated[str | None, From("status_reason")]

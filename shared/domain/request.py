@@ -24,11 +24,12 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from shared import jsonutil
+from shared.domain.backend import BackendKind
 from shared.domain.callback import Callback
 from shared.domain.flag_rendering import (
     CONTROL_RE,
@@ -40,7 +41,6 @@ from shared.domain.flag_rendering import (
     suggest,
     unique_errors,
 )
-from shared.domain.job import Backend
 from shared.domain.json_types import type_name as _type_name
 from shared.domain.request_policy import (
     FORBIDDEN_ENV,
@@ -77,7 +77,11 @@ class TrainRequestBody(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, title="TrainRequest")
 
-    backend: Literal["kubernetes", "vertex", "local"] | None = Field(None, description="Where the job runs; default from DEFAULT_TRAINING_BACKEND.")
+    backend: BackendKind | None = Field(
+        None,
+        description="Where the job runs: a backend `/health` lists; default from DEFAULT_TRAINING_BACKEND.",
+        json_schema_extra={"examples": ["kubernetes"]},
+    )
     job_name: StrictStr | None = Field(None, description="Human-readable name; defaults to the job id.", max_length=MAX_NAME_CHARS)
     dataset_file: StrictStr | list[StrictStr] = Field(
         description="Training data: a file or a folder / prefix of shards (JSONL, JSON, CSV, Parquet, save_to_disk), or a list "
@@ -106,7 +110,7 @@ class TrainRequestBody(BaseModel):
 
 @dataclass(frozen=True)
 class NormalisedRequest:
-    backend: Backend
+    backend: BackendKind
     job_name: str | None
     dataset_file: str  # the first source (the job summary's `datasetFile`, as before)
     output_dir: str
@@ -210,10 +214,14 @@ def normalise_request(body: Any, policy: RequestPolicy, *, platform_env: Mapping
     except ValidationError as exc:
         raise ValidationFailed(_pydantic_errors(exc)) from None
 
-    backend = Backend(typed.backend) if typed.backend else policy.default_backend
-    problem = policy.backend_problems.get(backend)
-    if problem:
-        errors.append(FieldError("backend", f"{backend.value} is not available here: {problem}"))
+    backend = typed.backend or policy.default_backend
+    if backend is None:
+        raise ValidationFailed([FieldError("backend", "is required: this deployment has no DEFAULT_TRAINING_BACKEND")])
+    problem = policy.backend_error(backend)
+    if problem is not None and backend not in policy.backends:
+        raise ValidationFailed([problem])  # an unknown backend: none of its rules can be checked
+    if problem is not None:
+        errors.append(problem)
 
     if typed.job_name is not None:
         check_text(typed.job_name, "job_name", errors, limit=MAX_NAME_CHARS)
@@ -336,7 +344,7 @@ def normalise_request(body: Any, policy: RequestPolicy, *, platform_env: Mapping
 
     before = len(errors)
     resources = parse_resources(typed.resources, policy.gpu_types, errors)
-    placement = policy.placements.get(backend)
+    placement = policy.rules(backend).placement
     if placement is not None and len(errors) == before:
         errors += placement_problems(resources, placement)
     errors += secret_problems(backend, env, typed.env, policy, origins)

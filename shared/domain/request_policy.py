@@ -1,21 +1,22 @@
 """What a deployment lets a training request do, and the checks that depend on it.
 
 Pure: `RequestPolicy` is built from settings at the edge (`shared.settings`) and passed in, with its
-I/O (link resolution, the webhook DNS check, sealing) injected as callables. Here are the rules that
-read it: where a backend's `dataset_file` / `output_dir` may point (`check_location`), which environment
+I/O (link resolution, the webhook DNS check, sealing) injected as callables. It carries each backend's
+rules (`shared.domain.backend.BackendRules`) by name. Here are the checks that read it: whether the
+backend is known and usable (`backend_error`), where its `dataset_file` / `output_dir` may point
+(`check_location`, the backend's own rule), which environment
 names a request may never set (`FORBIDDEN_ENV`), which secrets a backend can pass (`secret_problems`)
 and a request's own webhooks (`webhook_urls`). `shared.domain.request.normalise_request` runs them.
 """
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from shared.domain import ssrf
-from shared.domain.job import Backend
-from shared.domain.resources import GPU_TYPES, LOCAL_PLACEMENT, Placement
+from shared.domain.backend import BackendKind, BackendRules
+from shared.domain.resources import GPU_TYPES
 from shared.errors import FieldError
 
 # Environment names that would change how the child process (or container) runs: refused on every backend.
@@ -65,13 +66,11 @@ MAX_WEBHOOKS = 5
 class RequestPolicy:
     """What this deployment accepts; built from settings at the edge and passed in."""
 
-    default_backend: Backend = Backend.KUBERNETES
-    # Backend -> None when usable, or a sentence saying what configuration is missing.
-    backend_problems: dict[Backend, str | None] = field(default_factory=dict)
-    # Absolute folders that a local job's dataset_file and output_dir must resolve inside.
-    local_roots: tuple[str, ...] = ()
-    # Folder relative local paths are resolved from (the repo root).
-    local_base: str = "/"
+    # The backends this deployment knows, by name: each one's rules (problem, locations, placement, ...),
+    # built by its unit from its settings (`shared/adapters/registry.py`).
+    backends: Mapping[str, BackendRules] = field(default_factory=dict)
+    # The backend of a request that names none (DEFAULT_TRAINING_BACKEND).
+    default_backend: BackendKind | None = None
     # Resolves symbolic links in a local path (`os.path.realpath`), so a link inside a root can't lead
     # outside it. Injected by the service: the domain does no I/O. None: the check is lexical only.
     resolve_links: Callable[[str], str] | None = None
@@ -81,72 +80,34 @@ class RequestPolicy:
     webhook_allowed_hosts: frozenset[str] = frozenset()
     # Why webhooks can't be accepted at all in this deployment (no signing secret), or None.
     webhooks_problem: str | None = None
-    # GPU type names `resources.gpu_type` may use (the built-in ones plus the settings' tables).
+    # GPU type names `resources.gpu_type` may use (the built-in ones plus the backends' tables).
     gpu_types: tuple[str, ...] = GPU_TYPES
-    # Backend -> what it can place (its own table; see shared/domain/resources.py). Missing: no limits.
-    placements: dict[Backend, Placement] = field(default_factory=lambda: {Backend.LOCAL: LOCAL_PLACEMENT})
-    # Backend -> the secret variable names it can pass (None or missing: any), and the setting that adds
-    # one (Vertex passes secrets only as Secret Manager references: VERTEX_HF_TOKEN_SECRET).
-    secret_names: dict[Backend, frozenset[str] | None] = field(default_factory=dict)
-    secret_settings: dict[str, str] = field(default_factory=dict)
     # Seals a secret the job must keep (the studio's callback Authorization value) for storage; injected
     # from settings like `check_webhook`. None: such secrets can't be accepted (a 400 says why).
     seal: Callable[[str], str] | None = None
-    # The studio's spec names no output folder: per backend, the folder its runs write to (the studio's
-    # job_id is appended), inside the container / VM or, for local, inside an allowed root. Missing for
-    # local: `<first local root>/studio`.
-    studio_output_roots: dict[Backend, str] = field(default_factory=lambda: {Backend.KUBERNETES: "/tmp/studio", Backend.VERTEX: "/tmp/studio"})
-    # Backend -> (trainer processes per node, nodes) a job gets when its `resources` leave gpus / nodes
-    # unset: the studio's global batch_size is split over these data-parallel ranks.
-    default_parallel: dict[Backend, tuple[int, int]] = field(default_factory=dict)
+
+    def rules(self, backend: str) -> BackendRules:
+        """The rules of a backend this policy knows (`backend_error` says when it doesn't)."""
+        return self.backends[backend]
+
+    def backend_error(self, backend: str) -> FieldError | None:
+        """Why a request can't run on `backend` here (unknown, or not configured), or None."""
+        rules = self.backends.get(backend)
+        if rules is None:
+            return FieldError("backend", f"must be one of {', '.join(self.backends) or '(none configured)'}")
+        if rules.problem:
+            return FieldError("backend", f"{backend} is not available here: {rules.problem}")
+        return None
 
 
-def _resolve_local(path: str, base: str) -> str:
-    joined = path if posixpath.isabs(path) else posixpath.join(base, path)
-    return posixpath.normpath(joined)
-
-
-def _inside(path: str, roots: tuple[str, ...]) -> bool:
-    for root in roots:
-        root = posixpath.normpath(root)
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return True
-    return False
-
-
-def check_location(backend: Backend, field_name: str, value: str, policy: RequestPolicy, errors: list[FieldError], path: str | None = None) -> str:
-    """Backend rules for dataset_file / output_dir; returns the value the trainer gets. Errors name `path`
-    (`dataset_file[1]` for one of several sources), or the field."""
-    where = path or field_name
-    if backend is Backend.KUBERNETES and field_name == "dataset_file":
-        if not value.startswith(("gs://", "s3://")):
-            errors.append(FieldError(where, "must be a gs:// or s3:// URI for the kubernetes backend"))
-        return value
-    if backend is Backend.VERTEX and field_name == "dataset_file":
-        if not value.startswith("gs://"):
-            errors.append(FieldError(where, "must be a gs:// URI for the vertex backend"))
-        return value
-    if backend is Backend.LOCAL:
-        if value.startswith(("gs://", "s3://")):
-            if field_name == "output_dir":
-                errors.append(FieldError(where, "must be a local folder; use upload_output_to for gs:// or s3://"))
-            return value
-        if "://" in value:
-            errors.append(FieldError(where, "must be a local path, gs:// or s3:// URI"))
-            return value
-        resolved = _resolve_local(value, policy.local_base)
-        if policy.resolve_links is not None:
-            # The trainer gets the resolved path too: a link swapped after this check can't redirect it.
-            resolved = policy.resolve_links(resolved)
-        if not _inside(resolved, policy.local_roots):
-            roots = ", ".join(policy.local_roots) or "(none configured)"
-            errors.append(FieldError(where, f"must resolve inside the local backend's allowed roots: {roots}"))
-        return resolved
-    return value
+def check_location(backend: str, field_name: str, value: str, policy: RequestPolicy, errors: list[FieldError], path: str | None = None) -> str:
+    """The backend's rules for dataset_file / output_dir (`BackendRules.check_location`); returns the value
+    the trainer gets. Errors name `path` (`dataset_file[1]` for one of several sources), or the field."""
+    return policy.rules(backend).check_location(field_name, value, errors, path, policy.resolve_links)
 
 
 def secret_problems(
-    backend: Backend,
+    backend: str,
     env: dict[str, str],
     request_env: Mapping[str, str],
     policy: RequestPolicy,
@@ -156,7 +117,8 @@ def secret_problems(
     would make it passable, never a 202 that fails at launch (`secret_settings["*"]`: the one setting
     that makes any secret passable, e.g. Vertex's per-job secrets). `request_env`: the body's own `env`
     (a name found there is named `env.<name>`; any other is the token, `hf_token`)."""
-    allowed = policy.secret_names.get(backend)
+    rules = policy.rules(backend)
+    allowed = rules.secret_names
     if allowed is None:
         return []
     out = []
@@ -164,10 +126,10 @@ def secret_problems(
         if name in allowed:
             continue
         where = (origins or {}).get(name) or (f"env.{name}" if name in request_env else "hf_token")
-        setting = policy.secret_settings.get(name)
-        every = policy.secret_settings.get("*")
+        setting = rules.secret_settings.get(name)
+        every = rules.secret_settings.get("*")
         how = " or ".join(f"set {x}" for x in (setting, every) if x) or "no setting maps it"
-        out.append(FieldError(where, f"the {backend.value} backend passes secrets only as Secret Manager references and none is configured for {name} ({how})"))
+        out.append(FieldError(where, f"the {backend} backend passes secrets only as Secret Manager references and none is configured for {name} ({how})"))
     return out
 
 

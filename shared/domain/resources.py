@@ -221,48 +221,14 @@ def placement_problems(res: Resources, placement: Placement) -> list[FieldError]
     return errors
 
 
-def k8s_placement(selectors: Mapping[str, Any]) -> Placement:
-    """Kubernetes: any GPU count of a type the node selector table names."""
-    return Placement("kubernetes", {name: () for name in selectors}, table_setting="K8S_GPU_NODE_SELECTORS")
-
-
-def vertex_counts(table: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(sorted(int(n) for n in (row.get("machines") or {}))) for name, row in table.items()}
-
-
-def vertex_default_type(table: Mapping[str, Any], accelerator: str | None) -> str | None:
-    """The table's type for the configured VERTEX_ACCELERATOR_TYPE (what `gpus` alone gets)."""
-    return next((name for name, row in table.items() if row.get("accelerator") == accelerator), None)
-
-
-def vertex_placement(table: Mapping[str, Any], default_accelerator: str | None, default_gpus: int) -> Placement:
-    return Placement(
-        "vertex",
-        vertex_counts(table),
-        default_gpu_type=vertex_default_type(table, default_accelerator),
-        default_gpus=default_gpus,
-        table_setting="VERTEX_MACHINE_TYPES",
-        needs_type=True,
-        sized_by_machine=True,
-    )
-
-
-def vertex_machine(table: Mapping[str, Any], gpu_type: str, gpus: int | None, default_gpus: int) -> tuple[str, str, int]:
-    """(machine type, accelerator, count) for a type: the asked count, else the default count when the
-    type comes in it, else its smallest. Only called for a combination `placement_problems` accepted."""
-    row = table[gpu_type]
-    machines = {int(n): m for n, m in (row.get("machines") or {}).items()}
-    count = gpus if gpus else (default_gpus if default_gpus in machines else min(machines))
-    return machines[count], str(row["accelerator"]), count
-
-
-# The local backend runs on this machine: one node; the GPUs are whatever it has.
-LOCAL_PLACEMENT = Placement("local", None, max_nodes=1)
-
-
 def known_gpu_types(*tables: Mapping[str, Any]) -> tuple[str, ...]:
     """Every type name: the built-in ones first, then each table's additions, in order."""
     names = list(GPU_TYPES)
     for table in tables:
         names += [n for n in table if canonical_gpu_type(n, tuple(names)) is None]
     return tuple(names)
+
+
+def by_type_name(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A table keyed by the built-in spelling where a key is one case-insensitively (`h100` -> `H100`)."""
+    return {canonical_gpu_type(k, GPU_TYPES) or k: v for k, v in table.items()}

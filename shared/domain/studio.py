@@ -17,7 +17,7 @@ Decisions the spec leaves open (the README's "Connecting the studio" table says 
   ranks (GPUs per node x nodes: the request's resources, else the backend's defaults). The per-device
   batch is the largest of 8, 4, 2, 1 that divides batch / ranks and keeps per-device tokens
   (x max_length) within MAX_TOKENS_PER_DEVICE; accumulation is the rest.
-- The output folder is the platform's: `RequestPolicy.studio_output_roots[backend]/<job_id>`.
+- The output folder is the platform's: the backend's `BackendRules.studio_output_root/<job_id>`.
 - Credentials (`datasets[i].auth`, `artifacts.auth`) travel only as the secret env
   `trainer.flags.CREDENTIALS_ENV`; `callbacks.auth_header` only sealed (`RequestPolicy.seal`).
 """
@@ -28,6 +28,7 @@ import dataclasses
 from typing import Any
 
 from shared.domain import ssrf
+from shared.domain.backend import BackendKind, BackendRules
 from shared.domain.callback import Callback
 from shared.domain.flag_rendering import key_name, suggest, unique_errors
 from shared.domain.json_types import type_name as _type_name
@@ -65,7 +66,10 @@ class _Translation(ModelSections, DataSections, TuningSections):
         self.job()
         self.base_model()
         method = self.customization()
-        backend = self.policy.default_backend
+        # The platform picks the backend; an unknown or missing one is the old normaliser's 400.
+        default = self.policy.default_backend
+        backend = self.policy.backends.get(default) if default is not None else None
+        backend = backend or BackendRules(BackendKind(default or "none"))
         resources = self.resources()
         self.datasets()
         self.artifacts(backend)

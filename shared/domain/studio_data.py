@@ -10,7 +10,7 @@ import json
 import posixpath
 from typing import Any
 
-from shared.domain.job import Backend
+from shared.domain.backend import BackendRules
 from shared.domain.json_types import type_name as _type_name
 from shared.domain.studio_spec import (
     ARTIFACT_KEYS,
@@ -125,7 +125,7 @@ class DataSections(TranslationBase):
             self.error(f"{path}.aws_region", "must be an AWS region name such as us-east-1")
         return out if len(self.errors) == before else None
 
-    def artifacts(self, backend: Backend) -> None:
+    def artifacts(self, backend: BackendRules) -> None:
         arts = self.obj(self.body.get("artifacts"), "artifacts", ARTIFACT_KEYS, "artifacts")
         if arts is None:
             if self.body.get("artifacts") is None:
@@ -144,11 +144,9 @@ class DataSections(TranslationBase):
             where = "artifacts.auth" if dataset_creds is None else f"datasets[{next(i for i, c in enumerate(dataset_creds) if c)}].auth"
             self.platform_env[trainer_flags.CREDENTIALS_ENV] = (json.dumps(doc, separators=(",", ":"), sort_keys=True), where)
         # The platform picks the output folder: one per studio run, in a place the backend's rules allow.
-        root = self.policy.studio_output_roots.get(backend)
-        if root is None and backend is Backend.LOCAL and self.policy.local_roots:
-            root = posixpath.join(self.policy.local_roots[0], "studio")
+        root = backend.studio_output_root
         if root is None:
-            self.error("backend", f"the {backend.value} backend has no output folder for the studio's runs configured")
+            self.error("backend", f"the {backend.kind} backend has no output folder for the studio's runs configured")
             root = "/tmp/studio"
         self.old["output_dir"] = posixpath.join(root, self.job_id or "invalid-job-id")
         self.paths["output_dir"] = "output_dir"

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.domain.backend import BackendRules
 from shared.domain.flag_rendering import KEY_RE, key_name, suggest
-from shared.domain.job import Backend
 from shared.domain.json_types import type_name as _type_name
-from shared.domain.request_policy import RequestPolicy
 from shared.domain.resources import Resources
 from shared.domain.studio_spec import (
     ELSEWHERE,
@@ -27,15 +26,15 @@ from shared.domain.studio_spec import (
 from trainer import flags as trainer_flags
 
 
-def data_parallel_ranks(res: Resources, backend: Backend, policy: RequestPolicy) -> tuple[int, int]:
+def data_parallel_ranks(res: Resources, rules: BackendRules) -> tuple[int, int]:
     """(trainer processes per node, nodes) a job will run with: what its resources say, else what the
     backend does when they are unset (the same choices its adapter makes; `gpus: 0` is one CPU process)."""
-    default_per_node, default_nodes = policy.default_parallel.get(backend, (1, 1))
+    default_per_node, default_nodes = rules.default_parallel
     if res.gpus is not None:
         per_node = max(res.gpus, 1)
     else:
         per_node = default_per_node
-        placement = policy.placements.get(backend)
+        placement = rules.placement
         if res.gpu_type is not None and placement is not None and placement.gpu_types:
             counts = placement.gpu_types.get(res.gpu_type) or ()
             if counts:  # a type that comes in fixed counts (Vertex): its default count, else its smallest
@@ -47,7 +46,7 @@ def data_parallel_ranks(res: Resources, backend: Backend, policy: RequestPolicy)
 class TuningSections(TranslationBase):
     """`tuning_parameters` -> trainer flags (by alias or name); `batch_size` -> per-device batch and accumulation."""
 
-    def tuning(self, resources: Resources, backend: Backend, method: str) -> None:
+    def tuning(self, resources: Resources, backend: BackendRules, method: str) -> None:
         value = self.body.get("tuning_parameters")
         if value is None:
             return
@@ -78,7 +77,7 @@ class TuningSections(TranslationBase):
         if "batch_size" in value and value["batch_size"] is not None:
             self.batch(value, resources, backend)
 
-    def batch(self, tuning: dict[str, Any], resources: Resources, backend: Backend) -> None:
+    def batch(self, tuning: dict[str, Any], resources: Resources, backend: BackendRules) -> None:
         """The studio's global batch size, split into per-device batch x accumulation x ranks."""
         path = "tuning_parameters.batch_size"
         size = tuning["batch_size"]
@@ -90,7 +89,7 @@ class TuningSections(TranslationBase):
         if not 1 <= size <= MAX_BATCH_SIZE:
             self.error(path, f"must be between 1 and {MAX_BATCH_SIZE}, got {size}")
             return
-        per_node, nodes = data_parallel_ranks(resources, backend, self.policy)
+        per_node, nodes = data_parallel_ranks(resources, backend)
         ranks = per_node * nodes
         how = f"{ranks} data-parallel rank{'s' if ranks != 1 else ''} ({per_node} per node x {nodes} node{'s' if nodes != 1 else ''})"
         if size % ranks:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.domain.job import Backend as BackendKind
+from shared.domain.backend import BackendKind
 from shared.domain.job import Job
 from shared.domain.lifecycle import Change
 from shared.domain.status import FailureClass, JobStatus

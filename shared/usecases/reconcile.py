@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from shared.domain.backend import BackendKind
 from shared.domain.events import TrainingEvent
-from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.errors import PlatformError

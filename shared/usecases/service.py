@@ -140,7 +140,8 @@ class TrainingService:
         self.bus = bus
         if policy.resolve_links is None:
             # Local paths are checked after resolving symlinks (the roots too), not just lexically.
-            policy = dataclasses.replace(policy, resolve_links=os.path.realpath, local_roots=tuple(os.path.realpath(r) for r in policy.local_roots))
+            backends = {kind: rules.resolved(os.path.realpath) for kind, rules in policy.backends.items()}
+            policy = dataclasses.replace(policy, resolve_links=os.path.realpath, backends=backends)
         self.policy = policy
         self.requests_topic = requests_topic
         self.clock = clock or SystemClock()

@@ -15,12 +15,11 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 
+from shared.domain.backend import BackendKind, BackendRules
 from shared.domain.events import TrainingEvent, from_message
-from shared.domain.job import Backend as BackendKind
 from shared.domain.job import Job, LogLine
 from shared.domain.lifecycle import TimelineEvent
 from shared.domain.translate import Decision, job_after_event
-from shared.domain.vertex_logs import is_log_entry, parse_log_entry
 from shared.errors import PlatformError, TransientError
 from shared.messages import Message
 from shared.ports import Backend, Clock, JobStore, SystemClock
@@ -29,9 +28,19 @@ log = logging.getLogger(__name__)
 
 
 class StatusSync:
-    def __init__(self, *, store: JobStore, max_log_chars: int, clock: Clock | None = None, backends: Mapping[BackendKind, Backend] | None = None):
-        """`backends`: whose `release` is called once a job is final (its per-job secrets freed)."""
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        max_log_chars: int,
+        rules: Mapping[str, BackendRules],
+        clock: Clock | None = None,
+        backends: Mapping[BackendKind, Backend] | None = None,
+    ):
+        """`rules`: every backend's, by name (how its events read; `Settings.backend_rules()`).
+        `backends`: whose `release` is called once a job is final (its per-job secrets freed)."""
         self.store = store
+        self.rules = dict(rules)
         self.max_log_chars = max_log_chars
         self.clock = clock or SystemClock()
         self.backends = dict(backends or {})
@@ -39,13 +48,15 @@ class StatusSync:
     def handle(self, message: Message) -> Job | None:
         now = self.clock.now()
         event: TrainingEvent | None
-        if is_log_entry(message.data):
-            parsed = parse_log_entry(message.data, now)
-            job = self.store.find_by_external_key("vertex", parsed.vertex_job_id) if parsed else None
-            if parsed is None or job is None:
-                log.info("Vertex log entry for no job of ours: acked")
+        foreign = next(((kind, f) for kind, rules in self.rules.items() if (f := rules.foreign_event(message.data, now)) is not None), None)
+        if foreign is not None:
+            # A backend's own message (Vertex's log entries): its id of the job finds ours.
+            kind, read = foreign
+            job = self.store.find_by_external_key(kind, read.external_id) if read.external_id and read.event else None
+            if read.event is None or job is None:
+                log.info("%s message for no job of ours: acked", kind)
                 return None
-            event = dataclasses.replace(parsed.event, job_id=job.id)
+            event = dataclasses.replace(read.event, job_id=job.id)
         else:
             event = from_message(message.data, now)
         if event is None:
@@ -59,7 +70,7 @@ class StatusSync:
         was_terminal: list[bool] = []
 
         def run(job: Job) -> tuple[Job | None, tuple[LogLine, ...], tuple[TimelineEvent, ...]]:
-            d = job_after_event(job, event, now)
+            d = job_after_event(job, event, now, self.rules)
             decided[:] = [d]
             was_terminal[:] = [job.is_terminal()]
             timeline: tuple[TimelineEvent, ...] = ()

@@ -30,7 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from functions.dev.local_stack import free_port, stop_group, wait_http
-from shared.domain.job import Backend, Job
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from tests.bench.loadgen import load, sample_latency
 
@@ -64,7 +65,7 @@ def make_jobs(n: int, start_index: int = 0) -> list[Job]:
             Job(
                 id=f"bench-{i:06d}",
                 name=f"bench-{i % 10}",
-                backend=Backend.KUBERNETES,
+                backend=KUBERNETES,
                 status=JobStatus.SUCCEEDED,
                 created_at=ts,
                 updated_at=ts,

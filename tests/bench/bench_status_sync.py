@@ -24,8 +24,9 @@ from pathlib import Path
 
 from functions.dev.local_stack import Emulator
 from shared.adapters.records import to_record
+from shared.domain.backends.kubernetes import KUBERNETES
 from shared.domain.events import EventLog, TrainingEvent
-from shared.domain.job import Backend, Job
+from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.usecases.status_sync import StatusSync
 
@@ -37,7 +38,7 @@ def job(i: int, status: JobStatus = JobStatus.SUBMITTED) -> Job:
     return Job(
         id=f"b-{i:06d}",
         name=f"bench-{i}",
-        backend=Backend.KUBERNETES,
+        backend=KUBERNETES,
         status=status,
         created_at=T0,
         updated_at=T0,

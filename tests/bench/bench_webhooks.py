@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from functions.dev.local_stack import Emulator, _wait_port, create_subscriptions, free_port, start_function, stop_group  # noqa: E402
-from shared.domain.job import Backend, Job  # noqa: E402
+from shared.domain.backends.local import LOCAL  # noqa: E402
+from shared.domain.job import Job  # noqa: E402
 from shared.domain.lifecycle import Change  # noqa: E402
 from shared.domain.status import JobStatus  # noqa: E402
 from tests.fakes.webhook_receiver import Receiver  # noqa: E402
@@ -82,7 +83,7 @@ def drive(store: Any, n: int, receiver: Receiver, after_commit: Any, workers: in
         job = Job(
             id=f"{job_prefix}-{i:05d}",
             name="bench",
-            backend=Backend.LOCAL,
+            backend=LOCAL,
             status=JobStatus.QUEUED,
             created_at=now,
             updated_at=now,

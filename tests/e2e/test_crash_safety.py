@@ -198,7 +198,7 @@ class Burst:
 
 def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
     from shared.adapters.sqlite_store import SqliteJobStore
-    from shared.domain.job import Backend as BackendKind
+    from shared.domain.backends.local import LOCAL
     from shared.usecases.reconcile import Reconciler
     from shared.usecases.status_sync import StatusSync
     from tests.integration.conftest import RecordingBus
@@ -279,7 +279,7 @@ def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
     backend = LocalBackend(python_bin=sys.executable, script=FAKE_TRAINER, cwd=REPO, runs_dir=runs)
     report = Reconciler(
         store=store,
-        backends={BackendKind.LOCAL: backend},
+        backends={LOCAL: backend},
         status_sync=StatusSync(store=store, max_log_chars=1000),
         bus=RecordingBus(),
         requests_topic="train-requests",

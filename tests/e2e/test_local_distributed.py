@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.domain.job import Backend
+from shared.domain.backends.local import LOCAL
 from tests.fakes.tiny_job import CHAT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]
@@ -90,7 +90,7 @@ def test_cancel_of_a_two_process_local_job_stops_every_rank(platform, tiny: Path
     assert r.status_code == 202
     done = wait_for(url, job_id, lambda j: j["status"] in ("cancelled", "failed", "succeeded"), timeout=90)
     assert done["status"] == "cancelled", done
-    assert container.backends[Backend.LOCAL].wait(job_id, 60) == 143  # every rank checkpointed and exited 143
+    assert container.backends[LOCAL].wait(job_id, 60) == 143  # every rank checkpointed and exited 143
     deadline = time.monotonic() + 30  # generous for a loaded CI box: it only waits while a rank is still there
     while processes_mentioning(str(out)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -108,7 +108,7 @@ def test_the_trainer_command_is_the_script_for_one_process_and_the_launcher_for_
 
     script = REPO_ROOT / "trainer" / "train.py"
     backend = LocalBackend(python_bin="python3", script=script, cwd=REPO_ROOT, events=lambda m: None, runs_dir=tmp_path)
-    job = make_job(1, backend=Backend.LOCAL, resources=Resources(gpus=gpus))
+    job = make_job(1, backend=LOCAL, resources=Resources(gpus=gpus))
     argv = backend.trainer_argv(job)
     if launcher:
         assert argv[:6] == ["python3", str(script.with_name("launch.py")), "--nproc_per_node", str(gpus), "--script", str(script)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.domain.job import Backend
+from shared.domain.backends.local import LOCAL
 from tests.fakes.tiny_job import CHAT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]
@@ -83,7 +83,7 @@ def test_cancel_of_a_running_local_job(platform, tiny: Path) -> None:
     assert r.status_code == 202 and r.json()["job"]["status"] in ("cancelling", "cancelled")
     done = wait_for(url, job_id, lambda j: j["status"] in ("cancelled", "failed", "succeeded"), timeout=60)
     assert done["status"] == "cancelled", done
-    local = container.backends[Backend.LOCAL]
+    local = container.backends[LOCAL]
     assert local.wait(job_id, 60) in (143, -15, 137)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -51,9 +51,9 @@ class Events:
 
 
 def local_job(job_id: str = JOB_ID, **body: Any) -> tuple[Job, dict[str, str]]:
-    from shared.domain.request import RequestPolicy
+    from tests.fakes.policy import make_policy
 
-    return job_from({**LOCAL_BODY, **body}, job_id, RequestPolicy(local_roots=LOCAL_POLICY_ROOTS, local_base=str(REPO_ROOT)))
+    return job_from({**LOCAL_BODY, **body}, job_id, make_policy(local_roots=LOCAL_POLICY_ROOTS, local_base=str(REPO_ROOT)))
 
 
 def make_local_backend(events: Events, *, grace: float = 5.0, batch_lines: int = 200, runs_dir: str | Path | None = None, **env: str) -> LocalBackend:
@@ -98,12 +98,12 @@ def make_vertex_backend(fake: FakeVertexAPI, *, submit: bool = True, timeout: fl
     from google.cloud import aiplatform_v1
 
     from shared.adapters.vertex_backend import VertexBackend
-    from shared.adapters.vertex_render import VertexConfig
+    from shared.adapters.vertex_settings import VertexSettings
 
     client = aiplatform_v1.JobServiceClient(transport="rest", client_options={"api_endpoint": fake.url}, credentials=AnonymousCredentials())
     # Per-job secrets off: these tests pin the per-name references (tests/integration/test_job_secrets.py has the per-job secrets).
     config = {"job_secrets": False, **config}
-    cfg = VertexConfig(project="acme-ml", image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, secret_refs={"HF_TOKEN": VERTEX_HF_REF}, **config)
+    cfg = VertexSettings(project="acme-ml", image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, secret_refs={"HF_TOKEN": VERTEX_HF_REF}, **config)
     return VertexBackend(cfg, client=client, timeout=timeout)
 
 
@@ -111,11 +111,11 @@ def make_k8s_backend(fake: FakeKubernetesAPI, *, apply: bool = True, timeout: An
     import kubernetes.client as k8s_client
 
     from shared.adapters.kubernetes.backend import KubernetesBackend
-    from shared.adapters.kubernetes.config import KubernetesConfig
+    from shared.adapters.kubernetes.config import KubernetesSettings
 
     configuration = k8s_client.Configuration(host=fake.url)
     configuration.retries = False  # the launcher owns retries
-    cfg = KubernetesConfig(
+    cfg = KubernetesSettings(
         image="ghcr.io/acme/trainer:1.0",
         apply=apply,
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],

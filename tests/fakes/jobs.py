@@ -7,10 +7,12 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.domain.job import Backend, Job
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.job import Job
 from shared.domain.request import NormalisedRequest, RequestPolicy, normalise_request
 from shared.domain.status import JobStatus
 from shared.usecases.service import build_job
+from tests.fakes.policy import make_policy
 
 # reference/old-training-api-README.md, "Kubernetes (default)" and "Vertex AI fallback", verbatim.
 README_KUBERNETES: dict[str, Any] = {
@@ -38,7 +40,7 @@ NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 
 
 def normalised(body: dict[str, Any], policy: RequestPolicy | None = None) -> NormalisedRequest:
-    return normalise_request(copy.deepcopy(body), policy or RequestPolicy())
+    return normalise_request(copy.deepcopy(body), policy or make_policy())
 
 
 def job_from(body: dict[str, Any], job_id: str = JOB_ID, policy: RequestPolicy | None = None) -> tuple[Job, dict[str, str]]:
@@ -55,7 +57,7 @@ def make_job(i: int, **kw) -> Job:
     base = dict(
         id=f"job-{i:05d}",
         name=kw.pop("name", f"name-{i % 3}"),
-        backend=kw.pop("backend", Backend.KUBERNETES),
+        backend=kw.pop("backend", KUBERNETES),
         status=kw.pop("status", JobStatus.QUEUED),
         created_at=T0 + timedelta(seconds=i),
         updated_at=T0 + timedelta(seconds=i),

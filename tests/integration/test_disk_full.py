@@ -34,7 +34,8 @@ from functions.http.wire import Request
 from functions.wiring import Container
 from shared import jsonutil
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.domain.job import Backend, Job, LogLine
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.job import Job, LogLine
 from shared.domain.status import JobStatus
 from shared.errors import StoreUnavailable
 from shared.ports import JobQuery
@@ -234,8 +235,8 @@ class FillsTheDiskOnSubmit:
 
 def test_a_launch_whose_submission_could_not_be_recorded_is_not_left_submitting(embedded, disk: Disk) -> None:
     c, url = embedded()
-    backend = FillsTheDiskOnSubmit(c.launcher.backends[Backend.KUBERNETES], lambda: disk.fill(c.settings.sqlite_file))
-    c.launcher.backends[Backend.KUBERNETES] = backend
+    backend = FillsTheDiskOnSubmit(c.launcher.backends[KUBERNETES], lambda: disk.fill(c.settings.sqlite_file))
+    c.launcher.backends[KUBERNETES] = backend
     c.bus.start()
     r = post(url)
     assert r.status_code == 202
@@ -272,7 +273,7 @@ def big_job(i: int) -> Job:
     return Job(
         id=f"job-{i}",
         name=f"job-{i}",
-        backend=Backend.KUBERNETES,
+        backend=KUBERNETES,
         status=JobStatus.QUEUED,
         created_at=now,
         updated_at=now,

@@ -22,14 +22,15 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform_v1
 
 from shared.adapters.kubernetes.backend import KubernetesBackend
-from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.local_backend import LocalBackend
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.adapters.vertex_backend import VertexBackend
-from shared.adapters.vertex_render import VertexConfig
 from shared.adapters.vertex_secrets import JOB_SECRET_ENV, SecretManager, job_secret_id
+from shared.adapters.vertex_settings import VertexSettings
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.vertex import VERTEX
 from shared.domain.events import TrainingEvent
-from shared.domain.job import Backend as BackendKind
 from shared.domain.redaction import redact, secret_values
 from shared.domain.request import normalise_request
 from shared.domain.status import JobStatus
@@ -74,9 +75,9 @@ NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 
 def secret_job(body: dict, job_id: str = JOB_ID, policy=None):
     """(the queued job, its secret env) as the api stores and publishes them, with the credentials."""
-    from shared.domain.request import RequestPolicy
+    from tests.fakes.policy import make_policy
 
-    req = normalise_request(json.loads(json.dumps(body)), policy or RequestPolicy(), platform_env=PLATFORM_ENV)
+    req = normalise_request(json.loads(json.dumps(body)), policy or make_policy(), platform_env=PLATFORM_ENV)
     return build_job(req, job_id=job_id, now=NOW, idempotency_key=None), dict(req.env)
 
 
@@ -126,13 +127,13 @@ print("token", os.environ["HF_TOKEN"], flush=True)
 
 
 def test_local_backend_passes_the_secrets_in_the_environment_and_redacts_every_leaf(tmp_path):
-    from shared.domain.request import RequestPolicy
+    from tests.fakes.policy import make_policy
 
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
     got = tmp_path / "got.json"
     body = {"backend": "local", "job_name": "local-secrets", "dataset_file": "/tmp/data.jsonl", "output_dir": "/tmp/out", "hf_token": HF, "trainer_args": {}}
-    job, env = secret_job(body, JOB_ID, RequestPolicy(local_roots=("/tmp",), local_base=str(REPO_ROOT)))
+    job, env = secret_job(body, JOB_ID, make_policy(local_roots=("/tmp",), local_base=str(REPO_ROOT)))
     job = job.replace(args=(*job.args, str(got)))
     assert set(env) == {"HF_TOKEN", CREDENTIALS_ENV} and set(job.env_names) == set(env)
     messages: list[dict] = []
@@ -164,12 +165,12 @@ def test_kubernetes_secret_holds_the_large_credentials_value_and_is_owned_by_the
     with FakeKubernetesAPI() as fake:
         configuration = k8s_client.Configuration(host=fake.url)
         configuration.retries = False
-        backend = KubernetesBackend(KubernetesConfig(image="ghcr.io/acme/trainer:1.0", apply=True), api_client=k8s_client.ApiClient(configuration))
+        backend = KubernetesBackend(KubernetesSettings(image="ghcr.io/acme/trainer:1.0", apply=True), api_client=k8s_client.ApiClient(configuration))
         store = SqliteJobStore(tmp_path / "jobs.db")
         job, env = secret_job({**README_KUBERNETES, "env": {"HF_TOKEN": HF}})
         assert len(env[CREDENTIALS_ENV]) > 10_000
         store.create(job)
-        deliver(Launcher(store=store, backends={BackendKind.KUBERNETES: backend}), job.id, env)
+        deliver(Launcher(store=store, backends={KUBERNETES: backend}), job.id, env)
         stored = store.get(job.id)
         assert stored.status is JobStatus.SUBMITTED
         [secret] = fake.objects("secrets", "default")
@@ -200,14 +201,14 @@ class Vertex:
 
     def __init__(self, tmp_path: Path, fake: FakeVertexAPI, *, submit: bool = True, job_id: str = JOB_ID, **config):
         client = aiplatform_v1.JobServiceClient(transport="rest", client_options={"api_endpoint": fake.url}, credentials=AnonymousCredentials())
-        cfg = VertexConfig(project=PROJECT, image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, secret_endpoint=fake.url, **config)
+        cfg = VertexSettings(project=PROJECT, image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, secret_endpoint=fake.url, **config)
         self.fake = fake
         self.backend = VertexBackend(
             cfg, client=client, timeout=10, secrets=SecretManager(cfg.secrets_parent, endpoint=fake.url, session=requests.Session(), timeout=10)
         )
         self.db = tmp_path / "jobs.db"
         self.store = SqliteJobStore(self.db)
-        backends = {BackendKind.VERTEX: self.backend}
+        backends = {VERTEX: self.backend}
         self.launcher = Launcher(store=self.store, backends=backends)
         self.sync = StatusSync(store=self.store, max_log_chars=10_000, backends=backends)
         self.reconciler = Reconciler(store=self.store, backends=backends, status_sync=self.sync, bus=None, requests_topic="train-requests")  # type: ignore[arg-type]

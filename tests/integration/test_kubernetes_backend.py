@@ -14,10 +14,10 @@ import kubernetes.client as k8s_client
 import pytest
 
 from shared.adapters.kubernetes.backend import DRY_RUN_REASON, KubernetesBackend
-from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain import naming
-from shared.domain.job import Backend as BackendKind
+from shared.domain.backends.kubernetes import KUBERNETES
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, TransientError
 from shared.messages import Message
@@ -47,7 +47,7 @@ class Harness:
         self.db = tmp_path / "jobs.db"
         self.store = SqliteJobStore(self.db)
         self.backend = backend
-        self.launcher = Launcher(store=self.store, backends={BackendKind.KUBERNETES: backend})
+        self.launcher = Launcher(store=self.store, backends={KUBERNETES: backend})
         self.job, self.env = job_from(body, job_id)
         self.store.create(self.job)
         self.deliveries = 0
@@ -64,7 +64,7 @@ class Harness:
     def restart_with(self, backend: KubernetesBackend) -> None:
         """The next delivery reaches a fresh launcher instance (as Pub/Sub's redelivery would) over this backend."""
         self.backend = backend
-        self.launcher = Launcher(store=self.store, backends={BackendKind.KUBERNETES: backend})
+        self.launcher = Launcher(store=self.store, backends={KUBERNETES: backend})
 
     def current(self):
         return self.store.get(self.job.id)
@@ -104,7 +104,7 @@ def test_dry_run_never_builds_a_client():
     def explode(cfg):
         raise AssertionError("no client for a dry run")
 
-    backend = KubernetesBackend(KubernetesConfig(image="img"), api_client_factory=explode)
+    backend = KubernetesBackend(KubernetesSettings(image="img"), api_client_factory=explode)
     job, env = job_from(README_KUBERNETES)
     sub = backend.submit(job, env)
     assert sub.dry_run and sub.external_id == f"default/{JOB_NAME}"
@@ -206,7 +206,7 @@ def test_connection_refused_is_transient(tmp_path):
         port = s.getsockname()[1]
     configuration = k8s_client.Configuration(host=f"http://127.0.0.1:{port}")
     configuration.retries = False
-    backend = KubernetesBackend(KubernetesConfig(image="img", apply=True), api_client=k8s_client.ApiClient(configuration), request_timeout=SHORT_TIMEOUT)
+    backend = KubernetesBackend(KubernetesSettings(image="img", apply=True), api_client=k8s_client.ApiClient(configuration), request_timeout=SHORT_TIMEOUT)
     job, env = job_from(README_KUBERNETES)
     with pytest.raises(TransientError) as info:
         backend.submit(job, env)

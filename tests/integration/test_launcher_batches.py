@@ -15,7 +15,8 @@ import pytest
 
 from shared.adapters.inline_bus import InlineBus
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.domain.job import Backend as BackendKind
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.vertex import VERTEX
 from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import PermanentError, TransientError
@@ -67,7 +68,7 @@ class Harness:
     def __init__(self, tmp_path: Path, n: int = 0):
         self.store = SqliteJobStore(tmp_path / "jobs.db")
         self.backend = FakeBackend()
-        self.launcher = Launcher(store=self.store, backends={BackendKind.KUBERNETES: self.backend})
+        self.launcher = Launcher(store=self.store, backends={KUBERNETES: self.backend})
         self.ids = [self.add(i) for i in range(n)]
         self.seq = 0
 
@@ -141,7 +142,7 @@ def test_a_permanent_failure_fails_that_job_and_acks(h: Harness, failure_class, 
 
 
 def test_a_job_whose_backend_is_not_deployed_fails_as_infra(h: Harness) -> None:
-    vertex = h.add(50, backend=BackendKind.VERTEX)
+    vertex = h.add(50, backend=VERTEX)
     outcomes = h.launcher.handle_batch([h.message(vertex), h.message(h.ids[0])])
     assert outcomes == [None, None]
     job = h.store.get(vertex)

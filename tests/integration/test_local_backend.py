@@ -12,8 +12,8 @@ import pytest
 
 from shared.adapters.local_backend import LocalBackend
 from shared.adapters.sqlite_store import SqliteJobStore
+from shared.domain.backends.local import LOCAL
 from shared.domain.events import from_message
-from shared.domain.job import Backend as BackendKind
 from shared.domain.status import JobStatus
 from shared.errors import PermanentError
 from shared.messages import Message
@@ -23,6 +23,7 @@ from shared.usecases.service import OP_SUBMIT, launch_message
 from tests.fakes import FAKE_TRAINER
 from tests.fakes.backends import Events, assert_gone, local_job
 from tests.fakes.backends import make_local_backend as make_backend
+from shared.adapters.local_unit import LocalSettings
 
 
 def test_runs_the_script_and_emits_started_logs_exited():
@@ -131,7 +132,7 @@ def test_through_the_launcher_ten_deliveries_start_one_process(tmp_path):
     events = Events()
     backend = make_backend(events, FAKE_TRAINER_SLEEP="30")
     store = SqliteJobStore(tmp_path / "jobs.db")
-    launcher = Launcher(store=store, backends={BackendKind.LOCAL: backend})
+    launcher = Launcher(store=store, backends={LOCAL: backend})
     job, env = local_job()
     store.create(job)
     for i in range(10):
@@ -161,9 +162,9 @@ def test_missing_script_and_python_are_permanent(tmp_path):
 
 
 def test_settings_resolve_the_script_from_the_repo_root():
-    assert Settings().train_script == REPO_ROOT / "trainer" / "train.py"
+    assert Settings().group(LocalSettings).train_script == REPO_ROOT / "trainer" / "train.py"
     relative = os.path.relpath(FAKE_TRAINER, REPO_ROOT)
-    assert Settings(TRAIN_SCRIPT_PATH=relative).train_script == FAKE_TRAINER
+    assert Settings(TRAIN_SCRIPT_PATH=relative).group(LocalSettings).train_script == FAKE_TRAINER
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

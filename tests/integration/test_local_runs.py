@@ -20,7 +20,7 @@ import pytest
 from shared.adapters.local_backend import LocalBackend
 from shared.adapters.local_runs import RunDir, proc_start_time, write_json_atomic
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.domain.job import Backend as BackendKind
+from shared.domain.backends.local import LOCAL
 from shared.domain.status import JobStatus
 from shared.errors import TransientError
 from shared.settings import REPO_ROOT
@@ -201,7 +201,7 @@ def test_reconcile_finishes_a_running_job_without_external_id_from_its_exit_reco
     sync = StatusSync(store=store, max_log_chars=1000)
     rec = Reconciler(
         store=store,
-        backends={BackendKind.LOCAL: make_backend(Events(), runs_dir=runs)},
+        backends={LOCAL: make_backend(Events(), runs_dir=runs)},
         status_sync=sync,
         bus=RecordingBus(),
         requests_topic="train-requests",

@@ -19,7 +19,8 @@ import requests
 from functions.dev.embedded import build_embedded, stop
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.adapters.webhook_sender import WebhookSender
-from shared.domain.job import Backend, Job
+from shared.domain.backends.local import LOCAL
+from shared.domain.job import Job
 from shared.domain.lifecycle import Change
 from shared.domain.status import JobStatus
 from shared.domain.webhooks import Schedule
@@ -145,7 +146,7 @@ def make_job(i: int, hooks: tuple[str, ...]) -> Job:
     return Job(
         id=f"job-{i:04d}",
         name="n",
-        backend=Backend.LOCAL,
+        backend=LOCAL,
         status=JobStatus.QUEUED,
         created_at=T0,
         updated_at=T0,

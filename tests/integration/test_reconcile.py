@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.domain.job import Backend, Job
+from shared.domain.backend import BackendKind as Backend
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.local import LOCAL
+from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import TransientError
 from shared.ports import Observation
@@ -57,7 +60,7 @@ def world(tmp_path: Path):
     bus = RecordingBus()
     sync = StatusSync(store=store, max_log_chars=1000, clock=clock)
 
-    def make(backend_answers: dict, backend_kind: Backend = Backend.KUBERNETES) -> tuple[Reconciler, FakeBackend]:
+    def make(backend_answers: dict, backend_kind: Backend = KUBERNETES) -> tuple[Reconciler, FakeBackend]:
         fake = FakeBackend(backend_answers)
         rec = Reconciler(
             store=store,
@@ -74,7 +77,7 @@ def world(tmp_path: Path):
     return store, bus, clock, make
 
 
-def seed(store, job_id: str, status: JobStatus, *, updated: datetime, backend: Backend = Backend.KUBERNETES, **kw) -> None:
+def seed(store, job_id: str, status: JobStatus, *, updated: datetime, backend: Backend = KUBERNETES, **kw) -> None:
     store.create(Job(id=job_id, name=job_id, backend=backend, status=status, created_at=T0, updated_at=updated, dataset_file="gs://b/d", output_dir="/o", **kw))
 
 
@@ -144,8 +147,8 @@ def test_dry_runs_and_terminal_jobs_are_skipped(world) -> None:
 
 def test_local_process_lost(world) -> None:
     store, _, _, make = world
-    seed(store, "l1", JobStatus.RUNNING, updated=T0, backend=Backend.LOCAL, external_id="local:4242")
-    rec, _ = make({"l1": Observation("lost")}, Backend.LOCAL)
+    seed(store, "l1", JobStatus.RUNNING, updated=T0, backend=LOCAL, external_id="local:4242")
+    rec, _ = make({"l1": Observation("lost")}, LOCAL)
     rec.run_once()
     job = store.get("l1")
     assert (job.status, job.status_reason, job.failure_class) == (JobStatus.FAILED, "ProcessLost", FailureClass.INFRA)

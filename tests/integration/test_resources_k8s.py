@@ -20,11 +20,11 @@ import requests
 from functions.dev.embedded import build_embedded
 from functions.http.asgi import AsgiApi
 from shared.adapters.kubernetes.backend import KubernetesBackend
-from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.kubernetes.manifests import job_name
 from shared.adapters.kubernetes.watcher import ClusterWatcher
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.domain.job import Backend as BackendKind
+from shared.domain.backends.kubernetes import KUBERNETES
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import TransientError
 from shared.messages import Message
@@ -133,14 +133,14 @@ def backend_for(fake: WatchableFakeKubernetesAPI) -> KubernetesBackend:
     configuration = k8s_client.Configuration(host=fake.url)
     configuration.retries = False
     return KubernetesBackend(
-        KubernetesConfig(image="trainer:1", apply=True, namespace=NS), api_client=k8s_client.ApiClient(configuration), request_timeout=(2.0, 5.0)
+        KubernetesSettings(image="trainer:1", apply=True, namespace=NS), api_client=k8s_client.ApiClient(configuration), request_timeout=(2.0, 5.0)
     )
 
 
 class Launch:
     def __init__(self, tmp_path: Path, fake: WatchableFakeKubernetesAPI, resources: dict[str, Any]):
         self.store = SqliteJobStore(tmp_path / "jobs.db")
-        self.launcher = Launcher(store=self.store, backends={BackendKind.KUBERNETES: backend_for(fake)})
+        self.launcher = Launcher(store=self.store, backends={KUBERNETES: backend_for(fake)})
         self.job, self.env = job_from({**README_KUBERNETES, "resources": resources})
         self.store.create(self.job)
         self.n = 0

@@ -20,8 +20,8 @@ from functions.dev.embedded import build_embedded
 from functions.http.asgi import AsgiApi
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.adapters.vertex_backend import VertexBackend
-from shared.adapters.vertex_render import VertexConfig
-from shared.domain.job import Backend as BackendKind
+from shared.adapters.vertex_settings import VertexSettings
+from shared.domain.backends.vertex import VERTEX
 from shared.domain.status import JobStatus
 from shared.messages import Message
 from shared.settings import Settings
@@ -115,13 +115,11 @@ def test_post_train_submitting_a_secret_without_a_reference_is_a_400_naming_the_
 def test_a_submission_sends_both_pools_and_the_timeout_through_the_client(tmp_path) -> None:
     with FakeVertexAPI() as fake:
         client = aiplatform_v1.JobServiceClient(transport="rest", client_options={"api_endpoint": fake.url}, credentials=AnonymousCredentials())
-        backend = VertexBackend(VertexConfig(project="acme-ml", image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=True), client=client, timeout=10.0)
+        backend = VertexBackend(VertexSettings(project="acme-ml", image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=True), client=client, timeout=10.0)
         store = SqliteJobStore(tmp_path / "jobs.db")
         job, env = job_from({**README_VERTEX, "resources": {"gpu_type": "A100-80GB", "gpus": 4, "nodes": 3, "max_duration_minutes": 90}})
         store.create(job)
-        Launcher(store=store, backends={BackendKind.VERTEX: backend}).handle(
-            Message(id="m1", topic="train-requests", data=launch_message(job.id, OP_SUBMIT, env))
-        )
+        Launcher(store=store, backends={VERTEX: backend}).handle(Message(id="m1", topic="train-requests", data=launch_message(job.id, OP_SUBMIT, env)))
         stored = store.get(job.id)
         assert stored.status is JobStatus.SUBMITTED and not stored.dry_run
         created = fake.jobs[stored.external_id]

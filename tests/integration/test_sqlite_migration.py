@@ -19,7 +19,9 @@ import pytest
 from shared.adapters.records import to_record
 from shared.adapters.sqlite_schema import ts_out as _ts_out
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.domain.job import Backend, Job, LogLine
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.vertex import VERTEX
+from shared.domain.job import Job, LogLine
 from shared.domain.status import JobStatus
 from shared.ports import JobQuery
 from tests.fakes.jobs import T0, make_job
@@ -61,10 +63,10 @@ K8S_ID = "training/aml-qlora-abc12"
 def old_jobs() -> list[Job]:
     log_lines = (LogLine(timestamp=T0, stream="stdout", message="a", seq=1), LogLine(timestamp=T0, stream="stderr", message="b", seq=2))
     return [
-        make_job(1, backend=Backend.VERTEX, status=JobStatus.RUNNING, external_id=VERTEX_ID, started_at=T0, version=4),
+        make_job(1, backend=VERTEX, status=JobStatus.RUNNING, external_id=VERTEX_ID, started_at=T0, version=4),
         make_job(
             2,
-            backend=Backend.KUBERNETES,
+            backend=KUBERNETES,
             status=JobStatus.SUCCEEDED,
             external_id=K8S_ID,
             finished_at=T0 + timedelta(hours=1),
@@ -73,7 +75,7 @@ def old_jobs() -> list[Job]:
             version=7,
             progress={"step": 10, "loss": 0.25},
         ),
-        make_job(3, backend=Backend.VERTEX, status=JobStatus.QUEUED, version=1),  # not launched: no external id
+        make_job(3, backend=VERTEX, status=JobStatus.QUEUED, version=1),  # not launched: no external id
     ]
 
 
@@ -185,7 +187,7 @@ def test_migrated_store_reads_and_writes_as_before(old_db: Path) -> None:
         replay = store.create(make_job(9, request_hash="h1"), idempotency_key="key-1")
         assert not replay.created and replay.job.id == "job-00001"
         # And new jobs are written in the new format.
-        new = store.create(make_job(10, backend=Backend.KUBERNETES, external_id="ns/new-job")).job
+        new = store.create(make_job(10, backend=KUBERNETES, external_id="ns/new-job")).job
         assert store.find_by_external_key("kubernetes", "new-job") == new
     finally:
         store.close()

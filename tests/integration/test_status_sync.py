@@ -11,7 +11,10 @@ from cloudevents.http import CloudEvent
 
 from functions.pubsub_handler import handle_cloud_event
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.domain.job import Backend, Job
+from shared.domain.backend import BackendKind as Backend
+from shared.domain.backends.local import LOCAL
+from shared.domain.backends.vertex import VERTEX
+from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.messages import Message, to_push
 from shared.usecases.status_sync import StatusSync
@@ -65,7 +68,7 @@ def test_recorded_sequence_twice_over(store, fixture: str) -> None:
 
 
 def test_burst_of_10k_lines_is_a_few_writes(store) -> None:
-    seed(store, Backend.LOCAL, JobStatus.RUNNING)
+    seed(store, LOCAL, JobStatus.RUNNING)
     sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
     lines = [{"seq": i + 1, "timestamp": "2026-11-29T12:00:00Z", "stream": "stdout", "message": f"line {i}"} for i in range(10_000)]
     before = store.get("j1").version
@@ -81,7 +84,7 @@ def test_burst_of_10k_lines_is_a_few_writes(store) -> None:
 
 
 def test_cloud_event_path(store) -> None:
-    seed(store, Backend.VERTEX)
+    seed(store, VERTEX)
     sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
     data = {"v": 1, "job_id": "j1", "source": "vertex", "observed_at": "2026-11-29T12:00:05Z", "state": "JOB_STATE_RUNNING"}
     envelope = to_push(Message(id="123", topic="training-events", data=data))
@@ -106,7 +109,7 @@ def test_vertex_log_sink_entries_find_their_job(store) -> None:
         Job(
             id="j1",
             name="j",
-            backend=Backend.VERTEX,
+            backend=VERTEX,
             status=JobStatus.SUBMITTED,
             created_at=T0,
             updated_at=T0,

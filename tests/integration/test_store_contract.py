@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.sqlite_store import SqliteJobStore
-from shared.domain.job import Backend, Job, LogLine
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.local import LOCAL
+from shared.domain.job import Job, LogLine
 from shared.domain.status import JobStatus
 from shared.errors import Conflict, ValidationFailed
 from shared.ports import JobQuery, TimelineEvent
@@ -42,7 +44,7 @@ def test_idempotency_key(store) -> None:
 
 def test_list_newest_first_with_cursor_and_filters(store) -> None:
     for i in range(12):
-        store.create(make_job(i, status=JobStatus.RUNNING if i % 2 else JobStatus.QUEUED, backend=Backend.LOCAL if i % 3 == 0 else Backend.KUBERNETES))
+        store.create(make_job(i, status=JobStatus.RUNNING if i % 2 else JobStatus.QUEUED, backend=LOCAL if i % 3 == 0 else KUBERNETES))
     seen: list[str] = []
     cursor = None
     while True:

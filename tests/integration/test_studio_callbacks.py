@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.webhook_sender import WebhookSender
+from shared.domain.backends.local import LOCAL
 from shared.domain.callback import Callback
 from shared.domain.events import EventLog, TrainingEvent
-from shared.domain.job import Backend, Job
+from shared.domain.job import Job
 from shared.domain.lifecycle import Change
 from shared.domain.status import JobStatus
 from shared.domain.webhooks import Schedule
@@ -68,7 +69,7 @@ class Run:
         job = Job(
             id=f"job-{STUDIO_ID[:8]}",
             name="studio-run",
-            backend=Backend.LOCAL,
+            backend=LOCAL,
             status=JobStatus.QUEUED,
             created_at=T0,
             updated_at=T0,

@@ -13,7 +13,7 @@ from google.cloud import aiplatform_v1
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.adapters.vertex_backend import DRY_RUN_REASON, VertexBackend
 from shared.domain import naming
-from shared.domain.job import Backend as BackendKind
+from shared.domain.backends.vertex import VERTEX
 from shared.domain.status import FailureClass, JobStatus
 from shared.errors import TransientError
 from shared.messages import Message
@@ -38,7 +38,7 @@ class Harness:
         self.store = SqliteJobStore(tmp_path / "jobs.db")
         self.db = tmp_path / "jobs.db"
         self.backend = backend
-        self.launcher = Launcher(store=self.store, backends={BackendKind.VERTEX: backend})
+        self.launcher = Launcher(store=self.store, backends={VERTEX: backend})
         self.job, self.env = job_from(body)
         self.store.create(self.job)
         self.n = 0

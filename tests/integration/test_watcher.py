@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 
 from shared.adapters.kubernetes.backend import observe_job
-from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.kubernetes.manifests import render_job
 from shared.adapters.kubernetes.watcher import ClusterWatcher
 from shared.adapters.sqlite_store import SqliteJobStore
@@ -74,7 +74,7 @@ class Cluster:
 
     def job(self, job_id: str, *, backoff: int = 0) -> tuple[Job, dict[str, Any]]:
         job, _ = job_from(README_KUBERNETES, job_id=job_id)
-        body = render_job(job, [], KubernetesConfig(image="trainer:1", namespace=NS, backoff_limit=backoff))
+        body = render_job(job, [], KubernetesSettings(image="trainer:1", namespace=NS, backoff_limit=backoff))
         return job, self.k8s.put("jobs", body)
 
     def pod(self, job_obj: dict[str, Any], status: dict[str, Any], n: int = 1) -> str:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from shared.domain.job import Backend
-from shared.domain.request import RequestPolicy, normalise_request
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.request import normalise_request
 from shared.errors import ValidationFailed
+from tests.fakes.policy import make_policy
 from trainer import flags as trainer_flags
 
-POLICY = RequestPolicy(default_backend=Backend.KUBERNETES, backend_problems={Backend.KUBERNETES: None})
+POLICY = make_policy(default_backend=KUBERNETES, backend_problems={KUBERNETES: None})
 BODY = {"dataset_file": "gs://b/d.jsonl", "output_dir": "/tmp/o"}
 
 # (flag, value, accepted)

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from shared.domain import k8s_observe as ko
+from shared.domain.backends.kubernetes import KUBERNETES
 from shared.domain.events import TrainingEvent
-from shared.domain.job import Backend, Job
+from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
-from shared.domain.translate import interpret_kubernetes
+from shared.domain.backends.kubernetes import interpret_kubernetes
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 JOB_UID = "0b7d6d1e-1111-4c1e-9d7a-5e0f0a0a0a0a"
@@ -312,7 +313,7 @@ TRANSLATE_ROWS = [
 @pytest.mark.parametrize("observed,status,reason,failure_class", TRANSLATE_ROWS, ids=[f"{r[0].state}-{r[0].reason}" for r in TRANSLATE_ROWS])
 def test_states_translate(observed: ko.ObservedState, status: JobStatus, reason: str | None, failure_class: FailureClass | None) -> None:
     current = Job(
-        id="job-1", name="j", backend=Backend.KUBERNETES, status=JobStatus.SUBMITTED, created_at=NOW, updated_at=NOW, dataset_file="gs://b/d", output_dir="/o"
+        id="job-1", name="j", backend=KUBERNETES, status=JobStatus.SUBMITTED, created_at=NOW, updated_at=NOW, dataset_file="gs://b/d", output_dir="/o"
     )
     ev = TrainingEvent(job_id="job-1", source="kubernetes", observed_at=NOW, state=observed.state, reason=observed.reason, exit_code=observed.exit_code)
     outcome = interpret_kubernetes(current, ev)

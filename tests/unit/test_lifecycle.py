@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.domain.job import Backend, Job, LogLine
+from shared.domain.backends.local import LOCAL
+from shared.domain.job import Job, LogLine
 from shared.domain.lifecycle import Change, TimelineEvent, as_change, plan
 from shared.domain.status import JobStatus
 
@@ -14,7 +15,7 @@ T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
 def job(**kw) -> Job:
-    base = dict(id="j1", name="n", backend=Backend.LOCAL, status=JobStatus.QUEUED, created_at=T0, updated_at=T0, dataset_file="/d", output_dir="/o")
+    base = dict(id="j1", name="n", backend=LOCAL, status=JobStatus.QUEUED, created_at=T0, updated_at=T0, dataset_file="/d", output_dir="/o")
     base.update(kw)
     return Job(**base)
 

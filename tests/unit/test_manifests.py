@@ -8,9 +8,10 @@ import json
 import kubernetes_validate
 import pytest
 
-from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.kubernetes.manifests import render_job, render_manifest, render_secret, validate_manifest
-from shared.adapters.vertex_render import VertexConfig, render_custom_job, to_proto
+from shared.adapters.vertex_render import render_custom_job, to_proto
+from shared.adapters.vertex_settings import VertexSettings
 from shared.domain.job import REDACTED
 from shared.errors import PermanentError
 from shared.settings import Settings
@@ -33,13 +34,13 @@ LABELS = {
 ANNOTATIONS = {"training-platform/job-id": JOB_ID, "training-platform/job-name": "aml-qlora-k8s"}
 
 
-def k8s_config(**env: str) -> KubernetesConfig:
-    return KubernetesConfig.from_settings(Settings(K8S_TRAINING_IMAGE="ghcr.io/acme/trainer:1.0", **env))
+def k8s_config(**env: str) -> KubernetesSettings:
+    return KubernetesSettings.of(Settings(K8S_TRAINING_IMAGE="ghcr.io/acme/trainer:1.0", **env))
 
 
-def vertex_config(**env: str) -> VertexConfig:
+def vertex_config(**env: str) -> VertexSettings:
     base = {"VERTEX_PROJECT": "acme-ml", "VERTEX_IMAGE_URI": "us-docker.pkg.dev/acme/trainer:1.0"}
-    return VertexConfig.from_settings(Settings(**{**base, **env}))
+    return VertexSettings.of(Settings(**{**base, **env}))
 
 
 def dig(obj, path: str):
@@ -166,7 +167,7 @@ def test_each_k8s_variable(variable, value, path, expected):
     job, env = job_from(README_KUBERNETES)
     settings = Settings(**{"K8S_TRAINING_IMAGE": "ghcr.io/acme/trainer:1.0", variable: value})
     assert not settings.config_errors
-    cfg = KubernetesConfig.from_settings(settings)
+    cfg = KubernetesSettings.of(settings)
     manifest = render_manifest(job, sorted(env), cfg)
     validate_manifest(manifest)
     k8s_job = manifest["items"][-1]
@@ -210,7 +211,7 @@ def test_a_spec_the_schema_rejects_is_a_permanent_invalid_spec():
 def test_missing_image_is_a_config_error():
     job, env = job_from(README_KUBERNETES)
     with pytest.raises(PermanentError, match="K8S_TRAINING_IMAGE"):
-        render_job(job, sorted(env), KubernetesConfig(image=None))
+        render_job(job, sorted(env), KubernetesSettings(image=None))
 
 
 def test_secret_holds_values_only_when_asked():
@@ -295,7 +296,7 @@ def test_each_vertex_variable(variable, value, path, expected):
         base["VERTEX_PROJECT"] = "acme-ml"
     if variable == "VERTEX_HF_TOKEN_SECRET":
         base["VERTEX_JOB_SECRETS"] = "0"  # the per-name reference is what is passed with per-job secrets off
-    cfg = VertexConfig.from_settings(Settings(**{**base, variable: value}))
+    cfg = VertexSettings.of(Settings(**{**base, variable: value}))
     spec = render_custom_job(job, sorted(env), cfg)
     to_proto(spec)
     if path in ("parent", "submit"):

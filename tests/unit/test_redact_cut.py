@@ -94,7 +94,7 @@ class Events:
 
 @pytest.mark.parametrize("secret", [SECRET, "L" * 20_000 + "ong"], ids=["short-secret", "secret-longer-than-the-cut"])
 def test_local_backend_redacts_before_it_cuts(tmp_path: Path, secret: str):
-    from shared.domain.request import RequestPolicy
+    from tests.fakes.policy import make_policy
 
     script = tmp_path / "printer.py"
     script.write_text(PRINTER)
@@ -110,7 +110,7 @@ def test_local_backend_redacts_before_it_cuts(tmp_path: Path, secret: str):
         batch_seconds=0.2,
     )
     body = {"backend": "local", "dataset_file": "/tmp/data.jsonl", "output_dir": "/tmp/out", "hf_token": "hf_placeholder"}
-    job, _ = job_from(body, policy=RequestPolicy(local_roots=("/tmp",), local_base=str(REPO_ROOT)))
+    job, _ = job_from(body, policy=make_policy(local_roots=("/tmp",), local_base=str(REPO_ROOT)))
     backend.submit(job, {"HF_TOKEN": secret})  # longer than a request may carry: the launcher's side of it
     assert backend.wait(job.id, 20) == 0
     lines = events.lines()

@@ -7,15 +7,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.domain.job import Backend
-from shared.domain.request import RequestPolicy, normalise_request
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.local import LOCAL
+from shared.domain.backends.vertex import VERTEX
+from shared.domain.request import normalise_request
 from shared.errors import ValidationFailed
 from shared.usecases.service import build_job
+from tests.fakes.policy import make_policy
 from trainer import flags as trainer_flags
 
-POLICY = RequestPolicy(
-    default_backend=Backend.KUBERNETES,
-    backend_problems={Backend.KUBERNETES: None, Backend.VERTEX: None, Backend.LOCAL: None},
+POLICY = make_policy(
+    default_backend=KUBERNETES,
+    backend_problems={KUBERNETES: None, VERTEX: None, LOCAL: None},
     local_roots=("/repo", "/tmp"),
     local_base="/repo",
 )

@@ -10,14 +10,17 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.domain.job import Backend
-from shared.domain.request import RESERVED_KEYS, RequestPolicy, normalise_request
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.local import LOCAL
+from shared.domain.backends.vertex import VERTEX
+from shared.domain.request import RESERVED_KEYS, normalise_request
 from shared.errors import ValidationFailed
+from tests.fakes.policy import make_policy
 from trainer import flags as trainer_flags
 
-POLICY = RequestPolicy(
-    default_backend=Backend.KUBERNETES,
-    backend_problems={Backend.KUBERNETES: None, Backend.VERTEX: None, Backend.LOCAL: None},
+POLICY = make_policy(
+    default_backend=KUBERNETES,
+    backend_problems={KUBERNETES: None, VERTEX: None, LOCAL: None},
     local_roots=("/repo", "/tmp"),
     local_base="/repo",
 )

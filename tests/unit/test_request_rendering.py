@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from shared.domain.job import Backend
-from shared.domain.request import RequestPolicy, normalise_request
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.local import LOCAL
+from shared.domain.backends.vertex import VERTEX
+from shared.domain.request import normalise_request
 from shared.errors import ValidationFailed
 from tests.fakes.jobs import README_KUBERNETES, README_VERTEX
+from tests.fakes.policy import make_policy
 from trainer import flags as trainer_flags
 
-POLICY = RequestPolicy(
-    default_backend=Backend.KUBERNETES,
-    backend_problems={Backend.KUBERNETES: None, Backend.VERTEX: None, Backend.LOCAL: None},
+POLICY = make_policy(
+    default_backend=KUBERNETES,
+    backend_problems={KUBERNETES: None, VERTEX: None, LOCAL: None},
     local_roots=("/repo", "/tmp"),
     local_base="/repo",
 )
@@ -192,9 +195,9 @@ def test_validation_errors(name: str, body: object, field: str, fragment: str) -
 
 
 def test_unconfigured_backend_names_what_is_missing() -> None:
-    policy = RequestPolicy(
-        default_backend=Backend.KUBERNETES,
-        backend_problems={Backend.KUBERNETES: "K8S_TRAINING_IMAGE is not set", Backend.VERTEX: "VERTEX_IMAGE_URI is not set", Backend.LOCAL: None},
+    policy = make_policy(
+        default_backend=KUBERNETES,
+        backend_problems={KUBERNETES: "K8S_TRAINING_IMAGE is not set", VERTEX: "VERTEX_IMAGE_URI is not set", LOCAL: None},
         local_roots=("/tmp",),
         local_base="/tmp",
     )

@@ -10,7 +10,7 @@ import json
 import kubernetes_validate
 import pytest
 
-from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.kubernetes.manifests import (
     COMPLETION_INDEX_ANNOTATION,
     KUEUE_QUEUE_LABEL,
@@ -19,9 +19,11 @@ from shared.adapters.kubernetes.manifests import (
     validate_manifest,
 )
 from shared.adapters.records import from_record, to_record
-from shared.adapters.vertex_render import VertexConfig, render_custom_job, to_proto
+from shared.adapters.vertex_render import render_custom_job, to_proto
+from shared.adapters.vertex_settings import VertexSettings
 from shared.domain import resources as res
-from shared.domain.job import Backend
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.vertex import VERTEX, VertexRules
 from shared.domain.k8s_observe import job_state
 from shared.domain.manifest import manifest_view
 from shared.domain.request import normalise_request
@@ -47,7 +49,7 @@ def errors_of(body: dict, **env: str) -> list[tuple[str, str]]:
 def k8s_job(resources: dict, *, body: dict | None = None, **env: str):
     s = settings(**env)
     job, secret = job_from({**(body or README_KUBERNETES), "resources": resources}, policy=s.request_policy())
-    return job, secret, KubernetesConfig.from_settings(s)
+    return job, secret, KubernetesSettings.of(s)
 
 
 def containers(manifest: dict) -> tuple[dict, dict, dict]:
@@ -163,7 +165,7 @@ def test_a_broken_gpu_table_makes_its_backend_unavailable(env, needle):
     s = settings(**env)
     assert any(needle in e for e in s.config_errors), s.config_errors
     [setting] = env
-    backend = Backend.KUBERNETES if setting.startswith("K8S_") else Backend.VERTEX
+    backend = KUBERNETES if setting.startswith("K8S_") else VERTEX
     assert setting in (s.backend_problems()[backend] or ""), s.backend_problems()
 
 
@@ -296,7 +298,7 @@ def test_the_manifest_route_shows_every_object():
 def vertex_job(resources: dict, *, body: dict | None = None, **env: str):
     s = settings(**env)
     job, secret = job_from({**(body or README_VERTEX), "resources": resources}, policy=s.request_policy())
-    return job, secret, VertexConfig.from_settings(s)
+    return job, secret, VertexSettings.of(s)
 
 
 VERTEX_ROWS = [(t, int(n), m, row["accelerator"]) for t, row in res.DEFAULT_VERTEX_MACHINE_TYPES.items() for n, m in row["machines"].items()]
@@ -373,11 +375,11 @@ def test_a_vertex_dry_run_with_secrets_renders_and_shows_its_spec():
     env = spec["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]
     assert env == [{"name": "HF_TOKEN_SECRET", "value": "[no Secret Manager reference configured: set VERTEX_HF_TOKEN_SECRET]"}]
     assert "hf_xxx" not in json.dumps(spec)
-    view = manifest_view(job.replace(manifest=spec, dry_run=True))
+    view = manifest_view(job.replace(manifest=spec, dry_run=True), VertexRules())
     assert [o["kind"] for o in view["objects"]] == ["CustomJob"] and view["objects"][0]["jobSpec"] == spec["jobSpec"]
     # Submitting, the launcher still refuses it (the api already does, up front).
     with pytest.raises(PermanentError) as info:
-        render_custom_job(job, sorted(secret), VertexConfig.from_settings(settings(VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0")))
+        render_custom_job(job, sorted(secret), VertexSettings.of(settings(VERTEX_SUBMIT="1", VERTEX_JOB_SECRETS="0")))
     assert info.value.reason == "SecretNotSupported"
 
 

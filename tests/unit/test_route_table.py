@@ -19,7 +19,8 @@ import pytest
 from functions.http.models import JobSummary
 from functions.http.openapi import openapi_document
 from functions.http.routes import ROUTER, ROUTES
-from shared.domain.job import Backend, Job
+from shared.domain.backends.local import LOCAL
+from shared.domain.job import Job
 from shared.domain.status import JobStatus
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -82,7 +83,7 @@ def test_documented_statuses_are_the_answered_ones() -> None:
 
 def job(**changes: object) -> Job:
     t = datetime(2026, 1, 1, tzinfo=UTC)
-    base = Job(id="j1", name="n", backend=Backend.LOCAL, status=JobStatus.QUEUED, created_at=t, updated_at=t, dataset_file="gs://b/d", output_dir="/o")
+    base = Job(id="j1", name="n", backend=LOCAL, status=JobStatus.QUEUED, created_at=t, updated_at=t, dataset_file="gs://b/d", output_dir="/o")
     return base.replace(**changes)
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from shared.domain.job import Backend
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.local import LOCAL
 from shared.settings import Settings, settings_markdown
+from shared.adapters.kubernetes.config import KubernetesSettings
+from shared.adapters.vertex_settings import VertexSettings
 
 OLD_DEFAULTS = [
     ("port", 4000),
     ("max_log_chars", 1_000_000),
-    ("default_training_backend", Backend.KUBERNETES),
+    ("default_training_backend", KUBERNETES),
     ("k8s_namespace", "default"),
     ("k8s_apply", False),
     ("k8s_backoff_limit", 0),
@@ -50,7 +53,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 @pytest.mark.parametrize("field,default", OLD_DEFAULTS, ids=[f for f, _ in OLD_DEFAULTS])
 def test_defaults(clean_env: pytest.MonkeyPatch, field: str, default: object) -> None:
-    assert getattr(Settings(), field) == default
+    s = Settings()
+    # A backend's variables are its settings group's fields (`k8s_namespace`: KubernetesSettings.namespace).
+    for prefix, group in (("k8s_", KubernetesSettings), ("vertex_", VertexSettings)):
+        if field.startswith(prefix):
+            assert getattr(s.group(group), field.removeprefix(prefix)) == default
+            return
+    assert getattr(s, field) == default
 
 
 def test_environment_is_read(clean_env: pytest.MonkeyPatch) -> None:
@@ -61,18 +70,19 @@ def test_environment_is_read(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("PROJECT_ID", "proj")
     clean_env.setenv("DEFAULT_TRAINING_BACKEND", "local")
     s = Settings()
-    assert s.port == 5000 and s.k8s_apply is True
-    assert s.json_value("K8S_NODE_SELECTOR") == {"pool": "gpu"}
-    assert s.json_value("K8S_IMAGE_PULL_SECRETS") == ["regcred", {"name": "other"}]
-    assert s.vertex_project == "proj" and s.project_id == "proj"
-    assert s.default_training_backend is Backend.LOCAL
+    k8s = s.group(KubernetesSettings)
+    assert s.port == 5000 and k8s.apply is True
+    assert k8s.node_selector == {"pool": "gpu"}
+    assert k8s.image_pull_secrets == ["regcred", {"name": "other"}]
+    assert s.group(VertexSettings).project == "proj" and s.project_id == "proj"
+    assert s.default_training_backend is LOCAL
     assert s.config_errors == []
 
 
 def test_vertex_project_wins_over_project_id(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("PROJECT_ID", "a")
     clean_env.setenv("VERTEX_PROJECT", "b")
-    assert Settings().vertex_project == "b"
+    assert Settings().group(VertexSettings).project == "b"
 
 
 @pytest.mark.parametrize(
@@ -90,7 +100,7 @@ def test_bad_json_is_a_clear_error(clean_env: pytest.MonkeyPatch, name: str, val
     s = Settings()
     assert any(fragment in e for e in s.config_errors), s.config_errors
     # The backend that needs it is unavailable, and says why.
-    assert fragment.split(" ")[0] in (s.backend_problems()[Backend.KUBERNETES] or "")
+    assert fragment.split(" ")[0] in (s.backend_problems()[KUBERNETES] or "")
 
 
 def test_tokens_and_origins(clean_env: pytest.MonkeyPatch) -> None:

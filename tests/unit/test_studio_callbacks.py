@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.adapters.records import from_record, to_record
+from shared.domain.backends.local import LOCAL
 from shared.domain.callback import Callback
-from shared.domain.job import Backend, Job
+from shared.domain.job import Job
 from shared.domain.lifecycle import PROGRESS, STATUS, Change, Notification, plan
 from shared.domain.status import JobStatus
 from shared.domain.studio_callbacks import STUDIO_STATUS, callback_body, progress_text, studio_status
@@ -24,7 +25,7 @@ AUTH = "Bearer 1f745be8e2f285f8e8c0435486e6beafe27b73693c0b03cab23bcdc5500887e8"
 
 def job(status: JobStatus = JobStatus.RUNNING, callback: bool = True, **kw) -> Job:
     cb = Callback("https://studio.example/api/training/webhooks/s1", Sealer(KEY).seal(AUTH)) if callback else None
-    return Job(id="job-1", name="n", backend=Backend.LOCAL, status=status, created_at=T0, updated_at=T0, dataset_file="/d", output_dir="/o", callback=cb, **kw)
+    return Job(id="job-1", name="n", backend=LOCAL, status=status, created_at=T0, updated_at=T0, dataset_file="/d", output_dir="/o", callback=cb, **kw)
 
 
 def note(status: str, previous: str | None, summary: dict | None = None, kind: str = STATUS, at: datetime = T0) -> Notification:

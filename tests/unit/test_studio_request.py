@@ -13,11 +13,16 @@ from typing import Any
 import pytest
 
 from shared.domain import ssrf, studio
-from shared.domain.job import Backend
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.local import LOCAL
+from shared.domain.backends.vertex import VERTEX
 from shared.domain.request import RequestPolicy, normalise_request
-from shared.domain.resources import DEFAULT_VERTEX_MACHINE_TYPES, LOCAL_PLACEMENT, vertex_placement
+from shared.domain.backends.local import LOCAL_PLACEMENT
+from shared.domain.backends.vertex import vertex_placement
+from shared.domain.resources import DEFAULT_VERTEX_MACHINE_TYPES
 from shared.errors import ValidationFailed
 from shared.usecases.service import TrainingService, build_job
+from tests.fakes.policy import make_policy
 from tests.fakes.studio_example import AUTH_HEADER, EXAMPLE, HF_TOKEN, JOB_ID
 from trainer import flags as trainer_flags
 
@@ -35,13 +40,13 @@ def fake_seal(secret: str) -> str:
     return "sealed:" + hashlib.sha256(secret.encode()).hexdigest()
 
 
-POLICY = RequestPolicy(
-    default_backend=Backend.KUBERNETES,
-    backend_problems={Backend.KUBERNETES: None, Backend.VERTEX: None, Backend.LOCAL: None},
+POLICY = make_policy(
+    default_backend=KUBERNETES,
+    backend_problems={KUBERNETES: None, VERTEX: None, LOCAL: None},
     local_roots=("/repo", "/tmp"),
     local_base="/repo",
     seal=fake_seal,
-    default_parallel={Backend.KUBERNETES: (1, 1), Backend.VERTEX: (1, 1), Backend.LOCAL: (1, 1)},
+    default_parallel={KUBERNETES: (1, 1), VERTEX: (1, 1), LOCAL: (1, 1)},
 )
 
 
@@ -95,7 +100,7 @@ def assert_no_secrets(req) -> None:
 # ---- the example ---------------------------------------------------------------------------------
 def test_the_reference_example_renders_one_normalised_request() -> None:
     req = norm(EXAMPLE)
-    assert req.backend is Backend.KUBERNETES
+    assert req.backend is KUBERNETES
     assert list(req.args) == [
         "--method=qlora",
         "--model_id=meta-llama/Llama-3.2-3B-Instruct",
@@ -226,10 +231,10 @@ def test_status_stream_url_alone_is_the_callback_url() -> None:
 
 
 def test_the_local_backend_writes_under_an_allowed_root() -> None:
-    policy = RequestPolicy(default_backend=Backend.LOCAL, local_roots=("/srv/runs", "/tmp"), local_base="/srv", seal=fake_seal)
+    policy = make_policy(default_backend=LOCAL, local_roots=("/srv/runs", "/tmp"), local_base="/srv", seal=fake_seal)
     req = norm(EXAMPLE | {"resources": {"gpus": 1}}, policy)
-    assert req.backend is Backend.LOCAL and req.output_dir == f"/srv/runs/studio/{JOB_ID}"
-    policy = RequestPolicy(default_backend=Backend.LOCAL, local_roots=("/srv/runs",), seal=fake_seal, studio_output_roots={Backend.LOCAL: "/elsewhere"})
+    assert req.backend is LOCAL and req.output_dir == f"/srv/runs/studio/{JOB_ID}"
+    policy = make_policy(default_backend=LOCAL, local_roots=("/srv/runs",), seal=fake_seal, studio_output_roots={LOCAL: "/elsewhere"})
     assert errors_of(EXAMPLE | {"resources": {"gpus": 1}}, policy) == {"output_dir": "must resolve inside the local backend's allowed roots: /srv/runs"}
 
 
@@ -284,18 +289,18 @@ def test_batch_size_is_the_global_batch(name: str, resources: dict, tuning: dict
 
 
 def test_unset_gpus_take_the_backends_default_ranks() -> None:
-    policy = RequestPolicy(default_backend=Backend.KUBERNETES, seal=fake_seal, default_parallel={Backend.KUBERNETES: (2, 1)})
+    policy = make_policy(default_backend=KUBERNETES, seal=fake_seal, default_parallel={KUBERNETES: (2, 1)})
     req = norm(body(resources=..., tuning_parameters={"batch_size": 8}), policy)
     assert (req.flag_values["per_device_train_batch_size"], req.flag_values["gradient_accumulation_steps"]) == (4, 1)
     # Vertex: a type alone gets its machine's count (the default count when the type comes in it, else its smallest).
-    vertex = RequestPolicy(
-        default_backend=Backend.VERTEX,
+    vertex = make_policy(
+        default_backend=VERTEX,
         seal=fake_seal,
-        default_parallel={Backend.VERTEX: (1, 1)},
-        placements={Backend.VERTEX: vertex_placement(DEFAULT_VERTEX_MACHINE_TYPES, "NVIDIA_TESLA_A100", 1), Backend.LOCAL: LOCAL_PLACEMENT},
+        default_parallel={VERTEX: (1, 1)},
+        placements={VERTEX: vertex_placement(DEFAULT_VERTEX_MACHINE_TYPES, "NVIDIA_TESLA_A100", 1), LOCAL: LOCAL_PLACEMENT},
     )
     assert studio.data_parallel_ranks(
-        norm(body(resources={"gpu_type": "H200"}, datasets=[{"source": "gs://b/d.jsonl"}]), vertex).resources, Backend.VERTEX, vertex
+        norm(body(resources={"gpu_type": "H200"}, datasets=[{"source": "gs://b/d.jsonl"}]), vertex).resources, vertex.rules(VERTEX)
     ) == (8, 1)
     errors = errors_of(body(resources={"gpu_type": "H200"}, datasets=[{"source": "gs://b/d.jsonl"}], tuning_parameters={"batch_size": 12}), vertex)
     assert errors == {
@@ -509,7 +514,7 @@ def test_refusals_name_the_studio_path(name: str, b: dict[str, Any], path: str, 
 
 
 def test_callbacks_need_a_seal() -> None:
-    policy = RequestPolicy(default_backend=Backend.KUBERNETES, seal=None)
+    policy = make_policy(default_backend=KUBERNETES, seal=None)
     errors = errors_of(EXAMPLE, policy)
     assert list(errors) == ["callbacks"] and "WEBHOOK_SIGNING_SECRET" in errors["callbacks"]
 
@@ -521,11 +526,11 @@ def test_callback_url_passes_the_injected_address_check() -> None:
         seen.append(url)
         return ssrf.guard(url, frozenset(), lambda host, port: ["10.0.0.5"])[1]
 
-    policy = RequestPolicy(default_backend=Backend.KUBERNETES, seal=fake_seal, check_webhook=check)
+    policy = make_policy(default_backend=KUBERNETES, seal=fake_seal, check_webhook=check)
     errors = errors_of(EXAMPLE, policy)
     assert list(errors) == ["callbacks.webhook_url"] and "studio.example resolves to" in errors["callbacks.webhook_url"]
     assert seen == [EXAMPLE["callbacks"]["webhook_url"]]
-    allowed = RequestPolicy(default_backend=Backend.KUBERNETES, seal=fake_seal, webhook_allowed_hosts=frozenset({"studio.local"}))
+    allowed = make_policy(default_backend=KUBERNETES, seal=fake_seal, webhook_allowed_hosts=frozenset({"studio.local"}))
     url = "http://studio.local:3000/api/training/webhooks/x"
     assert norm(body(callbacks__webhook_url=url, artifacts__status_stream_url=url), allowed).callback.url == url
 
@@ -586,7 +591,7 @@ def test_credentials_travel_only_in_the_secret_env() -> None:
 
 
 def test_a_backend_that_cannot_pass_the_credentials_names_their_field() -> None:
-    policy = RequestPolicy(default_backend=Backend.VERTEX, seal=fake_seal, secret_names={Backend.VERTEX: frozenset({"HF_TOKEN"})})
+    policy = make_policy(default_backend=VERTEX, seal=fake_seal, secret_names={VERTEX: frozenset({"HF_TOKEN"})})
     errors = errors_of(body(resources=..., datasets=[{"source": "gs://b/a.jsonl"}], artifacts__auth=ROLE), policy)
     assert list(errors) == ["artifacts.auth"] and trainer_flags.CREDENTIALS_ENV in errors["artifacts.auth"]
     assert "arn:aws" not in errors["artifacts.auth"]

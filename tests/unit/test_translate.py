@@ -9,17 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from shared.domain.backend import BackendKind as Backend
+from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.local import LOCAL
+from shared.domain.backends.vertex import VERTEX
 from shared.domain.events import EventLog, TrainingEvent, from_message
-from shared.domain.job import Backend, Job
+from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
 from shared.domain.translate import job_after_event, parse_progress
+from tests.fakes.policy import BUILT_IN_RULES
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 
 
-def job(backend: Backend = Backend.LOCAL, status: JobStatus = JobStatus.SUBMITTED, **kw) -> Job:
+def job(backend: Backend = LOCAL, status: JobStatus = JobStatus.SUBMITTED, **kw) -> Job:
     return Job(id="j1", name="j", backend=backend, status=status, created_at=T0, updated_at=T0, dataset_file="gs://b/d", output_dir="/o", **kw)
 
 
@@ -30,7 +35,7 @@ def ev(source: str, state: str | None, t: int, **kw) -> TrainingEvent:
 def run(j: Job, events: list[TrainingEvent]) -> tuple[Job, list[str]]:
     lines: list[str] = []
     for e in events:
-        d = job_after_event(j, e, NOW)
+        d = job_after_event(j, e, NOW, BUILT_IN_RULES)
         if d.job is not None:
             j = d.job
         lines += [l.message for l in d.lines]
@@ -39,11 +44,11 @@ def run(j: Job, events: list[TrainingEvent]) -> tuple[Job, list[str]]:
 
 # (name, backend, events, final status, reason, failure class, exit code)
 GOLDEN = [
-    ("local success", Backend.LOCAL, [ev("local", "started", 1), ev("local", "exited", 9, exit_code=0)], JobStatus.SUCCEEDED, "Completed", None, 0),
-    ("local bad input", Backend.LOCAL, [ev("local", "started", 1), ev("local", "exited", 2, exit_code=2)], JobStatus.FAILED, "BadInput", FailureClass.USER, 2),
+    ("local success", LOCAL, [ev("local", "started", 1), ev("local", "exited", 9, exit_code=0)], JobStatus.SUCCEEDED, "Completed", None, 0),
+    ("local bad input", LOCAL, [ev("local", "started", 1), ev("local", "exited", 2, exit_code=2)], JobStatus.FAILED, "BadInput", FailureClass.USER, 2),
     (
         "local runtime failure",
-        Backend.LOCAL,
+        LOCAL,
         [ev("local", "started", 1), ev("local", "exited", 2, exit_code=1)],
         JobStatus.FAILED,
         "TrainerError",
@@ -52,7 +57,7 @@ GOLDEN = [
     ),
     (
         "local SIGTERM is preemption",
-        Backend.LOCAL,
+        LOCAL,
         [ev("local", "started", 1), ev("local", "exited", 5, exit_code=143)],
         JobStatus.FAILED,
         "Preempted",
@@ -61,7 +66,7 @@ GOLDEN = [
     ),
     (
         "local killed by signal",
-        Backend.LOCAL,
+        LOCAL,
         [ev("local", "started", 1), ev("local", "exited", 5, exit_code=-11)],
         JobStatus.FAILED,
         "Signal11",
@@ -70,7 +75,7 @@ GOLDEN = [
     ),
     (
         "k8s complete",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("kubernetes", "Pending", 1), ev("kubernetes", "Running", 2), ev("kubernetes", "Complete", 9)],
         JobStatus.SUCCEEDED,
         "Completed",
@@ -79,7 +84,7 @@ GOLDEN = [
     ),
     (
         "k8s unschedulable stays submitted",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("kubernetes", "Pending", 1, reason="Unschedulable")],
         JobStatus.SUBMITTED,
         "Unschedulable",
@@ -88,7 +93,7 @@ GOLDEN = [
     ),
     (
         "k8s image pull backoff waits",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("kubernetes", "Waiting", 1, reason="ImagePullBackOff")],
         JobStatus.SUBMITTED,
         "ImagePullBackOff",
@@ -97,7 +102,7 @@ GOLDEN = [
     ),
     (
         "k8s image pull gives up",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("kubernetes", "Waiting", 1, reason="ErrImagePull"), ev("kubernetes", "Failed", 300, reason="ImagePullBackOff")],
         JobStatus.FAILED,
         "ImagePullBackOff",
@@ -106,7 +111,7 @@ GOLDEN = [
     ),
     (
         "k8s OOMKilled",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="OOMKilled", exit_code=137)],
         JobStatus.FAILED,
         "OOMKilled",
@@ -115,7 +120,7 @@ GOLDEN = [
     ),
     (
         "k8s backoff limit",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="BackoffLimitExceeded", exit_code=1)],
         JobStatus.FAILED,
         "BackoffLimitExceeded",
@@ -124,7 +129,7 @@ GOLDEN = [
     ),
     (
         "k8s deadline",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="DeadlineExceeded")],
         JobStatus.FAILED,
         "DeadlineExceeded",
@@ -133,7 +138,7 @@ GOLDEN = [
     ),
     (
         "k8s eviction is preemption",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("kubernetes", "Running", 1), ev("kubernetes", "Failed", 5, reason="Evicted")],
         JobStatus.FAILED,
         "Evicted",
@@ -142,7 +147,7 @@ GOLDEN = [
     ),
     (
         "vertex success",
-        Backend.VERTEX,
+        VERTEX,
         [
             ev("vertex", "JOB_STATE_QUEUED", 1),
             ev("vertex", "JOB_STATE_PENDING", 2),
@@ -156,7 +161,7 @@ GOLDEN = [
     ),
     (
         "vertex failure with error",
-        Backend.VERTEX,
+        VERTEX,
         [ev("vertex", "JOB_STATE_RUNNING", 3), ev("vertex", "JOB_STATE_FAILED", 9, message="The replica workerpool0-0 exited with a non-zero status of 1.")],
         JobStatus.FAILED,
         "Failed",
@@ -165,7 +170,7 @@ GOLDEN = [
     ),
     (
         "vertex quota",
-        Backend.VERTEX,
+        VERTEX,
         [ev("vertex", "JOB_STATE_FAILED", 9, message="Quota exceeded for aiplatform.googleapis.com/custom_model_training_nvidia_a100_gpus")],
         JobStatus.FAILED,
         "QuotaExceeded",
@@ -174,7 +179,7 @@ GOLDEN = [
     ),
     (
         "vertex expired",
-        Backend.VERTEX,
+        VERTEX,
         [ev("vertex", "JOB_STATE_PENDING", 1), ev("vertex", "JOB_STATE_EXPIRED", 9)],
         JobStatus.FAILED,
         "Expired",
@@ -183,17 +188,17 @@ GOLDEN = [
     ),
     (
         "vertex cancelled",
-        Backend.VERTEX,
+        VERTEX,
         [ev("vertex", "JOB_STATE_RUNNING", 1), ev("vertex", "JOB_STATE_CANCELLING", 2), ev("vertex", "JOB_STATE_CANCELLED", 3)],
         JobStatus.CANCELLED,
         "Cancelled",
         None,
         None,
     ),
-    ("reconcile speaks the backend's states", Backend.VERTEX, [ev("reconcile", "JOB_STATE_SUCCEEDED", 9)], JobStatus.SUCCEEDED, "Completed", None, None),
+    ("reconcile speaks the backend's states", VERTEX, [ev("reconcile", "JOB_STATE_SUCCEEDED", 9)], JobStatus.SUCCEEDED, "Completed", None, None),
     (
         "reconcile flags a stale job",
-        Backend.KUBERNETES,
+        KUBERNETES,
         [ev("reconcile", "Stale", 9, message="no sign of life for 3600s")],
         JobStatus.SUBMITTED,
         "Stale",
@@ -230,7 +235,7 @@ def test_cancel_requested_turns_sigterm_into_cancelled() -> None:
 def test_terminal_never_moves_but_late_logs_land() -> None:
     done, _ = run(job(), [ev("local", "started", 1), ev("local", "exited", 2, exit_code=0)])
     late = ev("local", "running", 1, logs=(EventLog(1, T0, "stdout", "last words"),))
-    d = job_after_event(done, late, NOW)
+    d = job_after_event(done, late, NOW, BUILT_IN_RULES)
     assert d.job.status is JobStatus.SUCCEEDED and [l.message for l in d.lines] == ["last words"]
 
 
@@ -285,13 +290,13 @@ def test_recorded_sequences(path: Path) -> None:
 
 def test_event_id_makes_a_redelivery_a_no_op() -> None:
     line = ev("vertex", None, 1, event_id="insert-1", logs=(EventLog(0, T0, "stdout", "epoch 1"),))
-    final, lines = run(job(Backend.VERTEX), [line, line, line])
+    final, lines = run(job(VERTEX), [line, line, line])
     assert lines == ["epoch 1"] and final.recent_event_ids == ("insert-1",)
 
 
 def test_each_pod_has_its_own_log_cursor() -> None:
     first_pod = ev("kubernetes", None, 1, logs=(EventLog(1, T0, "stdout", "pod a 1"), EventLog(2, T0, "stdout", "pod a 2")), extra={"log_stream": "job-a-1"})
     retried = ev("kubernetes", None, 2, logs=(EventLog(1, T0, "stdout", "pod b 1"),), extra={"log_stream": "job-a-2"})
-    final, lines = run(job(Backend.KUBERNETES), [first_pod, retried, first_pod, retried])
+    final, lines = run(job(KUBERNETES), [first_pod, retried, first_pod, retried])
     assert lines == ["pod a 1", "pod a 2", "pod b 1"]
     assert final.log_cursors == {"kubernetes/job-a-1": 2, "kubernetes/job-a-2": 1}

@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.adapters.kubernetes.client import api_error, is_already_exists, is_not_found, load_api_client
-from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.kubernetes.manifests import job_name, render_manifest, render_secret, validate_manifest
 from shared.domain import naming
 from shared.domain.job import Job
@@ -52,9 +52,9 @@ FOREGROUND = "Foreground"
 class KubernetesBackend:
     """`Backend` for Kubernetes. `api_client` is built on first use (never for a dry run) unless given."""
 
-    config: KubernetesConfig
+    config: KubernetesSettings
     api_client: Any = None
-    api_client_factory: Callable[[KubernetesConfig], Any] = load_api_client
+    api_client_factory: Callable[[KubernetesSettings], Any] = load_api_client
     # (connect, read) seconds for every call: a stalled API server becomes a TransientError, not a hang.
     # Connect, read. An API server answers a create within a second or two; a longer stall is a fault.
     request_timeout: float | tuple[float, float] = (5.0, 10.0)

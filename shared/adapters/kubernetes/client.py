@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from shared.adapters.http_errors import error_for_status
-from shared.adapters.kubernetes.config import KubernetesConfig
+from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.domain.redaction import redact
 from shared.domain.status import FailureClass
 from shared.errors import PermanentError, PlatformError, TransientError
@@ -73,7 +73,7 @@ def is_gone(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == GONE
 
 
-def load_api_client(cfg: KubernetesConfig) -> Any:
+def load_api_client(cfg: KubernetesSettings) -> Any:
     """An `ApiClient` from `K8S_KUBECONFIG`/`KUBECONFIG` (+ `K8S_CONTEXT`), else in-cluster config."""
     from kubernetes import client, config
     from urllib3.util.retry import Retry
@@ -98,9 +98,9 @@ def load_api_client(cfg: KubernetesConfig) -> Any:
     return client.ApiClient(configuration)
 
 
-def build_api_client(settings: Any) -> Any:
+def build_api_client(cfg: KubernetesSettings) -> Any:
     """The `ApiClient` for the watcher: `K8S_KUBECONFIG` (+ `K8S_CONTEXT`), else in-cluster config."""
-    return load_api_client(KubernetesConfig(namespace=settings.k8s_namespace, kubeconfig=settings.k8s_kubeconfig, context=settings.k8s_context))
+    return load_api_client(cfg)
 
 
 def lines(resp: Any) -> Iterator[str]:

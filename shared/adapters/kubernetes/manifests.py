@@ -2,7 +2,7 @@
 for several nodes, one headless Service).
 
 Rendering (`render_job`, `render_secret`, `render_service`, `render_manifest`) takes the job, the names
-of its secret variables and a `KubernetesConfig`, and returns plain dicts, so the unit tests pin every
+of its secret variables and a `KubernetesSettings`, and returns plain dicts, so the unit tests pin every
 `K8S_*` variable's effect without a server. Every manifest is checked against the Kubernetes schema
 (`kubernetes-validate`, strict; `validate_manifest`) before anything is sent; a spec that fails is a
 `PermanentError`. Secret values never appear here except in the Secret handed to the API server: what is
@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shared.adapters.kubernetes.config import DEFAULT_SCHEMA_VERSION, KubernetesConfig
+from shared.adapters.kubernetes.config import DEFAULT_SCHEMA_VERSION, KubernetesSettings
 from shared.domain import naming
 from shared.domain.job import REDACTED, Job
 from shared.domain.status import FailureClass
@@ -106,7 +106,7 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def container_limits(job: Job, cfg: KubernetesConfig) -> dict[str, str]:
+def container_limits(job: Job, cfg: KubernetesSettings) -> dict[str, str]:
     """K8S_RESOURCE_LIMITS with the request's `gpus`, `cpus` and `memory_gb` over it."""
     limits = {k: _quantity(k, v) for k, v in (cfg.resource_limits or {}).items()}
     res = job.resources
@@ -122,7 +122,7 @@ def container_limits(job: Job, cfg: KubernetesConfig) -> dict[str, str]:
     return limits
 
 
-def node_selector(job: Job, cfg: KubernetesConfig) -> dict[str, str]:
+def node_selector(job: Job, cfg: KubernetesSettings) -> dict[str, str]:
     selector: dict[str, Any] = dict(cfg.node_selector or {})
     gpu_type = job.resources.gpu_type
     if gpu_type is not None:
@@ -140,7 +140,7 @@ def node_selector(job: Job, cfg: KubernetesConfig) -> dict[str, str]:
     return selector
 
 
-def _rendezvous_env(name: str, nodes: int, nproc: int, cfg: KubernetesConfig) -> list[dict[str, Any]]:
+def _rendezvous_env(name: str, nodes: int, nproc: int, cfg: KubernetesSettings) -> list[dict[str, Any]]:
     """What torchrun reads on each pod of a several-node job (trainer/launch.py reads the same names)."""
     return [
         {"name": "PET_NNODES", "value": str(nodes)},
@@ -152,7 +152,7 @@ def _rendezvous_env(name: str, nodes: int, nproc: int, cfg: KubernetesConfig) ->
     ]
 
 
-def render_job(job: Job, env_names: list[str] | tuple[str, ...], cfg: KubernetesConfig) -> dict[str, Any]:
+def render_job(job: Job, env_names: list[str] | tuple[str, ...], cfg: KubernetesSettings) -> dict[str, Any]:
     """The Job manifest. `env_names`: the secret variables, each read from the job's Secret."""
     if not cfg.image:
         raise _config_error("K8S_TRAINING_IMAGE is not set")
@@ -215,7 +215,7 @@ def render_job(job: Job, env_names: list[str] | tuple[str, ...], cfg: Kubernetes
     }
 
 
-def render_service(job: Job, cfg: KubernetesConfig) -> dict[str, Any]:
+def render_service(job: Job, cfg: KubernetesSettings) -> dict[str, Any]:
     """The headless Service of a several-node job: DNS names for its pods (`<job>-<index>.<job>`).
     `publishNotReadyAddresses`: rank 0 must be resolvable while the others start, before any is ready."""
     name = job_name(job)
@@ -232,7 +232,7 @@ def render_service(job: Job, cfg: KubernetesConfig) -> dict[str, Any]:
     }
 
 
-def render_secret(job: Job, values: Mapping[str, str], cfg: KubernetesConfig) -> dict[str, Any]:
+def render_secret(job: Job, values: Mapping[str, str], cfg: KubernetesSettings) -> dict[str, Any]:
     """The per-job Secret. Pass `redacted_values(names)` for anything that is stored or logged."""
     return {
         "apiVersion": "v1",
@@ -252,7 +252,7 @@ def redacted_values(names: list[str] | tuple[str, ...]) -> dict[str, str]:
     return {n: REDACTED for n in names}
 
 
-def render_manifest(job: Job, env_names: list[str] | tuple[str, ...], cfg: KubernetesConfig) -> dict[str, Any]:
+def render_manifest(job: Job, env_names: list[str] | tuple[str, ...], cfg: KubernetesSettings) -> dict[str, Any]:
     """What is stored with the job: a `v1/List` of the Secret (values redacted), if any, the Job, and for
     several nodes its Service."""
     items = []
