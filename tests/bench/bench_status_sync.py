@@ -29,6 +29,7 @@ from shared.domain.events import EventLog, TrainingEvent
 from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.usecases.status_sync import StatusSync
+from tests.fakes.policy import BUILT_IN_RULES
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 29, tzinfo=UTC)
@@ -64,7 +65,7 @@ def main() -> None:
         os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host
         client = firestore.Client(project="bench-project")
         store = FirestoreJobStore(client, "bench_")
-        sync = StatusSync(store=store, max_log_chars=100_000)
+        sync = StatusSync(store=store, max_log_chars=100_000, rules=BUILT_IN_RULES)
         raw_col = client.collection("raw")
         for i in range(20):  # warm-up
             raw_col.document(f"w{i}").set(to_record(job(i)))

@@ -24,6 +24,7 @@ import requests
 
 from functions.dev.local_stack import free_port, stop_group, wait_http
 from tests.fakes import FAKE_TRAINER, FakeKubernetesAPI, write_kubeconfig
+from tests.fakes.policy import BUILT_IN_RULES
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_ID_LABEL = "training-platform/job-id"
@@ -280,7 +281,7 @@ def test_local_runs_survive_kill_9_of_the_server(tmp_path: Path) -> None:
     report = Reconciler(
         store=store,
         backends={LOCAL: backend},
-        status_sync=StatusSync(store=store, max_log_chars=1000),
+        status_sync=StatusSync(store=store, max_log_chars=1000, rules=BUILT_IN_RULES),
         bus=RecordingBus(),
         requests_topic="train-requests",
         min_age=timedelta(0),

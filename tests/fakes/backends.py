@@ -103,7 +103,7 @@ def make_vertex_backend(fake: FakeVertexAPI, *, submit: bool = True, timeout: fl
     client = aiplatform_v1.JobServiceClient(transport="rest", client_options={"api_endpoint": fake.url}, credentials=AnonymousCredentials())
     # Per-job secrets off: these tests pin the per-name references (tests/integration/test_job_secrets.py has the per-job secrets).
     config = {"job_secrets": False, **config}
-    cfg = VertexSettings(project="acme-ml", image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, secret_refs={"HF_TOKEN": VERTEX_HF_REF}, **config)
+    cfg = VertexSettings(project="acme-ml", image_uri="us-docker.pkg.dev/acme/trainer:1.0", submit=submit, hf_token_secret=VERTEX_HF_REF, **config)
     return VertexBackend(cfg, client=client, timeout=timeout)
 
 

@@ -43,6 +43,7 @@ from shared.usecases.service import OP_SUBMIT, build_job, launch_message
 from shared.usecases.status_sync import StatusSync
 from tests.fakes import FakeKubernetesAPI, FakeVertexAPI
 from tests.fakes.jobs import JOB_ID, README_KUBERNETES, README_VERTEX, job_from
+from tests.fakes.policy import BUILT_IN_RULES
 from trainer import job_secrets
 from trainer.flags import CREDENTIALS_ENV
 
@@ -210,7 +211,7 @@ class Vertex:
         self.store = SqliteJobStore(self.db)
         backends = {VERTEX: self.backend}
         self.launcher = Launcher(store=self.store, backends=backends)
-        self.sync = StatusSync(store=self.store, max_log_chars=10_000, backends=backends)
+        self.sync = StatusSync(store=self.store, max_log_chars=10_000, rules=BUILT_IN_RULES, backends=backends)
         self.reconciler = Reconciler(store=self.store, backends=backends, status_sync=self.sync, bus=None, requests_topic="train-requests")  # type: ignore[arg-type]
         self.job, self.env = secret_job({**README_VERTEX, "hf_token": HF}, job_id)
         self.store.create(self.job)
@@ -361,7 +362,7 @@ def test_a_dry_run_shows_a_placeholder_and_creates_nothing(fake, tmp_path):
 
 
 def test_per_job_secrets_switched_off_keep_the_per_name_references(fake, tmp_path):
-    v = Vertex(tmp_path, fake, job_secrets=False, secret_refs={"HF_TOKEN": "projects/acme-ml/secrets/hf/versions/2"})
+    v = Vertex(tmp_path, fake, job_secrets=False, hf_token_secret="projects/acme-ml/secrets/hf/versions/2")
     v.job, v.env = job_from({**README_VERTEX, "hf_token": HF}, "0d5f4c1e-2222-4b7e-9c3a-2b1d4e6f8a90")
     v.store.create(v.job)
     v.deliver()

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from shared.adapters.local_backend import LocalBackend
+from shared.adapters.local_unit import LocalSettings
 from shared.adapters.sqlite_store import SqliteJobStore
 from shared.domain.backends.local import LOCAL
 from shared.domain.events import from_message
@@ -23,7 +24,6 @@ from shared.usecases.service import OP_SUBMIT, launch_message
 from tests.fakes import FAKE_TRAINER
 from tests.fakes.backends import Events, assert_gone, local_job
 from tests.fakes.backends import make_local_backend as make_backend
-from shared.adapters.local_unit import LocalSettings
 
 
 def test_runs_the_script_and_emits_started_logs_exited():

@@ -30,6 +30,7 @@ from tests.fakes import FAKE_TRAINER
 from tests.fakes.backends import Events, local_job
 from tests.fakes.backends import assert_gone as _assert_gone
 from tests.fakes.backends import make_local_backend as make_backend
+from tests.fakes.policy import BUILT_IN_RULES
 from tests.integration.conftest import RecordingBus
 
 # A "server": builds the backend over RUNS, submits the job, says the external id, then waits to be killed.
@@ -198,7 +199,7 @@ def test_reconcile_finishes_a_running_job_without_external_id_from_its_exit_reco
         time.sleep(0.05)
     store = SqliteJobStore(tmp_path / "jobs.db")
     store.create(job.replace(status=JobStatus.RUNNING, external_id=None, updated_at=job.created_at - timedelta(hours=1)))
-    sync = StatusSync(store=store, max_log_chars=1000)
+    sync = StatusSync(store=store, max_log_chars=1000, rules=BUILT_IN_RULES)
     rec = Reconciler(
         store=store,
         backends={LOCAL: make_backend(Events(), runs_dir=runs)},

@@ -17,6 +17,7 @@ from shared.errors import TransientError
 from shared.ports import Observation
 from shared.usecases.reconcile import Reconciler
 from shared.usecases.status_sync import StatusSync
+from tests.fakes.policy import BUILT_IN_RULES
 from tests.integration.conftest import RecordingBus
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -58,7 +59,7 @@ def world(tmp_path: Path):
     store = SqliteJobStore(tmp_path / "jobs.db")
     clock = Clock(T0 + timedelta(hours=3))
     bus = RecordingBus()
-    sync = StatusSync(store=store, max_log_chars=1000, clock=clock)
+    sync = StatusSync(store=store, max_log_chars=1000, rules=BUILT_IN_RULES, clock=clock)
 
     def make(backend_answers: dict, backend_kind: Backend = KUBERNETES) -> tuple[Reconciler, FakeBackend]:
         fake = FakeBackend(backend_answers)

@@ -35,6 +35,7 @@ from shared.usecases.status_sync import StatusSync
 from tests.fakes.clock import Clock
 from tests.fakes.jobs import README_KUBERNETES, job_from
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
+from tests.fakes.policy import BUILT_IN_RULES
 from tests.fakes.polling import eventually
 
 WAIT = 10.0
@@ -261,7 +262,7 @@ def test_a_two_index_job_runs_when_both_run_and_fails_naming_the_index(fake, tmp
 
     store = launch.store
     store.update(launch.job.id, lambda j: j.replace(status=JobStatus.SUBMITTED))
-    sync = StatusSync(store=store, max_log_chars=100_000, clock=clock)
+    sync = StatusSync(store=store, max_log_chars=100_000, rules=BUILT_IN_RULES, clock=clock)
     for i, data in enumerate(published.messages):
         sync.handle(Message(id=f"e{i}", topic="training-events", data=data, ordering_key=data["job_id"]))
     job = store.get(launch.job.id)

@@ -18,6 +18,7 @@ from shared.domain.job import Job
 from shared.domain.status import JobStatus
 from shared.messages import Message, to_push
 from shared.usecases.status_sync import StatusSync
+from tests.fakes.policy import BUILT_IN_RULES
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
@@ -50,7 +51,7 @@ def msg(data: dict, n: int = 0) -> Message:
 def test_recorded_sequence_twice_over(store, fixture: str) -> None:
     spec = json.loads((FIXTURES / fixture).read_text())
     seed(store, Backend(spec["backend"]))
-    sync = StatusSync(store=store, max_log_chars=10_000, clock=FixedClock())
+    sync = StatusSync(store=store, max_log_chars=10_000, rules=BUILT_IN_RULES, clock=FixedClock())
     # Every event delivered twice, the second round in reverse: at-least-once and out of order.
     for i, data in enumerate(spec["events"] + list(reversed(spec["events"]))):
         sync.handle(msg(data, i))
@@ -69,7 +70,7 @@ def test_recorded_sequence_twice_over(store, fixture: str) -> None:
 
 def test_burst_of_10k_lines_is_a_few_writes(store) -> None:
     seed(store, LOCAL, JobStatus.RUNNING)
-    sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
+    sync = StatusSync(store=store, max_log_chars=1000, rules=BUILT_IN_RULES, clock=FixedClock())
     lines = [{"seq": i + 1, "timestamp": "2026-11-29T12:00:00Z", "stream": "stdout", "message": f"line {i}"} for i in range(10_000)]
     before = store.get("j1").version
     sync.handle(msg({"job_id": "j1", "source": "local", "observed_at": "2026-11-29T12:00:01Z", "logs": lines}))
@@ -85,7 +86,7 @@ def test_burst_of_10k_lines_is_a_few_writes(store) -> None:
 
 def test_cloud_event_path(store) -> None:
     seed(store, VERTEX)
-    sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
+    sync = StatusSync(store=store, max_log_chars=1000, rules=BUILT_IN_RULES, clock=FixedClock())
     data = {"v": 1, "job_id": "j1", "source": "vertex", "observed_at": "2026-11-29T12:00:05Z", "state": "JOB_STATE_RUNNING"}
     envelope = to_push(Message(id="123", topic="training-events", data=data))
     event = CloudEvent(
@@ -97,7 +98,7 @@ def test_cloud_event_path(store) -> None:
 
 
 def test_unknown_job_and_garbage_are_acked(store) -> None:
-    sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
+    sync = StatusSync(store=store, max_log_chars=1000, rules=BUILT_IN_RULES, clock=FixedClock())
     assert sync.handle(msg({"job_id": "nope", "source": "local", "state": "started"})) is None
     assert sync.handle(msg({"no": "job"})) is None
     event = CloudEvent({"type": "t", "source": "//pubsub.googleapis.com/projects/p/topics/training-events"}, {"message": {"data": "bm90IGpzb24="}})
@@ -118,7 +119,7 @@ def test_vertex_log_sink_entries_find_their_job(store) -> None:
             external_id="projects/123/locations/us-central1/customJobs/4470142151234567890",
         )
     )
-    sync = StatusSync(store=store, max_log_chars=1000, clock=FixedClock())
+    sync = StatusSync(store=store, max_log_chars=1000, rules=BUILT_IN_RULES, clock=FixedClock())
     vertex_dir = FIXTURES.parent / "vertex_logs"
     entries = [json.loads((vertex_dir / f"{n}.json").read_text())["entry"] for n in ("service_running", "replica_stdout", "replica_stderr", "service_failed")]
     for entry in entries + entries:  # each delivered twice

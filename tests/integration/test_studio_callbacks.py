@@ -29,6 +29,7 @@ from shared.messages import Message
 from shared.sealing import Sealer
 from shared.usecases.notify import Notifier
 from shared.usecases.status_sync import StatusSync
+from tests.fakes.policy import BUILT_IN_RULES
 from tests.fakes.studio_receiver import StudioReceiver
 from tests.fakes.webhook_receiver import Receiver
 
@@ -211,7 +212,7 @@ def test_progress_lines_through_status_sync_reach_the_studio_once_a_minute(store
     its (injected) clock: three within a minute give one callback, the next a minute later another."""
     run = Run(store, studio)
     clock = Clock(T0)
-    sync = StatusSync(store=store, max_log_chars=10_000, clock=clock)
+    sync = StatusSync(store=store, max_log_chars=10_000, rules=BUILT_IN_RULES, clock=clock)
     try:
         to_running(run)
         for i, (at, step) in enumerate([(10, 1), (25, 2), (50, 3), (75, 4), (80, 5)]):

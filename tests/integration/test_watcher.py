@@ -30,6 +30,7 @@ from shared.usecases.status_sync import StatusSync
 from tests.fakes.clock import T0, Clock
 from tests.fakes.jobs import README_KUBERNETES, job_from
 from tests.fakes.kubernetes_watch import WatchableFakeKubernetesAPI
+from tests.fakes.policy import BUILT_IN_RULES
 
 NS = "default"
 WAIT = 5.0
@@ -188,7 +189,7 @@ def start_watcher(k8s: WatchableFakeKubernetesAPI, clock: Clock) -> Iterator[Cal
 @pytest.fixture
 def sync(tmp_path: Path, clock: Clock) -> tuple[SqliteJobStore, StatusSync]:
     store = SqliteJobStore(tmp_path / "jobs.db")
-    return store, StatusSync(store=store, max_log_chars=100_000, clock=clock)
+    return store, StatusSync(store=store, max_log_chars=100_000, rules=BUILT_IN_RULES, clock=clock)
 
 
 def submitted(store: SqliteJobStore, job: Job, job_obj: dict[str, Any]) -> None:

@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from shared.domain import k8s_observe as ko
-from shared.domain.backends.kubernetes import KUBERNETES
+from shared.domain.backends.kubernetes import KUBERNETES, interpret_kubernetes
 from shared.domain.events import TrainingEvent
 from shared.domain.job import Job
 from shared.domain.status import FailureClass, JobStatus
-from shared.domain.backends.kubernetes import interpret_kubernetes
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 JOB_UID = "0b7d6d1e-1111-4c1e-9d7a-5e0f0a0a0a0a"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from shared.adapters.kubernetes.config import KubernetesSettings
+from shared.adapters.vertex_settings import VertexSettings
 from shared.domain.backends.kubernetes import KUBERNETES
 from shared.domain.backends.local import LOCAL
 from shared.settings import Settings, settings_markdown
-from shared.adapters.kubernetes.config import KubernetesSettings
-from shared.adapters.vertex_settings import VertexSettings
 
 OLD_DEFAULTS = [
     ("port", 4000),

@@ -14,11 +14,9 @@ import pytest
 
 from shared.domain import ssrf, studio
 from shared.domain.backends.kubernetes import KUBERNETES
-from shared.domain.backends.local import LOCAL
-from shared.domain.backends.vertex import VERTEX
+from shared.domain.backends.local import LOCAL, LOCAL_PLACEMENT
+from shared.domain.backends.vertex import VERTEX, vertex_placement
 from shared.domain.request import RequestPolicy, normalise_request
-from shared.domain.backends.local import LOCAL_PLACEMENT
-from shared.domain.backends.vertex import vertex_placement
 from shared.domain.resources import DEFAULT_VERTEX_MACHINE_TYPES
 from shared.errors import ValidationFailed
 from shared.usecases.service import TrainingService, build_job
