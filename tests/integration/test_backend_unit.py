@@ -110,7 +110,9 @@ def test_a_job_launches_reports_its_events_and_succeeds(platform) -> None:
     statuses = [
         (e["data"]["to"], e["data"]["source"]) for e in requests.get(f"{url}/jobs/{job_id}/events", timeout=10).json()["events"] if e["kind"] == "status"
     ]
-    assert statuses == [("queued", "api"), ("submitting", "launcher"), ("submitted", "launcher"), ("running", "toy"), ("succeeded", "toy")], statuses
+    # Its own events move it on (its "queued" may overtake the launcher's own `submitted` write).
+    assert [to for to, _ in statuses] == ["queued", "submitting", "submitted", "running", "succeeded"], statuses
+    assert statuses[-2:] == [("running", "toy"), ("succeeded", "toy")], statuses
     manifest = requests.get(f"{url}/jobs/{job_id}/manifest", timeout=10).json()
     assert manifest["backend"] == "toy" and manifest["objects"][0]["kind"] == "ToyRun"
     listed = requests.get(f"{url}/jobs", params={"backend": "toy"}, timeout=10).json()["jobs"]
