@@ -4,7 +4,7 @@ Pure: it works on plain dicts (the API's JSON, or `ApiClient.sanitize_for_serial
 client models, so the cluster watcher (`shared/adapters/kubernetes/watcher.py`, a stream of watch events) and
 reconcile's one-shot `observe_job` read a Job the same way, and the unit tests are tables of dicts.
 
-The state words are the ones `shared.domain.translate.interpret_kubernetes` understands:
+The state words are the ones `shared.domain.backends.kubernetes.interpret_kubernetes` understands:
 
 | what the cluster shows                                    | state      | reason                        |
 |-----------------------------------------------------------|------------|-------------------------------|
