@@ -41,9 +41,6 @@ class Outcome:
     message: str | None = None
 
 
-Interpreter = Callable[["Job", "TrainingEvent"], Outcome]
-
-
 @dataclass(frozen=True)
 class ForeignEvent:
     """A backend's own message, read: its id of the job (`Job.external_id`) and the event (no job id
@@ -109,4 +106,4 @@ def interpret(rules: Mapping[str, BackendRules], job: Job, ev: TrainingEvent) ->
     return own.interpret(job, ev) if own is not None else Outcome()
 
 
-__all__ = ["NAME_PATTERN", "SIGKILL_CODES", "SIGTERM_CODES", "BackendKind", "BackendRules", "ForeignEvent", "Interpreter", "Outcome", "interpret"]
+__all__ = ["NAME_PATTERN", "SIGKILL_CODES", "SIGTERM_CODES", "BackendKind", "BackendRules", "ForeignEvent", "Outcome", "interpret"]
