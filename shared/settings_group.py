@@ -88,6 +88,15 @@ class SettingsGroup(BaseSettings):
     def config_errors(self) -> list[str]:
         return list(self._errors)
 
+    def problems(self) -> list[str]:
+        """What keeps the backend from taking jobs, named by variable (none: it can). A group adds its
+        required variables to its JSON problems."""
+        return self.config_errors
+
+    def describe(self) -> dict[str, Any]:
+        """What `/health` shows of the backend beside `configured` and `problem`."""
+        return {}
+
     @classmethod
     def env_names(cls, name: str) -> list[str]:
         """The variables a field reads, in order: its alias's, else `<env_prefix><NAME>`."""

@@ -51,16 +51,13 @@ class BackendUnit:
     kind: ClassVar[BackendKind]
     settings: ClassVar[type[SettingsGroup]]
 
-    def problem(self, settings: Any) -> str | None:
+    def problem(self, settings: SettingsGroup) -> str | None:
         """None when the backend can take jobs here, else what is missing (named by variable)."""
-        problems = getattr(settings, "problems", None)
-        found = problems() if problems is not None else settings.config_errors
-        return "; ".join(found) or None
+        return "; ".join(settings.problems()) or None
 
-    def health(self, settings: Any) -> dict[str, Any]:
+    def health(self, settings: SettingsGroup) -> dict[str, Any]:
         """What `/health` shows of it beside `configured` and `problem`."""
-        describe = getattr(settings, "describe", None)
-        return describe() if describe is not None else {}
+        return settings.describe()
 
     def rules(self, settings: Any, context: RulesContext) -> BackendRules:
         """Its pure rules under these settings (`problem` already filled in by the registry's caller)."""
