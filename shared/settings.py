@@ -27,7 +27,7 @@ from shared.adapters.unit import BackendUnit, RulesContext
 from shared.domain import resources as res
 from shared.domain.backend import BackendKind, BackendRules
 from shared.domain.request import RequestPolicy
-from shared.settings_group import REPO_ROOT, SettingsGroup
+from shared.settings_group import REPO_ROOT, SettingsGroup, blank_is_unset
 from shared.settings_platform import MIN_TOKEN_CHARS, HttpSettings, NotificationSettings, OperationsSettings, PlatformSettings, ServiceSettings
 
 if TYPE_CHECKING:
@@ -63,12 +63,11 @@ class Settings(NotificationSettings, OperationsSettings, HttpSettings, PlatformS
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any, info: Any) -> Any:
-        # The old service treated an empty variable as unset; keep that.
-        # Not API_TOKENS: a blank value there is a mistake to report (auth_problem), not "auth off".
-        if isinstance(value, str) and value.strip() == "" and info.field_name not in ("collection_prefix", "api_tokens"):
-            field = cls.model_fields[info.field_name]
-            return field.default
-        return value
+        # Not API_TOKENS: a blank value there is a mistake to report (auth_problem), not "auth off";
+        # not COLLECTION_PREFIX, whose default is the blank.
+        if info.field_name in ("collection_prefix", "api_tokens"):
+            return value
+        return blank_is_unset(cls, value, info.field_name)
 
     def model_post_init(self, __context: Any) -> None:
         self._errors.extend(self._webhook_problems())

@@ -27,6 +27,13 @@ def env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+def blank_is_unset(model: type[BaseSettings], value: Any, field_name: str | None) -> Any:
+    """The old service treated an empty variable as unset; keep that: a blank value reads as the default."""
+    if isinstance(value, str) and value.strip() == "" and field_name is not None:
+        return model.model_fields[field_name].get_default(call_default_factory=True)
+    return value
+
+
 @dataclass(frozen=True)
 class BadJson:
     """A JSON-valued variable that did not parse (or has the wrong shape): what to report."""
@@ -66,11 +73,7 @@ class SettingsGroup(BaseSettings):
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any, info: Any) -> Any:
-        # The old service treated an empty variable as unset; keep that.
-        if isinstance(value, str) and value.strip() == "" and info.field_name is not None:
-            field = cls.model_fields[info.field_name]
-            return field.get_default(call_default_factory=True)
-        return value
+        return blank_is_unset(cls, value, info.field_name)
 
     def model_post_init(self, __context: Any) -> None:
         for name in type(self).model_fields:

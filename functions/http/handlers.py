@@ -112,7 +112,7 @@ class Handlers:
         errors = []
         if status is not None and status not in JobStatus.__members__.values():
             errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in JobStatus)}"))
-        kinds = self.settings.backend_problems()
+        kinds = self.settings.backend_rules()  # every registered backend, by name
         if backend is not None and backend not in kinds:
             errors.append(FieldError("backend", f"must be one of {', '.join(kinds)}"))
         label = None
