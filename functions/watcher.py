@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any
 
-from shared.adapters.kubernetes.client import build_api_client
+from shared.adapters.kubernetes.client import load_api_client
 from shared.adapters.kubernetes.config import KubernetesSettings
 from shared.adapters.kubernetes.watcher import ClusterWatcher
 from shared.adapters.pubsub_bus import PubSubBus
@@ -39,7 +39,7 @@ def build_watcher(settings: Settings, bus: Bus | None = None, api_client: Any = 
     bus = bus or PubSubBus(settings.project_id)
     k8s = KubernetesSettings.of(settings)
     return ClusterWatcher(
-        api_client if api_client is not None else build_api_client(k8s),
+        api_client if api_client is not None else load_api_client(k8s),
         k8s.namespace,
         publisher(bus, settings.topic_training_events),
         clock=SystemClock(),

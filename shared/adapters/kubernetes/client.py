@@ -98,11 +98,6 @@ def load_api_client(cfg: KubernetesSettings) -> Any:
     return client.ApiClient(configuration)
 
 
-def build_api_client(cfg: KubernetesSettings) -> Any:
-    """The `ApiClient` for the watcher: `K8S_KUBECONFIG` (+ `K8S_CONTEXT`), else in-cluster config."""
-    return load_api_client(cfg)
-
-
 def lines(resp: Any) -> Iterator[str]:
     """Lines of a (chunked, streaming) response as they arrive; the last one even without a newline."""
     buffer = b""
